@@ -1,0 +1,5 @@
+import sys
+
+from sensorstream.cli import main
+
+sys.exit(main())

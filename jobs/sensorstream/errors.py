@@ -1,0 +1,58 @@
+"""The errors sensorstream raises on purpose, all under one root.
+
+    SensorstreamError                         root: the CLI catches only this, prints one line, exits 1
+     ├── ConfigError(ValueError)              a setting is invalid; names the setting and its env var (exit 2)
+     ├── DependencyError(RuntimeError)        Java missing or too old, a jar folder missing
+     ├── BrokerUnavailableError(ConnectionError)  no Kafka broker answers at the bootstrap servers
+     ├── TopicMissingError(LookupError)       a topic the job needs does not exist
+     ├── CheckpointError(RuntimeError)        a checkpoint folder belongs to another query
+     └── LocalStackError(RuntimeError)        the embedded local broker failed to start or stop
+
+Every message is one line and says what to do next.
+"""
+
+
+class SensorstreamError(Exception):
+    """Root of every error sensorstream raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(SensorstreamError, ValueError):
+    """A setting has an invalid value."""
+
+    exit_code = 2
+
+    def __init__(self, setting: str, env: str | None, problem: str):
+        self.setting = setting
+        self.env = env
+        where = f"{setting} (env {env})" if env else setting
+        super().__init__(f"invalid setting {where}: {problem}")
+
+
+class DependencyError(SensorstreamError, RuntimeError):
+    """Something the jobs need on this machine is missing: Java, a jar folder."""
+
+
+class BrokerUnavailableError(SensorstreamError, ConnectionError):
+    """No Kafka broker answered at the bootstrap servers."""
+
+    def __init__(self, bootstrap_servers: str, detail: str = ""):
+        self.bootstrap_servers = bootstrap_servers
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"Kafka is not reachable at {bootstrap_servers}{extra}; start the local broker with "
+            "`sensorstream local up` or set KAFKA_BOOTSTRAP_SERVERS / --bootstrap-servers"
+        )
+
+
+class TopicMissingError(SensorstreamError, LookupError):
+    """A topic the job reads or writes does not exist."""
+
+
+class CheckpointError(SensorstreamError, RuntimeError):
+    """A checkpoint folder cannot be used by this query."""
+
+
+class LocalStackError(SensorstreamError, RuntimeError):
+    """The embedded local Kafka broker could not be started, reached or stopped."""

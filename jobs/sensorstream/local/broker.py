@@ -1,0 +1,302 @@
+"""A real Apache Kafka cluster in KRaft mode, run from the Maven jars as background processes.
+
+    cluster = LocalKafka(state_dir, brokers=1, port=9092)
+    cluster.up()        # format storage once, start, wait until every broker answers metadata
+    cluster.down()      # stop only the processes this stack started (pid files)
+    with cluster.running() as bootstrap: ...   # up, yield "127.0.0.1:PORT", down (tests)
+
+Layout under <state_dir>/local/: cluster.json (ports, cluster id), node-N/{server.properties,
+data/, broker.log, pid}. Broker N listens on port+N-1 (clients) and its controller on a port of its
+own; every node is broker and controller, so any broker count forms a quorum.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from sensorstream.brokers import admin_client
+from sensorstream.config import load_settings
+from sensorstream.errors import BrokerUnavailableError, LocalStackError
+from sensorstream.jvm import find_java, require_jars
+
+READY_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+HEAP = "-Xmx512m"
+
+_LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = ${sys:kafka.logs.dir}/broker.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = WARN
+logger.kafkaorg.name = org.apache.kafka
+logger.kafkaorg.level = WARN
+logger.started.name = kafka.server.KafkaRaftServer
+logger.started.level = INFO
+"""
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    node_id: int
+    port: int
+    pid: int | None
+    running: bool
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours still "exists"; reap it if so.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+class LocalKafka:
+    """The embedded broker(s). Ports are fixed once the storage is formatted (cluster.json)."""
+
+    def __init__(self, state_dir: Path, brokers: int = 1, port: int = 9092, jars_dir: Path | None = None,
+                 progress: Callable[[str], None] = lambda _: None):
+        if brokers < 1:
+            raise LocalStackError("--brokers must be 1 or more")
+        self.home = Path(state_dir) / "local"
+        self.jars_dir = Path(jars_dir) if jars_dir else Path(state_dir) / "jars" / "kafka"
+        self.brokers = brokers
+        self.port = port
+        self.progress = progress
+
+    # --- layout ---------------------------------------------------------------------------------
+
+    @property
+    def meta_file(self) -> Path:
+        return self.home / "cluster.json"
+
+    def node_dir(self, node_id: int) -> Path:
+        return self.home / f"node-{node_id}"
+
+    def _pid_file(self, node_id: int) -> Path:
+        return self.node_dir(node_id) / "pid"
+
+    def _meta(self) -> dict | None:
+        try:
+            return json.loads(self.meta_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def bootstrap(self) -> str:
+        meta = self._meta()
+        ports = meta["ports"] if meta else [self.port + i for i in range(self.brokers)]
+        return ",".join(f"127.0.0.1:{p}" for p in ports)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def status(self) -> list[NodeStatus]:
+        meta = self._meta()
+        if not meta:
+            return []
+        result = []
+        for node_id, port in enumerate(meta["ports"], start=1):
+            pid = self._read_pid(node_id)
+            result.append(NodeStatus(node_id, port, pid, bool(pid and _alive(pid))))
+        return result
+
+    def is_up(self) -> bool:
+        nodes = self.status()
+        return bool(nodes) and all(n.running for n in nodes)
+
+    def up(self) -> bool:
+        """Start the cluster and wait until it serves metadata. False if it was already up."""
+        if self.is_up():
+            return False
+        java = find_java()
+        jars = require_jars(self.jars_dir, "Kafka broker", "kafka_2.13-")
+        classpath = os.pathsep.join(str(j) for j in jars)
+        meta = self._prepare(java, classpath)
+        for node_id, port in enumerate(meta["ports"], start=1):
+            pid = self._read_pid(node_id)
+            if pid and _alive(pid):
+                continue
+            self._start_node(java, classpath, node_id)
+        self._wait_ready(len(meta["ports"]))
+        return True
+
+    def down(self, purge: bool = False) -> int:
+        """Stop the processes this stack started; returns how many were running."""
+        stopped = 0
+        for node in self.status():
+            if node.pid and node.running:
+                os.kill(node.pid, signal.SIGTERM)
+                stopped += 1
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for node in self.status():
+            while node.pid and _alive(node.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if node.pid and _alive(node.pid):
+                os.kill(node.pid, signal.SIGKILL)
+            self._pid_file(node.node_id).unlink(missing_ok=True)
+        if purge and self.home.exists():
+            import shutil
+
+            shutil.rmtree(self.home)
+        return stopped
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        """Up for the duration of the block (stopped after, even on error); yields the bootstrap."""
+        self.up()
+        try:
+            yield self.bootstrap
+        finally:
+            self.down()
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _read_pid(self, node_id: int) -> int | None:
+        try:
+            return int(self._pid_file(node_id).read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def _prepare(self, java: str, classpath: str) -> dict:
+        """Write configs and format storage once; later `up`s reuse data and ports."""
+        meta = self._meta()
+        if meta and len(meta["ports"]) != self.brokers:
+            raise LocalStackError(
+                f"the local cluster in {self.home} was created with {len(meta['ports'])} broker(s), not "
+                f"{self.brokers}; run `sensorstream local down --purge` first to start over"
+            )
+        if meta:
+            return meta
+        ports = [self.port + i for i in range(self.brokers)]
+        controllers = [free_port() for _ in ports]
+        for port in ports:
+            if _port_in_use(port):
+                raise LocalStackError(
+                    f"port {port} on 127.0.0.1 is taken by another program; stop it or choose another "
+                    "with `sensorstream local up --port N`"
+                )
+        self.progress("formatting storage (KRaft)")
+        cluster_id = self._run_tool(java, classpath, ["kafka.tools.StorageTool", "random-uuid"]).strip().splitlines()[-1]
+        voters = ",".join(f"{i}@127.0.0.1:{c}" for i, c in enumerate(controllers, start=1))
+        replicas = min(3, len(ports))
+        for node_id, (port, controller) in enumerate(zip(ports, controllers), start=1):
+            node = self.node_dir(node_id)
+            (node / "data").mkdir(parents=True, exist_ok=True)
+            (node / "log4j2.properties").write_text(_LOG4J2)
+            props = {
+                "process.roles": "broker,controller",
+                "node.id": node_id,
+                "controller.quorum.voters": voters,
+                "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
+                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+                "controller.listener.names": "CONTROLLER",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                "log.dirs": node / "data",
+                "num.partitions": 3,
+                "auto.create.topics.enable": "false",
+                "offsets.topic.replication.factor": replicas,
+                "transaction.state.log.replication.factor": replicas,
+                "transaction.state.log.min.isr": 1,
+                "share.coordinator.state.topic.replication.factor": replicas,
+                "share.coordinator.state.topic.min.isr": 1,
+                "group.initial.rebalance.delay.ms": 0,
+                "log.segment.bytes": 64 * 1024 * 1024,
+            }
+            config = node / "server.properties"
+            config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+            self._run_tool(java, classpath,
+                           ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)])
+        meta = {"cluster_id": cluster_id, "ports": ports, "controller_ports": controllers}
+        self.meta_file.write_text(json.dumps(meta, indent=2))
+        return meta
+
+    def _run_tool(self, java: str, classpath: str, args: list[str]) -> str:
+        out = subprocess.run([java, HEAP, "-cp", classpath, "-Dlog4j2.level=WARN", *args],
+                             capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            detail = (out.stderr or out.stdout).strip().splitlines()
+            raise LocalStackError(f"{args[0]} {args[1]} failed: {detail[-1] if detail else out.returncode}")
+        return out.stdout
+
+    def _start_node(self, java: str, classpath: str, node_id: int) -> None:
+        node = self.node_dir(node_id)
+        self.progress(f"starting broker {node_id}")
+        with open(node / "stdout.log", "ab") as out:
+            proc = subprocess.Popen(
+                [java, HEAP, "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                 f"-Dlog4j2.configurationFile={node / 'log4j2.properties'}", f"-Dkafka.logs.dir={node}",
+                 "-cp", classpath, "kafka.Kafka", str(node / "server.properties")],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl+C in the terminal does not reach the broker
+            )
+        self._pid_file(node_id).write_text(str(proc.pid))
+
+    def _wait_ready(self, expected: int) -> None:
+        self.progress("waiting for the broker to answer")
+        settings = load_settings(environ={}).replace(bootstrap_servers=self.bootstrap)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            dead = [n for n in self.status() if not n.running]
+            if dead:
+                raise LocalStackError(
+                    f"broker {dead[0].node_id} exited during start; see {self.node_dir(dead[0].node_id)}/broker.log "
+                    f"and stdout.log ({self._last_error(dead[0].node_id)})"
+                )
+            try:
+                with admin_client(settings, timeout_s=5) as admin:
+                    if len(admin.describe_cluster()["brokers"]) >= expected:
+                        return
+            except BrokerUnavailableError:
+                pass
+            if time.monotonic() > deadline:
+                raise LocalStackError(
+                    f"the local broker did not answer at {self.bootstrap} within {READY_TIMEOUT_S:.0f}s; "
+                    f"see {self.home}/node-*/broker.log"
+                )
+            time.sleep(0.5)
+
+    def _last_error(self, node_id: int) -> str:
+        for name in ("stdout.log", "broker.log"):
+            try:
+                lines = (self.node_dir(node_id) / name).read_text(errors="replace").splitlines()
+            except OSError:
+                continue
+            errors = [line for line in lines if "ERROR" in line or "Exception" in line]
+            if errors:
+                return errors[-1].strip()[:300]
+        return "no error logged"
