@@ -183,6 +183,22 @@ class Setting:
     help: str
     secret: bool = False
 
+    @property
+    def flag(self) -> str:
+        """The command-line flag that overrides this setting (where there is one)."""
+        return FLAGS.get(self.name, "--" + self.name.replace("_", "-"))
+
+
+#: Settings whose flag is not simply --<name-with-dashes>.
+FLAGS = {
+    "input_topic": "--topic",
+    "window_duration": "--window",
+    "slide_duration": "--slide",
+    "watermark_delay": "--watermark",
+    "trigger_interval": "--trigger",
+    "checkpoint_location": "--checkpoint-root",
+    "report_formats": "--format",
+}
 
 SINKS = ("console", "kafka", "parquet")
 REPORT_FORMATS = ("csv", "parquet", "json")
@@ -346,17 +362,17 @@ def _parse(setting: Setting, raw: Any) -> Any:
         problem = str(exc)
         if problem.startswith(("invalid literal", "could not convert")):
             problem = f"{raw!r} is not a number"
-        raise ConfigError(setting.name.replace("_", "-"), setting.env, problem) from None
+        raise ConfigError(setting.flag, setting.env, problem) from None
 
 
 def _check_consistency(settings: Settings) -> None:
     if settings.slide_duration and settings.slide_duration > settings.window_duration:
-        raise ConfigError("slide", "SLIDE_DURATION", "must not be longer than the window")
+        raise ConfigError("--slide", "SLIDE_DURATION", "must not be longer than the window")
     if settings.security_protocol.startswith("SASL") and not settings.sasl_mechanism:
-        raise ConfigError("sasl-mechanism", "KAFKA_SASL_MECHANISM",
+        raise ConfigError("--sasl-mechanism", "KAFKA_SASL_MECHANISM",
                           f"required with KAFKA_SECURITY_PROTOCOL={settings.security_protocol}")
     if bool(settings.ssl_cert_location) != bool(settings.ssl_key_location):
-        raise ConfigError("ssl-key-location", "KAFKA_SSL_KEY_LOCATION",
+        raise ConfigError("--ssl-key-location", "KAFKA_SSL_KEY_LOCATION",
                           "client certificate and key go together: set both or neither")
 
 
@@ -387,6 +403,10 @@ def env_var(name: str) -> str:
 def setting_help(name: str) -> str:
     setting = _BY_NAME[name]
     return f"{setting.help} [env {setting.env}; default {setting.default or 'unset'}]"
+
+
+def setting_flag(name: str) -> str:
+    return _BY_NAME[name].flag
 
 
 # --- converters to client options -------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""The aggregations, defined once and used by both the stream and the batch report.
+
+Both are pure DataFrame -> DataFrame functions over the readings `schema.parse_and_validate`
+returns, so a window computed by the stream and the same window computed in batch are the same
+expression over the same rows.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from sensorstream.config import spark_interval
+from sensorstream.schema import METRICS
+
+_STATS = {
+    "avg": F.avg,
+    "min": F.min,
+    "max": F.max,
+    "stddev": F.stddev_samp,
+}
+
+#: Window output, in order: what the console shows and the output topic carries.
+WINDOW_STATS = ("avg", "min", "max")
+#: Report output adds the spread of each metric.
+REPORT_STATS = ("avg", "min", "max", "stddev")
+
+
+def metric_columns(stats: tuple[str, ...]) -> list[Column]:
+    """avg_temperature, min_temperature, ... for each metric and statistic, metric by metric."""
+    return [_STATS[stat](metric).alias(f"{stat}_{metric}") for metric in METRICS for stat in stats]
+
+
+def window_stats(readings: DataFrame, window: timedelta, slide: timedelta | None = None,
+                 watermark: timedelta | None = None) -> DataFrame:
+    """Per sensor and event-time window: num_readings and avg/min/max of each metric.
+
+    Tumbling windows unless `slide` is given. The watermark bounds the state a stream keeps (a
+    reading later than the watermark is dropped by Spark); in batch it changes nothing.
+    """
+    if watermark is not None:
+        readings = readings.withWatermark("event_time", spark_interval(watermark))
+    slide_arg = [spark_interval(slide)] if slide else []
+    windowed = F.window("event_time", spark_interval(window), *slide_arg)
+    return (
+        readings.groupBy(windowed.alias("window"), "sensor_id")
+        .agg(F.count(F.lit(1)).alias("num_readings"), *metric_columns(WINDOW_STATS))
+        .select(
+            F.col("window.start").alias("window_start"),
+            F.col("window.end").alias("window_end"),
+            "sensor_id",
+            "num_readings",
+            *[f"{stat}_{metric}" for metric in METRICS for stat in WINDOW_STATS],
+        )
+    )
+
+
+def sensor_report(readings: DataFrame, rejects: DataFrame | None = None) -> DataFrame:
+    """Per sensor over all readings: totals, avg/min/max/stddev, first/last seen, data quality.
+
+    missing_seq counts the sequence numbers between a sensor's first and last that never arrived
+    valid; invalid_records counts the rejects whose raw value named the sensor.
+    """
+    report = readings.groupBy("sensor_id").agg(
+        F.count(F.lit(1)).alias("total_readings"),
+        *metric_columns(REPORT_STATS),
+        F.min("event_time").alias("first_seen"),
+        F.max("event_time").alias("last_seen"),
+        (F.max("seq") - F.min("seq") + 1 - F.count_distinct("seq")).alias("missing_seq"),
+    )
+    if rejects is None:
+        report = report.withColumn("invalid_records", F.lit(0).cast("long"))
+    else:
+        invalid = rejects.where(F.col("sensor_id").isNotNull()).groupBy("sensor_id").agg(
+            F.count(F.lit(1)).alias("invalid_records"))
+        report = report.join(invalid, "sensor_id", "full_outer").fillna(
+            {"total_readings": 0, "invalid_records": 0})
+    # sensor_2 before sensor_10
+    return report.orderBy(F.expr("try_cast(regexp_extract(sensor_id, '(\\\\d+)$', 1) AS INT)"), "sensor_id")

@@ -1,0 +1,70 @@
+"""The SparkSession factory: local mode on a laptop, whatever spark-submit chose in a cluster.
+
+Locally it checks Java 17+, puts the Kafka connector jars (fetched by `make jars`) on the
+classpath, keeps the driver heap modest and the logs quiet. Under spark-submit (the Spark
+Operator's driver, or `make rehearse`) the master and jars come from spark-submit; this only
+names the app and sets the session time zone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sensorstream.config import Settings, default_state_dir
+from sensorstream.jvm import find_java, require_jars
+
+CONNECTOR_MARKER = "spark-sql-kafka-0-10_"
+_LOG4J2 = Path(__file__).with_name("log4j2-spark.properties")
+
+
+def launched_by_spark_submit() -> bool:
+    """spark-submit starts the Python driver with a gateway already open."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def _spark_home_jars() -> Path | None:
+    home = os.environ.get("SPARK_HOME")
+    if home:
+        return Path(home) / "jars"
+    try:
+        import pyspark
+    except ImportError:
+        return None
+    return Path(pyspark.__file__).parent / "jars"
+
+
+def connector_jars(settings: Settings) -> list[Path]:
+    """The connector jars to add, or [] when Spark already ships them (the image bakes them in)."""
+    builtin = _spark_home_jars()
+    if builtin and any(builtin.glob(f"{CONNECTOR_MARKER}*.jar")):
+        return []
+    folder = settings.jars_dir or default_state_dir() / "jars" / "spark"
+    return require_jars(folder, "Spark Kafka connector", CONNECTOR_MARKER)
+
+
+def get_session(settings: Settings):
+    """Get or create the SparkSession for a job."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(settings.spark_app_name).config("spark.sql.session.timeZone", "UTC")
+    if not launched_by_spark_submit():
+        find_java()
+        jars = connector_jars(settings)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local mode needs no other interface
+        if not os.environ.get("PYSPARK_SUBMIT_ARGS"):
+            # Driver JVM options only take effect at launch, so they travel in the submit args.
+            os.environ["PYSPARK_SUBMIT_ARGS"] = (
+                f"--driver-memory 1g --driver-java-options -Dlog4j2.configurationFile=file:{_LOG4J2} pyspark-shell"
+            )
+        builder = (
+            builder.master(settings.spark_master)
+            .config("spark.sql.shuffle.partitions", "4")
+            .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.ui.enabled", "false")
+        )
+        if jars:
+            builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session
