@@ -184,20 +184,30 @@ class Setting:
     secret: bool = False
 
     @property
-    def flag(self) -> str:
-        """The command-line flag that overrides this setting (where there is one)."""
-        return FLAGS.get(self.name, "--" + self.name.replace("_", "-"))
+    def flag(self) -> str | None:
+        """The command-line flag that overrides this setting, if the CLI has one."""
+        return FLAGS.get(self.name)
 
 
-#: Settings whose flag is not simply --<name-with-dashes>.
+#: The settings the command line can override, and their flags.
 FLAGS = {
+    "bootstrap_servers": "--bootstrap-servers",
     "input_topic": "--topic",
+    "sensors": "--sensors",
+    "count": "--count",
+    "rate": "--rate",
+    "seed": "--seed",
+    "sinks": "--sinks",
     "window_duration": "--window",
     "slide_duration": "--slide",
     "watermark_delay": "--watermark",
     "trigger_interval": "--trigger",
+    "starting_offsets": "--starting-offsets",
+    "max_offsets_per_trigger": "--max-offsets-per-trigger",
     "checkpoint_location": "--checkpoint-root",
+    "parquet_dir": "--parquet-dir",
     "report_formats": "--format",
+    "report_dir": "--report-dir",
 }
 
 SINKS = ("console", "kafka", "parquet")
@@ -362,17 +372,17 @@ def _parse(setting: Setting, raw: Any) -> Any:
         problem = str(exc)
         if problem.startswith(("invalid literal", "could not convert")):
             problem = f"{raw!r} is not a number"
-        raise ConfigError(setting.flag, setting.env, problem) from None
+        raise ConfigError(setting.flag or setting.name, setting.env, problem) from None
 
 
 def _check_consistency(settings: Settings) -> None:
     if settings.slide_duration and settings.slide_duration > settings.window_duration:
         raise ConfigError("--slide", "SLIDE_DURATION", "must not be longer than the window")
     if settings.security_protocol.startswith("SASL") and not settings.sasl_mechanism:
-        raise ConfigError("--sasl-mechanism", "KAFKA_SASL_MECHANISM",
+        raise ConfigError("sasl_mechanism", "KAFKA_SASL_MECHANISM",
                           f"required with KAFKA_SECURITY_PROTOCOL={settings.security_protocol}")
     if bool(settings.ssl_cert_location) != bool(settings.ssl_key_location):
-        raise ConfigError("--ssl-key-location", "KAFKA_SSL_KEY_LOCATION",
+        raise ConfigError("ssl_key_location", "KAFKA_SSL_KEY_LOCATION",
                           "client certificate and key go together: set both or neither")
 
 
@@ -406,7 +416,7 @@ def setting_help(name: str) -> str:
 
 
 def setting_flag(name: str) -> str:
-    return _BY_NAME[name].flag
+    return FLAGS[name]
 
 
 # --- converters to client options -------------------------------------------------------------

@@ -88,7 +88,7 @@ def _print_batch(columns: list[str]) -> Callable[[DataFrame, int], None]:
         rows = batch.orderBy("window_start", "sensor_id").collect()
         if not rows:
             return
-        print(f"Batch {batch_id}: {len(rows)} window row(s) updated", flush=True)
+        print(f"Batch {batch_id}: {len(rows)} window row(s) updated (times in UTC)", flush=True)
         print(format_table(columns, [tuple(r) for r in rows]), flush=True)
 
     return show

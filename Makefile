@@ -1,0 +1,87 @@
+# sensorstream: `make demo` runs the pipeline on a local Kafka broker and Spark in local mode;
+# `make test` runs the whole test suite (real broker, real Spark, chart checks). `make help` lists all.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SENSORSTREAM := $(VENV)/bin/sensorstream
+STATE := .sensorstream
+HELM := $(STATE)/tools/bin/helm
+JARS_STAMP := $(STATE)/jars/.resolved
+MVN_FLAGS := -B -q -f jobs/jvm/pom.xml
+
+.PHONY: help setup jars demo test test-fast up down status bench clean distclean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.10+ not found: install python3 and python3-venv"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "Python 3.10+ is required ($(PYTHON) is older)"; exit 1; }
+	@echo "==> creating $(VENV) and installing sensorstream with pyspark (first time: a few minutes)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+$(JARS_STAMP): jobs/jvm/pom.xml
+	@command -v java >/dev/null || { echo "Java not found: install a Java 17+ JDK (apt-get install openjdk-17-jdk-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven not found: install it (apt-get install maven) to fetch the jars"; exit 1; }
+	@echo "==> resolving jars with Maven (Spark Kafka connector, Kafka broker) into $(STATE)/jars"
+	rm -rf $(STATE)/jars/spark $(STATE)/jars/kafka
+	mvn $(MVN_FLAGS) -P spark-connector package
+	mvn $(MVN_FLAGS) -P kafka-broker package
+	@touch $@
+
+setup: $(VENV)/.installed $(JARS_STAMP) ## virtualenv + jars (done by demo and test too)
+
+jars: $(JARS_STAMP) ## fetch the JVM jars from Maven Central (pom: jobs/jvm/pom.xml)
+
+up: setup ## start the local Kafka broker (KRaft) and create the topics
+	$(SENSORSTREAM) local up
+
+down: ## stop the local Kafka broker
+	@if [ -x $(SENSORSTREAM) ]; then $(SENSORSTREAM) local down; fi
+
+status: ## is the local broker running?
+	$(SENSORSTREAM) local status
+
+DEMO_DIR := data/demo
+demo: setup ## the whole pipeline locally: broker, producer, stream, report
+	@echo "==> 1/4 local Kafka broker"
+	$(SENSORSTREAM) local up
+	@echo "==> 2/4 producing 300 readings from 10 sensors (a few malformed, a few late)"
+	$(SENSORSTREAM) produce --count 300 --rate 0 --bad-ratio 0.03 --late-ratio 0.03
+	@echo "==> 3/4 streaming windows (bounded: --available-now)"
+	$(SENSORSTREAM) stream --available-now --reset-checkpoint --sinks console,kafka,parquet \
+	  --checkpoint-root $(DEMO_DIR)/checkpoints --parquet-dir $(DEMO_DIR)/windows
+	@echo "==> 4/4 batch report"
+	$(SENSORSTREAM) report --format csv,parquet,json --report-dir $(DEMO_DIR)/sensor_report
+	@echo
+	@echo "Where everything went:"
+	@echo "  Kafka (127.0.0.1:9092): input_topic (readings), output_topic (window stats),"
+	@echo "                          dead_letter_topic (rejects with reasons)"
+	@echo "  window Parquet files:   $(DEMO_DIR)/windows/"
+	@echo "  reports:                $$(ls -d $(DEMO_DIR)/sensor_report/*/ | tail -1)"
+	@echo "  stream checkpoints:     $(DEMO_DIR)/checkpoints/"
+	@echo "The broker keeps running: try '$(SENSORSTREAM) produce --count 0' and '$(SENSORSTREAM) stream'"
+	@echo "in two terminals; 'make down' stops it."
+
+test: setup helm ## the whole test suite: real Kafka broker, real Spark, chart checks
+	$(PY) -m pytest
+
+test-fast: setup ## tests without the slow ones
+	$(PY) -m pytest -m "not slow"
+
+bench: setup ## producer and pipeline benchmarks (print figures; nothing asserted)
+	$(PY) tests/bench/bench_pipeline.py
+
+clean: down ## remove job output (data/) and the local broker's data
+	rm -rf data $(STATE)/local spark-warehouse
+
+distclean: clean ## also remove the virtualenv, jars and tools
+	rm -rf $(VENV) $(STATE)
+
+-include k8s/k8s.mk
