@@ -24,8 +24,6 @@ _STATS = {
 
 #: Window output, in order: what the console shows and the output topic carries.
 WINDOW_STATS = ("avg", "min", "max")
-#: Report output adds the spread of each metric.
-REPORT_STATS = ("avg", "min", "max", "stddev")
 
 
 def metric_columns(stats: tuple[str, ...]) -> list[Column]:
@@ -60,12 +58,16 @@ def window_stats(readings: DataFrame, window: timedelta, slide: timedelta | None
 def sensor_report(readings: DataFrame, rejects: DataFrame | None = None) -> DataFrame:
     """Per sensor over all readings: totals, avg/min/max/stddev, first/last seen, data quality.
 
+    The original course's columns come first, in its order (sensor_id, total_readings, then
+    avg_/min_/max_ of temperature, humidity and pressure); the additions follow.
+
     missing_seq counts the sequence numbers between a sensor's first and last that never arrived
     valid; invalid_records counts the rejects whose raw value named the sensor.
     """
     report = readings.groupBy("sensor_id").agg(
         F.count(F.lit(1)).alias("total_readings"),
-        *metric_columns(REPORT_STATS),
+        *metric_columns(WINDOW_STATS),
+        *metric_columns(("stddev",)),
         F.min("event_time").alias("first_seen"),
         F.max("event_time").alias("last_seen"),
         (F.max("seq") - F.min("seq") + 1 - F.count_distinct("seq")).alias("missing_seq"),

@@ -1,0 +1,134 @@
+"""The command line as a user meets it: help, settings, one-line errors, clean stops."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sensorstream.cli import build_parser
+
+
+def cli(env, *args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "sensorstream", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def topic_env(cli_env, settings):
+    return {**cli_env, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "KAFKA_INPUT_TOPIC": settings.input_topic, "KAFKA_OUTPUT_TOPIC": settings.output_topic,
+            "KAFKA_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+            "CHECKPOINT_LOCATION": str(settings.checkpoint_location), "REPORT_DIR": str(settings.report_dir)}
+
+
+def assert_one_line_error(result, *fragments, code=1):
+    assert result.returncode == code, (result.stdout, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("sensorstream: error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr and "Exception" not in result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("command", [[], ["local"], ["local", "up"], ["produce"], ["stream"], ["report"],
+                                     ["config", "show"]])
+def test_help_is_there_for_every_command(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([*command, "--help"])
+    assert done.value.code == 0
+    assert "usage: sensorstream" in capsys.readouterr().out
+
+
+def test_help_names_the_env_var_of_each_setting(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["stream", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for env in ("WINDOW_DURATION", "WATERMARK_DELAY", "BATCH_DURATION", "STREAM_SINKS", "CHECKPOINT_LOCATION"):
+        assert f"env {env}" in text
+
+
+def test_config_show_redacts_secrets_and_names_sources(cli_env):
+    env = {**cli_env, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_SASL_MECHANISM": "PLAIN",
+           "KAFKA_SASL_USERNAME": "alice", "KAFKA_SASL_PASSWORD": "hunter2-secret"}
+    result = cli(env, "--bootstrap-servers", "broker:9093", "config", "show")
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert re.search(r"sasl_password\s+\|\s+KAFKA_SASL_PASSWORD\s+\|\s+\*{8}", result.stdout)
+    assert re.search(r"bootstrap_servers .* broker:9093 .* flag", result.stdout)
+    assert re.search(r"sasl_username .* alice .* environment", result.stdout)
+
+
+def test_invalid_setting_names_it_and_its_env_var(cli_env):
+    assert_one_line_error(cli({**cli_env, "PRODUCER_RATE": "-2"}, "produce"), "--rate", "PRODUCER_RATE", code=2)
+    assert_one_line_error(cli(cli_env, "stream", "--window", "soon"), "--window", "WINDOW_DURATION", code=2)
+    assert_one_line_error(cli(cli_env, "report", "--format", "xlsx"), "--format", "REPORT_FORMATS", code=2)
+
+
+@pytest.mark.parametrize("command", [["produce", "--count", "1"], ["stream", "--available-now"], ["report"]])
+def test_unreachable_broker_is_one_line_naming_servers_and_the_fix(cli_env, command):
+    result = cli({**cli_env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}, *command, timeout=40)
+    assert_one_line_error(result, "127.0.0.1:9", "sensorstream local up")
+
+
+@pytest.mark.kafka
+def test_missing_java_is_named_with_the_fix(cli_env, kafka_settings, tmp_path):
+    env = {**topic_env(cli_env, kafka_settings), "JAVA_HOME": str(tmp_path / "no-jdk")}
+    assert_one_line_error(cli(env, "report"), "Java not found", "JAVA_HOME")
+    old = tmp_path / "old-jdk" / "bin"
+    old.mkdir(parents=True)
+    (old / "java").write_text('#!/bin/sh\necho \'openjdk version "11.0.22" 2024-01-16\' >&2\n')
+    (old / "java").chmod(0o755)
+    env["JAVA_HOME"] = str(old.parent)
+    assert_one_line_error(cli(env, "report"), "Java 11", "17")
+
+
+@pytest.mark.kafka
+def test_missing_connector_jars_name_the_make_target(cli_env, kafka_settings, tmp_path):
+    env = {**topic_env(cli_env, kafka_settings), "SENSORSTREAM_JARS_DIR": str(tmp_path / "empty")}
+    assert_one_line_error(cli(env, "stream", "--available-now"), "spark-sql-kafka-0-10_", "make jars")
+
+
+@pytest.mark.kafka
+def test_missing_topic_is_named(cli_env, kafka_settings):
+    env = {**topic_env(cli_env, kafka_settings), "KAFKA_INPUT_TOPIC": "nope"}
+    assert_one_line_error(cli(env, "produce", "--count", "1"), "'nope' does not exist")
+
+
+@pytest.mark.kafka
+def test_produce_prints_a_summary(cli_env, kafka_settings):
+    result = cli(topic_env(cli_env, kafka_settings), "produce", "--count", "50", "--rate", "0", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert "done: sent 50, acked 50, failed 0" in result.stdout
+
+
+@pytest.mark.kafka
+def test_sigterm_flushes_and_prints_totals(cli_env, kafka_settings):
+    proc = subprocess.Popen([sys.executable, "-m", "sensorstream", "produce", "--count", "0", "--rate", "100"],
+                            env=topic_env(cli_env, kafka_settings), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(4)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "SIGTERM: stopping cleanly" in err
+    match = re.search(r"done: sent (\d+), acked (\d+), failed 0", out)
+    assert match and int(match.group(1)) == int(match.group(2)) > 0
+
+
+@pytest.mark.kafka
+@pytest.mark.spark
+@pytest.mark.slow
+def test_stream_and_report_commands(cli_env, kafka_settings):
+    env = topic_env(cli_env, kafka_settings)
+    assert cli(env, "produce", "--count", "100", "--rate", "0", "--bad-ratio", "0.1", "--seed", "3").returncode == 0
+    stream = cli(env, "stream", "--available-now", timeout=300)
+    assert stream.returncode == 0, stream.stderr
+    assert "window row(s) updated" in stream.stdout and "| sensor_1 " in stream.stdout
+    report = cli(env, "report", "--format", "csv,json", timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert "report written to" in report.stdout
+    folder = next(p for p in os.scandir(kafka_settings.report_dir) if p.is_dir())
+    assert sorted(os.listdir(folder.path)) == ["quality.json", "sensor_report.csv", "sensor_report.json"]

@@ -1,0 +1,152 @@
+"""The streaming job end to end: real broker, real Spark, every sink, dead letters, checkpoints."""
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import JARS, base_settings
+from helpers import assert_stats_equal, reference_windows, stepping_clock
+from sensorstream import streaming
+from sensorstream.aggregate import window_stats
+from sensorstream.errors import CheckpointError
+from sensorstream.local.topics import TopicSpec, ensure_topics
+from sensorstream.producer import produce
+from sensorstream.report import read_topic
+from sensorstream.schema import parse_and_validate
+from sensorstream.simulator import MALFORMED_KINDS, Simulator
+from test_producer import consume_all
+
+pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
+
+WINDOW = timedelta(minutes=5)
+
+
+class RecordingSimulator(Simulator):
+    """The simulator, keeping a copy of every record it hands out (what was sent)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sent = []
+
+    def next_record(self):
+        record = super().next_record()
+        self.sent.append(record)
+        return record
+
+
+@pytest.fixture(scope="module")
+def run(kafka_bootstrap, spark, tmp_path_factory):
+    """Produce one hour of readings (with malformed ones) and run the stream over them once."""
+    tmp = tmp_path_factory.mktemp("stream")
+    tag = uuid.uuid4().hex[:8]
+    settings = base_settings(
+        bootstrap_servers=kafka_bootstrap, checkpoint_location=str(tmp / "ck"), parquet_dir=str(tmp / "windows"),
+        jars_dir=str(JARS / "spark"), sinks="console,kafka,parquet", max_offsets_per_trigger="300",
+    ).replace(input_topic=f"in-{tag}", output_topic=f"out-{tag}", dead_letter_topic=f"dlq-{tag}")
+    ensure_topics(kafka_bootstrap, [TopicSpec(settings.input_topic, 3), TopicSpec(settings.output_topic, 3),
+                                    TopicSpec(settings.dead_letter_topic, 1)])
+    sim = RecordingSimulator(sensors=10, seed=17, clock=stepping_clock(step=timedelta(seconds=3)), bad_ratio=0.05)
+    stats = produce(settings, sim, count=1200, rate=0)
+    assert stats.acked == 1200
+    streaming.run(spark, settings, available_now=True, say=lambda _: None)
+    return settings, sim.sent
+
+
+def final_windows(settings):
+    """The output topic read as an upsert log: the last value per key."""
+    latest = {}
+    for record in consume_all(settings, settings.output_topic):
+        latest[record.key.decode()] = json.loads(record.value)
+    return latest
+
+
+def test_stream_windows_match_an_independent_computation(run):
+    settings, sent = run
+    readings = [r.reading.to_json() for r in sent if r.kind == "reading"]
+    expected = reference_windows(readings, WINDOW)
+    windows = final_windows(settings)
+    assert len(windows) == len(expected) == 120
+    for key, value in windows.items():
+        sensor, start = key.split("|")
+        assert value["sensor_id"] == sensor and value["window_start"] == start
+        start_dt = datetime.fromisoformat(start)
+        assert datetime.fromisoformat(value["window_end"]) - start_dt == WINDOW
+        assert_stats_equal(value, expected[(start_dt.astimezone(timezone.utc), sensor)])
+
+
+def test_stream_and_batch_give_the_same_windows(run, spark):
+    settings, _ = run
+    readings, _ = parse_and_validate(read_topic(spark, settings))
+    batch = {(r["sensor_id"], r["window_start"].astimezone(timezone.utc)): r.asDict()
+             for r in window_stats(readings, WINDOW).collect()}
+    stream = final_windows(settings)
+    assert len(batch) == len(stream)
+    for key, value in stream.items():
+        sensor, start = key.split("|")
+        expected = batch[(sensor, datetime.fromisoformat(start).astimezone(timezone.utc))]
+        assert_stats_equal(value, {k: v for k, v in expected.items() if k not in ("window_start", "window_end")})
+
+
+def test_every_malformed_record_reaches_the_dead_letter_topic(run):
+    settings, sent = run
+    bad = [r for r in sent if r.kind in MALFORMED_KINDS]
+    assert {r.kind for r in bad} == set(MALFORMED_KINDS)
+    letters = [json.loads(rec.value) for rec in consume_all(settings, settings.dead_letter_topic)]
+    assert len(letters) == len(bad)
+    assert sorted(letter["value"] for letter in letters) == sorted(r.value.decode() for r in bad)
+    by_value = {r.value.decode(): r.kind for r in bad}
+    prefixes = {"broken_json": ("invalid JSON",), "wrong_type": ("wrong type",),
+                "missing_field": ("missing field",), "out_of_range": ("out of range",)}
+    for letter in letters:
+        assert letter["reason"].startswith(prefixes[by_value[letter["value"]]]), letter
+        assert letter["source_topic"] == settings.input_topic
+        assert letter["source_partition"] in (0, 1, 2) and letter["source_offset"] >= 0
+        assert letter["kafka_timestamp"]
+
+
+def test_parquet_sink_holds_finalized_windows(run, spark):
+    settings, sent = run
+    rows = spark.read.parquet(str(settings.parquet_dir)).collect()
+    expected = reference_windows([r.reading.to_json() for r in sent if r.kind == "reading"], WINDOW)
+    assert rows, "no window was finalized"
+    for row in rows:
+        assert_stats_equal(row.asDict(), expected[(row["window_start"].astimezone(timezone.utc), row["sensor_id"])])
+    # windows within the watermark (10 min) of the newest reading are still open
+    assert len(rows) < len(expected)
+
+
+def test_console_sink_prints_window_tables(kafka_settings, spark, capfd):
+    settings = kafka_settings.replace(sinks=("console",))
+    produce(settings, Simulator(sensors=3, seed=2, clock=stepping_clock()), count=30, rate=0)
+    streaming.run(spark, settings, available_now=True, say=lambda _: None)
+    out = capfd.readouterr().out
+    assert "window row(s) updated" in out
+    assert "| window_start" in out and "avg_temperature" in out
+    assert "| sensor_1 " in out and "| sensor_3 " in out
+
+
+def test_checkpoint_of_another_query_is_refused_and_can_be_reset(kafka_settings, spark):
+    settings = kafka_settings.replace(sinks=("console",))
+    produce(settings, Simulator(sensors=2, seed=3, clock=stepping_clock()), count=10, rate=0)
+    streaming.run(spark, settings, available_now=True, say=lambda _: None)
+    changed = settings.replace(window_duration=timedelta(minutes=10))
+    with pytest.raises(CheckpointError) as err:
+        streaming.run(spark, changed, available_now=True, say=lambda _: None)
+    message = str(err.value)
+    assert str(settings.checkpoint_location) in message and "--reset-checkpoint" in message
+    streaming.run(spark, changed, available_now=True, reset_checkpoint=True, say=lambda _: None)
+
+
+def test_stream_stops_when_asked(kafka_settings, spark):
+    import threading
+
+    stop = threading.Event()
+    timer = threading.Timer(8, stop.set)
+    timer.start()
+    try:
+        streaming.run(spark, kafka_settings.replace(sinks=("console",)), stop=stop, say=lambda _: None)
+    finally:
+        timer.cancel()
+    assert not spark.streams.active
