@@ -44,16 +44,19 @@ def reference_windows(readings: Iterable[dict], window: timedelta) -> dict[tuple
         epoch = int(ts.timestamp())
         start = datetime.fromtimestamp(epoch - epoch % size, timezone.utc)
         groups[(start, r["sensor_id"])].append(r)
-    result = {}
-    for key, rows in groups.items():
-        stats = {"num_readings": len(rows)}
-        for m in ("temperature", "humidity", "pressure"):
-            values = [row[m] for row in rows]
-            stats[f"avg_{m}"] = math.fsum(values) / len(values)
-            stats[f"min_{m}"] = min(values)
-            stats[f"max_{m}"] = max(values)
-        result[key] = stats
-    return result
+    return {key: {"num_readings": len(rows), **_metric_stats(rows)} for key, rows in groups.items()}
+
+
+def _metric_stats(rows: list[dict], stddev: bool = False) -> dict:
+    stats = {}
+    for m in ("temperature", "humidity", "pressure"):
+        values = [row[m] for row in rows]
+        stats[f"avg_{m}"] = math.fsum(values) / len(values)
+        stats[f"min_{m}"] = min(values)
+        stats[f"max_{m}"] = max(values)
+        if stddev:
+            stats[f"stddev_{m}"] = statistics.stdev(values) if len(values) > 1 else None
+    return stats
 
 
 def reference_report(readings: Iterable[dict]) -> dict[str, dict]:
@@ -62,13 +65,7 @@ def reference_report(readings: Iterable[dict]) -> dict[str, dict]:
         by_sensor[r["sensor_id"]].append(r)
     result = {}
     for sensor, rows in by_sensor.items():
-        stats = {"total_readings": len(rows)}
-        for m in ("temperature", "humidity", "pressure"):
-            values = [row[m] for row in rows]
-            stats[f"avg_{m}"] = math.fsum(values) / len(values)
-            stats[f"min_{m}"] = min(values)
-            stats[f"max_{m}"] = max(values)
-            stats[f"stddev_{m}"] = statistics.stdev(values) if len(values) > 1 else None
+        stats = {"total_readings": len(rows), **_metric_stats(rows, stddev=True)}
         seqs = [row["seq"] for row in rows]
         stats["missing_seq"] = max(seqs) - min(seqs) + 1 - len(set(seqs))
         result[sensor] = stats
