@@ -220,9 +220,9 @@ def _stream(args, settings) -> int:
     from sensorstream.spark import get_session
 
     streaming.preflight(settings)
-    stop = _stop_on_signals()
-    _say("starting Spark (local mode)..." if "local" in settings.spark_master else "starting Spark...")
+    _say("starting Spark...")
     spark = get_session(settings)
+    stop = _stop_on_signals()  # after the SparkContext, which installs a SIGINT handler of its own
     streaming.run(spark, settings, available_now=args.available_now, reset_checkpoint=args.reset_checkpoint,
                   stop=stop, say=_say)
     return 0
