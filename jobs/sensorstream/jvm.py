@@ -11,7 +11,7 @@ from pathlib import Path
 from sensorstream.errors import DependencyError
 
 MIN_JAVA = 17
-JAVA_HINT = "install a Java 17+ JDK (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+JAVA_HINT = "install a Java 17+ JDK (Debian/Ubuntu: apt-get install openjdk-17-jdk-headless) or set JAVA_HOME"
 
 
 def find_java() -> str:
