@@ -1,0 +1,107 @@
+"""Shared by the chart tests: where things are, how to run helm, how to read the chart's inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "sensorstream"
+K8S = ROOT / "k8s"
+RELEASE = "sensorstream"
+NAMESPACE = "sensorstream"
+
+#: Values sets the chart must render validly: name -> values files (none = the chart's defaults).
+VALUES_SETS = {
+    "default": [],
+    "kind": [K8S / "values-kind.yaml"],
+    "minikube": [K8S / "values-minikube.yaml"],
+    "existing-kafka": [K8S / "values-existing-kafka.yaml"],
+}
+
+
+def load_rehearse():
+    """k8s/rehearse.py as a module (k8s/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("sensorstream_rehearse", K8S / "rehearse.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+REHEARSE = load_rehearse()
+#: The Kubernetes version of kind's node image; rendered objects are validated against its schemas.
+KUBE_VERSION = REHEARSE.KUBE_VERSION
+
+
+def helm_path() -> str | None:
+    """$HELM, else the one `make helm` builds, else PATH."""
+    for candidate in (os.environ.get("HELM"), str(ROOT / ".sensorstream" / "tools" / "bin" / "helm"),
+                      shutil.which("helm")):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def run_helm(helm: str, *args: str, chart: Path = CHART) -> subprocess.CompletedProcess:
+    return subprocess.run([helm, *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def template_args(values_files: list[Path], sets: list[str] = (), chart: Path = CHART) -> list[str]:
+    args = ["template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
+    for path in values_files:
+        args += ["--values", str(path)]
+    for item in sets:
+        args += ["--set", item]
+    return args
+
+
+def render(helm: str, values_files: list[Path], sets: list[str] = (), chart: Path = CHART) -> list[dict]:
+    done = run_helm(helm, *template_args(values_files, sets, chart))
+    assert done.returncode == 0, f"helm template failed:\n{done.stderr}"
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def crds_dir() -> Path | None:
+    """$SENSORSTREAM_CRDS_DIR, else ../shared/crds next to the checkout."""
+    override = os.environ.get("SENSORSTREAM_CRDS_DIR")
+    for candidate in ([Path(override)] if override else []) + [ROOT.parent / "shared" / "crds"]:
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def crd_schemas(folder: Path) -> dict[tuple[str, str], dict]:
+    """(apiVersion, kind) -> openAPIV3Schema of every served version of every CRD in the folder."""
+    schemas = {}
+    for path in sorted(folder.rglob("*.y*ml")):
+        for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if not doc or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
+            for version in doc["spec"]["versions"]:
+                if version.get("served"):
+                    schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    return schemas
+
+
+def pod_specs(doc: dict) -> list[tuple[str, dict]]:
+    """(where, pod spec) of the workloads in a rendered object."""
+    kind = doc["kind"]
+    if kind == "Deployment":
+        return [("Deployment", doc["spec"]["template"]["spec"])]
+    if kind == "CronJob":
+        return [("CronJob", doc["spec"]["jobTemplate"]["spec"]["template"]["spec"])]
+    if kind == "Pod":
+        return [("Pod", doc["spec"])]
+    return []
+
+
+def by_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind]

@@ -1,0 +1,187 @@
+"""The chart lints, renders for every values set, and every object is valid: Kubernetes objects
+against the schemas of kind's Kubernetes version, custom resources against the operators' CRDs."""
+
+from __future__ import annotations
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from .support import CHART, KUBE_VERSION, NAMESPACE, RELEASE, VALUES_SETS, by_kind, pod_specs, run_helm
+
+pytestmark = pytest.mark.chart
+
+#: Kinds the chart may create; a new kind needs a look at its validation here first.
+BUILTIN_KINDS = {"ConfigMap", "Deployment", "CronJob", "PersistentVolumeClaim", "ServiceAccount", "Role",
+                 "RoleBinding", "Pod"}
+CUSTOM_KINDS = {("kafka.strimzi.io/v1", "Kafka"), ("kafka.strimzi.io/v1", "KafkaNodePool"),
+                ("kafka.strimzi.io/v1", "KafkaTopic"), ("sparkoperator.k8s.io/v1beta2", "SparkApplication")}
+
+
+@pytest.mark.parametrize("values_set", VALUES_SETS)
+def test_helm_lint_strict(helm, values_set):
+    args = ["lint", "--strict", str(CHART)]
+    for path in VALUES_SETS[values_set]:
+        args += ["--values", str(path)]
+    done = run_helm(helm, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("values_set", VALUES_SETS)
+def test_renders_only_known_kinds(rendered, values_set):
+    kinds = {(d["apiVersion"], d["kind"]) for d in rendered[values_set]}
+    unknown = {k for k in kinds if k[1] not in BUILTIN_KINDS and k not in CUSTOM_KINDS}
+    assert not unknown, f"kinds without a validation rule here: {unknown}"
+    assert ("sparkoperator.k8s.io/v1beta2", "SparkApplication") in kinds
+
+
+@pytest.mark.parametrize("values_set", VALUES_SETS)
+def test_builtin_objects_match_the_kubernetes_schemas(rendered, values_set):
+    checked = 0
+    for doc in rendered[values_set]:
+        if doc["kind"] not in BUILTIN_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} ({values_set}): {exc.message} "
+                        f"at {'/'.join(str(p) for p in exc.path)}")
+        checked += 1
+    assert checked >= 5
+
+
+@pytest.mark.parametrize("values_set", VALUES_SETS)
+def test_custom_resources_match_the_operator_crds(rendered, crds, values_set):
+    checked = 0
+    for doc in rendered[values_set]:
+        key = (doc["apiVersion"], doc["kind"])
+        if key not in CUSTOM_KINDS:
+            continue
+        assert key in crds, f"{key} is not served by the pinned operators' CRDs (served: {sorted(crds)})"
+        errors = sorted(jsonschema.Draft7Validator(crds[key]).iter_errors(doc), key=lambda e: list(e.path))
+        assert not errors, "\n".join(
+            f"{doc['kind']}/{doc['metadata']['name']} ({values_set}): {e.message} at {'/'.join(map(str, e.path))}"
+            for e in errors)
+        checked += 1
+    assert checked >= 1
+
+
+def test_crd_validation_catches_an_old_api_version(crds):
+    """The CRDs really decide: Strimzi 1.2.0 no longer serves v1beta2."""
+    assert ("kafka.strimzi.io/v1beta2", "KafkaTopic") not in crds
+    assert ("kafka.strimzi.io/v1", "KafkaTopic") in crds
+
+
+def test_crd_validation_catches_a_bad_field(rendered, crds):
+    app = next(d for d in rendered["default"] if d["kind"] == "SparkApplication")
+    broken = yaml.safe_load(yaml.safe_dump(app))
+    broken["spec"]["type"] = "Pyhton"
+    schema = crds[("sparkoperator.k8s.io/v1beta2", "SparkApplication")]
+    assert any("Pyhton" in e.message for e in jsonschema.Draft7Validator(schema).iter_errors(broken))
+
+
+def _security_checks(where: str, pod: dict, containers: list[dict]) -> list[str]:
+    problems = []
+    pod_ctx = pod.get("securityContext") or {}
+    if pod_ctx.get("runAsNonRoot") is not True:
+        problems.append(f"{where}: pod runAsNonRoot is not true")
+    if (pod_ctx.get("seccompProfile") or {}).get("type") != "RuntimeDefault":
+        problems.append(f"{where}: pod seccompProfile is not RuntimeDefault")
+    for container in containers:
+        ctx = container.get("securityContext") or {}
+        if ctx.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where}/{container.get('name')}: allowPrivilegeEscalation is not false")
+        if (ctx.get("capabilities") or {}).get("drop") != ["ALL"]:
+            problems.append(f"{where}/{container.get('name')}: capabilities do not drop ALL")
+    return problems
+
+
+@pytest.mark.parametrize("values_set", VALUES_SETS)
+def test_every_pod_is_non_root_without_capabilities(rendered, values_set):
+    problems = []
+    docs = rendered[values_set]
+    for doc in docs:
+        for where, pod in pod_specs(doc):
+            problems += _security_checks(f"{where}/{doc['metadata']['name']}", pod, pod["containers"])
+    for app in by_kind(docs, "SparkApplication"):
+        for role in ("driver", "executor"):
+            spec = app["spec"][role]
+            problems += _security_checks(f"SparkApplication/{role}", {"securityContext": spec.get("podSecurityContext")},
+                                         [dict(spec, name=role)])
+    assert not problems, "\n".join(problems)
+
+
+def test_existing_kafka_creates_no_cluster_and_reads_credentials_from_secrets(rendered):
+    docs = rendered["existing-kafka"]
+    assert not by_kind(docs, "Kafka") and not by_kind(docs, "KafkaNodePool")
+    (configmap,) = by_kind(docs, "ConfigMap")
+    assert configmap["data"]["KAFKA_BOOTSTRAP_SERVERS"] == "my-cluster-kafka-bootstrap.kafka.svc:9094"
+    assert "KAFKA_SASL_PASSWORD" not in configmap["data"]
+    (deployment,) = by_kind(docs, "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "sensorstream-kafka-credentials"
+    (app,) = by_kind(docs, "SparkApplication")
+    for role in ("driver", "executor"):
+        names = {e["name"] for e in app["spec"][role]["env"]}
+        assert {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"} <= names
+
+
+def test_kind_uses_ephemeral_kafka_storage_and_the_default_a_claim(rendered):
+    (kind_pool,) = by_kind(rendered["kind"], "KafkaNodePool")
+    assert kind_pool["spec"]["storage"]["type"] == "ephemeral"
+    (default_pool,) = by_kind(rendered["default"], "KafkaNodePool")
+    assert default_pool["spec"]["storage"]["volumes"][0]["type"] == "persistent-claim"
+    (kafka,) = by_kind(rendered["default"], "Kafka")
+    assert "topicOperator" in kafka["spec"]["entityOperator"]
+
+
+def test_producer_liveness_reads_the_heartbeat_the_producer_writes(rendered):
+    (deployment,) = by_kind(rendered["default"], "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    args = container["args"]
+    heartbeat = args[args.index("--heartbeat-file") + 1]
+    assert container["command"] == ["sensorstream"] and args[:3] == ["produce", "--count", "0"]
+    assert heartbeat in container["livenessProbe"]["exec"]["command"]
+    assert heartbeat in container["startupProbe"]["exec"]["command"]
+    mounts = [m["mountPath"] for m in container["volumeMounts"]]
+    assert any(heartbeat.startswith(m + "/") for m in mounts), "the heartbeat file must be on a writable volume"
+
+
+def test_report_cronjob_never_overlaps(rendered):
+    (cronjob,) = by_kind(rendered["default"], "CronJob")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "SPARK_MASTER", "value": "local[2]"} in container["env"]
+
+
+def test_driver_role_grants_what_spark_on_kubernetes_needs(rendered):
+    (role,) = by_kind(rendered["default"], "Role")
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
+    assert {"pods", "services", "configmaps", "persistentvolumeclaims"} <= resources
+    assert {"create", "get", "list", "watch", "delete"} <= verbs
+    (app,) = by_kind(rendered["default"], "SparkApplication")
+    (account,) = by_kind(rendered["default"], "ServiceAccount")
+    (binding,) = by_kind(rendered["default"], "RoleBinding")
+    assert app["spec"]["driver"]["serviceAccount"] == account["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == account["metadata"]["name"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+def test_notes_tell_how_to_follow_the_stream_and_fetch_a_report(helm, tmp_path):
+    """NOTES.txt is the named template sensorstream.notes; render it through a scratch copy."""
+    import shutil
+
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        'apiVersion: v1\nkind: Notes\ntext: {{ include "sensorstream.notes" . | toJson }}\n')
+    done = run_helm(helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
+                    "--show-only", "templates/zz-notes.yaml")
+    assert done.returncode == 0, done.stderr
+    notes = yaml.safe_load(done.stdout)["text"]
+    assert f"kubectl -n {NAMESPACE} logs -f {RELEASE}-stream-driver" in notes
+    assert f"create job --from=cronjob/{RELEASE}-report" in notes
+    assert "kubectl -n sensorstream cp" in notes and "make reports" in notes
+    assert (CHART / "templates" / "NOTES.txt").read_text().strip() == '{{ include "sensorstream.notes" . }}'
