@@ -1,0 +1,200 @@
+"""The chart, the image and the package agree: one image, one set of topic names, claims that
+exist, a main file where the Dockerfile puts it, one Spark and one Kafka version everywhere."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+import pytest
+import yaml
+
+from .support import CHART, K8S, KUBE_VERSION, REHEARSE, ROOT, VALUES_SETS, by_kind, pod_specs
+
+pytestmark = pytest.mark.chart
+
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
+
+
+def pom_property(name: str) -> str:
+    return ET.parse(ROOT / "jobs/jvm/pom.xml").getroot().find(f"m:properties/m:{name}", POM_NS).text
+
+
+def dockerfile_arg(name: str) -> str:
+    (value,) = re.findall(rf"^ARG {name}=(\S+)$", DOCKERFILE, re.MULTILINE)
+    return value
+
+
+def dockerfile_copies() -> dict[str, str]:
+    """Image folder -> repository folder, for the Dockerfile's COPY of repository folders."""
+    copies = {}
+    for source, target in re.findall(r"^COPY (?!--)(\S+/) (\S+/)$", DOCKERFILE, re.MULTILINE):
+        copies[target.rstrip("/")] = source.rstrip("/")
+    return copies
+
+
+def chart_values() -> dict:
+    return yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def images(docs: list[dict]) -> set[str]:
+    found = set()
+    for doc in docs:
+        for _, pod in pod_specs(doc):
+            found |= {c["image"] for c in pod["containers"]}
+        if doc["kind"] == "SparkApplication":
+            spec = doc["spec"]
+            found |= {spec["image"]} | {spec[r]["image"] for r in ("driver", "executor") if "image" in spec[r]}
+    return found
+
+
+@pytest.mark.parametrize("values_set", VALUES_SETS)
+def test_one_image_everywhere(rendered, values_set):
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert images(rendered[values_set]) == {f"sensorstream:{chart['appVersion']}"}
+
+
+def test_image_tag_is_the_package_version():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    (version,) = re.findall(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+    assert chart["appVersion"] == version
+
+
+@pytest.mark.parametrize("values_set", ["default", "kind", "minikube"])
+def test_topic_names_in_kafkatopics_are_the_ones_the_workloads_use(rendered, values_set):
+    docs = rendered[values_set]
+    declared = {d["spec"]["topicName"] for d in by_kind(docs, "KafkaTopic")}
+    (configmap,) = by_kind(docs, "ConfigMap")
+    used = {configmap["data"][k] for k in ("KAFKA_INPUT_TOPIC", "KAFKA_OUTPUT_TOPIC", "KAFKA_DEAD_LETTER_TOPIC")}
+    assert declared == used and len(used) == 3
+
+
+def test_kafkatopic_names_are_dns_names_and_topic_names_are_kept(rendered):
+    for doc in by_kind(rendered["default"], "KafkaTopic"):
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
+        assert doc["metadata"]["labels"]["strimzi.io/cluster"] == by_kind(rendered["default"], "Kafka")[0]["metadata"]["name"]
+    assert {d["spec"]["topicName"] for d in by_kind(rendered["default"], "KafkaTopic")} == {
+        "input_topic", "output_topic", "dead_letter_topic"}
+
+
+def test_the_local_broker_reads_the_same_topics_as_the_chart(rendered):
+    from sensorstream.local.topics import specs_from_values
+
+    local = {(s.name, s.partitions) for s in specs_from_values(CHART / "values.yaml").values()}
+    chart = {(d["spec"]["topicName"], d["spec"]["partitions"]) for d in by_kind(rendered["default"], "KafkaTopic")}
+    assert local == chart
+
+
+@pytest.mark.parametrize("values_set", VALUES_SETS)
+def test_every_mounted_claim_and_configmap_exists(rendered, values_set):
+    docs = rendered[values_set]
+    claims = {d["metadata"]["name"] for d in by_kind(docs, "PersistentVolumeClaim")}
+    configmaps = {d["metadata"]["name"] for d in by_kind(docs, "ConfigMap")}
+    pods = [(f"{d['kind']}/{d['metadata']['name']}", pod.get("volumes") or [], pod["containers"])
+            for d in docs for _, pod in pod_specs(d)]
+    for app in by_kind(docs, "SparkApplication"):
+        spec = app["spec"]
+        pods += [(f"SparkApplication/{role}", spec.get("volumes") or [], [spec[role]]) for role in ("driver", "executor")]
+    for where, volumes, containers in pods:
+        names = {v["name"] for v in volumes}
+        for volume in volumes:
+            if "persistentVolumeClaim" in volume:
+                assert volume["persistentVolumeClaim"]["claimName"] in claims, f"{where}: claim missing"
+        for container in containers:
+            for mount in container.get("volumeMounts") or []:
+                assert mount["name"] in names, f"{where}: mounts undeclared volume {mount['name']}"
+            for source in container.get("envFrom") or []:
+                assert source["configMapRef"]["name"] in configmaps, f"{where}: ConfigMap missing"
+
+
+def test_checkpoint_and_reports_claims_are_where_the_settings_point(rendered):
+    docs = rendered["default"]
+    (configmap,) = by_kind(docs, "ConfigMap")
+    (app,) = by_kind(docs, "SparkApplication")
+    driver_mounts = {m["mountPath"] for m in app["spec"]["driver"]["volumeMounts"]}
+    executor_mounts = {m["mountPath"] for m in app["spec"]["executor"]["volumeMounts"]}
+    assert configmap["data"]["CHECKPOINT_LOCATION"] in driver_mounts & executor_mounts
+    args = app["spec"]["arguments"]
+    assert args[args.index("--checkpoint-root") + 1] == configmap["data"]["CHECKPOINT_LOCATION"]
+    (cronjob,) = by_kind(docs, "CronJob")
+    container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    assert configmap["data"]["REPORT_DIR"] in {m["mountPath"] for m in container["volumeMounts"]}
+
+
+def test_main_application_file_is_where_the_dockerfile_puts_it(rendered):
+    (app,) = by_kind(rendered["default"], "SparkApplication")
+    main_file = app["spec"]["mainApplicationFile"]
+    assert main_file.startswith("local://")
+    image_path = main_file[len("local://"):]
+    copies = dockerfile_copies()
+    folder = next(f for f in copies if image_path.startswith(f + "/"))
+    repo_file = ROOT / copies[folder] / image_path[len(folder) + 1:]
+    assert repo_file == ROOT / "jobs" / "spark_entrypoint.py" and repo_file.is_file()
+    # The rehearsal maps image paths the same way.
+    assert {k: str(v.relative_to(ROOT)) for k, v in REHEARSE.IMAGE_PATHS.items()} == copies
+
+
+def test_image_paths_in_spark_conf_exist_in_the_repository(rendered):
+    (app,) = by_kind(rendered["default"], "SparkApplication")
+    copies = dockerfile_copies()
+    for key, value in app["spec"]["sparkConf"].items():
+        for folder, source in copies.items():
+            for path in re.findall(re.escape(folder) + r"/\S+", value):
+                assert (ROOT / source / path[len(folder) + 1:]).is_file(), f"{key}: {path} is not in the image"
+
+
+def test_spark_version_agrees_everywhere(rendered):
+    spark = pom_property("spark.version")
+    assert dockerfile_arg("SPARK_VERSION") == spark
+    assert f"scala{pom_property('scala.binary.version')}-java17-python3-ubuntu" in DOCKERFILE
+    assert chart_values()["stream"]["sparkVersion"] == spark
+    schema = yaml.safe_load((CHART / "values.schema.json").read_text())
+    assert schema["properties"]["stream"]["properties"]["sparkVersion"]["const"] == spark
+    for docs in rendered.values():
+        assert {a["spec"]["sparkVersion"] for a in by_kind(docs, "SparkApplication")} == {spark}
+    assert f'"pyspark=={spark}"' in (ROOT / "pyproject.toml").read_text()
+
+
+def test_kafka_version_agrees_with_the_local_broker(rendered):
+    kafka = pom_property("kafka.version")
+    assert chart_values()["kafka"]["version"] == kafka
+    for name in ("default", "kind", "minikube"):
+        assert {k["spec"]["kafka"]["version"] for k in by_kind(rendered[name], "Kafka")} == {kafka}
+
+
+def test_kind_node_image_is_the_validated_kubernetes_version():
+    config = yaml.safe_load((K8S / "kind-config.yaml").read_text())
+    assert {n["image"].split("@")[0] for n in config["nodes"]} == {f"kindest/node:v{KUBE_VERSION}"}
+
+
+def test_configmap_keys_are_settings_the_package_reads(rendered):
+    from sensorstream.config import SETTINGS
+
+    known = {s.env for s in SETTINGS}
+    for name, docs in rendered.items():
+        (configmap,) = by_kind(docs, "ConfigMap")
+        assert set(configmap["data"]) <= known, f"{name}: unknown settings {set(configmap['data']) - known}"
+        assert "SPARK_MASTER" not in configmap["data"], "spark-submit decides the master of the stream"
+
+
+def test_the_cli_accepts_every_command_the_chart_runs(rendered):
+    from sensorstream.cli import build_parser
+
+    docs = rendered["default"]
+    commands = [c["command"] + c["args"] for d in docs for _, pod in pod_specs(d) for c in pod["containers"]
+                if c.get("command") == ["sensorstream"]]
+    (app,) = by_kind(docs, "SparkApplication")
+    commands.append(["sensorstream"] + app["spec"]["arguments"])
+    assert {c[1] for c in commands} == {"produce", "report", "stream"}
+    parser = build_parser()
+    for command in commands:
+        parser.parse_args(command[1:])
+
+
+def test_image_runs_as_the_spark_user():
+    assert re.findall(r"^USER (\S+)$", DOCKERFILE, re.MULTILINE)[-1] == "185"
+    assert "pip install --no-cache-dir /opt/sensorstream" in DOCKERFILE
+    for values in (CHART / "values.yaml", ):
+        ctx = yaml.safe_load(values.read_text())["podSecurityContext"]
+        assert ctx["runAsUser"] == 185 and ctx["runAsNonRoot"] is True
