@@ -306,6 +306,11 @@ class Process:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        # Whatever the process left behind goes with it, as when a container exits.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
         self._reader.join(10)
         return self.proc.returncode
 
@@ -431,7 +436,10 @@ def rehearse(bootstrap: str, workdir: Path, values: Iterable[Path] = (DEFAULT_VA
         say(f"stream: window rows in the log ({len(rows.rows)} so far), e.g. {rows.rows[0].strip()}")
         say("stream: SIGTERM")
         stream_exit = stream.stop()
-        say(f"stream: exited with {stream_exit}")
+        # In a pod, SIGTERM reaches spark-submit's JVM (tini forwards it), which stops the Python
+        # driver it launched: 143 (128 + SIGTERM) is that path, 0 a stop the driver finished itself.
+        how = {0: "stopped cleanly", 143: "stopped by SIGTERM, as in a pod"}.get(stream_exit, "unexpected")
+        say(f"stream: exited with {stream_exit} ({how})")
     finally:
         if stream is not None and stream.running():
             stream.stop()
@@ -472,7 +480,7 @@ def _local_broker(say: Say) -> str:
     match = re.search(r"\bat (\S+:\d+)", done.stdout)
     if not match:
         raise RehearsalError(f"cannot tell the local broker's address from: {done.stdout.strip()}")
-    say(f"local broker: {done.stdout.splitlines()[0]}")
+    say(f"local broker: {done.stdout.splitlines()[0]} (it keeps running; `make down` stops it)")
     return match.group(1)
 
 

@@ -1,0 +1,171 @@
+# sensorstream on Kubernetes: kind (or minikube) + Strimzi + Spark Operator + the chart.
+# Included by the root Makefile, which defines VENV, PY, STATE and HELM before the include.
+#
+# From a machine with Docker to window rows and a report:
+#   make kind-up operators image kind-load deploy    # cluster, operators, image, release
+#   make logs                                        # follow the window tables (Ctrl+C to stop)
+#   make report-now reports                          # run a report, copy it to data/k8s-reports/
+#   make undeploy kind-down                          # clean up
+# Without Docker: make chart-lint rehearse           # the same chart, run as local processes
+
+K8S_NAMESPACE ?= sensorstream
+K8S_RELEASE ?= sensorstream
+KIND_CLUSTER ?= sensorstream
+K8S_VALUES ?= k8s/values-kind.yaml
+K8S_CHART := charts/sensorstream
+K8S_TOOLS := $(STATE)/tools/bin
+
+# Pins. kind v0.33.0 runs Kubernetes 1.37.0 (k8s/kind-config.yaml), the version the chart tests
+# validate against; the operator versions are the ones whose CRDs the tests read.
+HELM_VERSION := v3.19.0
+KIND_VERSION := v0.33.0
+KIND := $(K8S_TOOLS)/kind
+STRIMZI_VERSION := 1.2.0
+STRIMZI_CHART := oci://quay.io/strimzi-helm/strimzi-kafka-operator
+STRIMZI_NAMESPACE ?= strimzi
+SPARK_OPERATOR_VERSION := 2.5.2
+SPARK_OPERATOR_REPO := https://kubeflow.github.io/spark-operator
+SPARK_OPERATOR_NAMESPACE ?= spark-operator
+# The image tag is the chart's appVersion, which a test keeps equal to the package version.
+K8S_IMAGE := sensorstream:$(shell sed -n 's/^appVersion: *"*\([^"]*\)"*/\1/p' $(K8S_CHART)/Chart.yaml)
+
+KUBECTL := kubectl -n $(K8S_NAMESPACE)
+K8S_DRIVER_POD := $(K8S_RELEASE)-stream-driver
+
+.PHONY: helm kind kind-up operators image kind-load deploy logs report-now reports undeploy kind-down \
+        chart-lint rehearse e2e
+
+# --- prerequisite checks: say what is missing and how to get it ------------------------------
+define need_go
+	@command -v go >/dev/null 2>&1 || { echo "missing: go (needed to build $(1)). Install Go 1.22+ (Debian/Ubuntu: apt-get install golang-go, or https://go.dev/doc/install)"; exit 1; }
+endef
+define need_docker
+	@command -v docker >/dev/null 2>&1 || { echo "missing: docker. Install Docker Engine (https://docs.docker.com/engine/install/) or Docker Desktop"; exit 1; }
+	@docker info >/dev/null 2>&1 || { echo "docker is installed but its engine does not answer ('docker info' fails): start Docker (sudo systemctl start docker) and check you may use it (docker group)"; exit 1; }
+endef
+define need_kubectl
+	@command -v kubectl >/dev/null 2>&1 || { echo "missing: kubectl. Install it: https://kubernetes.io/docs/tasks/tools/ (or: apt-get install kubectl)"; exit 1; }
+endef
+define need_cluster
+	$(need_kubectl)
+	@kubectl cluster-info >/dev/null 2>&1 || { echo "no reachable Kubernetes cluster for kubectl (context: $$(kubectl config current-context 2>/dev/null || echo none)): run 'make kind-up', or 'minikube start'"; exit 1; }
+endef
+define need_kind
+	@test -x $(KIND) || command -v kind >/dev/null 2>&1 || { echo "missing: kind. Build it with 'make kind' (needs Go)"; exit 1; }
+endef
+define need_helm
+	@test -x $(HELM) || { echo "missing: helm at $(HELM). Build it with 'make helm' (needs Go)"; exit 1; }
+endef
+KIND_BIN = $(if $(wildcard $(KIND)),$(KIND),kind)
+
+# --- tools, built from the Go module proxy into a git-ignored folder ---------------------------
+$(HELM):
+	$(call need_go,helm)
+	@echo "==> building helm $(HELM_VERSION) into $(K8S_TOOLS) (first time: a few minutes)"
+	@mkdir -p $(K8S_TOOLS)
+	GOBIN=$(abspath $(K8S_TOOLS)) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+helm: $(HELM) ## build helm (pinned) into .sensorstream/tools/bin
+
+$(KIND):
+	$(call need_go,kind)
+	@echo "==> building kind $(KIND_VERSION) into $(K8S_TOOLS)"
+	@mkdir -p $(K8S_TOOLS)
+	GOBIN=$(abspath $(K8S_TOOLS)) go install sigs.k8s.io/kind@$(KIND_VERSION)
+
+kind: $(KIND) ## build kind (pinned) into .sensorstream/tools/bin
+
+# --- cluster ----------------------------------------------------------------------------------
+kind-up: ## create the kind cluster (Kubernetes 1.37, one node)
+	$(need_docker)
+	$(need_kind)
+	@if $(KIND_BIN) get clusters 2>/dev/null | grep -qx '$(KIND_CLUSTER)'; then \
+	  echo "kind cluster $(KIND_CLUSTER) already exists"; \
+	else \
+	  $(KIND_BIN) create cluster --name $(KIND_CLUSTER) --config k8s/kind-config.yaml --wait 180s; \
+	fi
+	@kubectl config use-context kind-$(KIND_CLUSTER) >/dev/null
+	@echo "kubectl now talks to kind-$(KIND_CLUSTER)"
+
+kind-down: ## delete the kind cluster
+	$(need_kind)
+	$(KIND_BIN) delete cluster --name $(KIND_CLUSTER)
+
+operators: $(HELM) ## install Strimzi 1.2.0 and Spark Operator 2.5.2, both watching the namespace
+	$(need_cluster)
+	kubectl create namespace $(K8S_NAMESPACE) --dry-run=client -o yaml | kubectl apply -f -
+	@echo "==> Strimzi $(STRIMZI_VERSION) in namespace $(STRIMZI_NAMESPACE), watching $(K8S_NAMESPACE)"
+	$(HELM) upgrade --install strimzi $(STRIMZI_CHART) --version $(STRIMZI_VERSION) \
+	  --namespace $(STRIMZI_NAMESPACE) --create-namespace \
+	  --set 'watchNamespaces={$(K8S_NAMESPACE)}' --wait --timeout 10m
+	@echo "==> Spark Operator $(SPARK_OPERATOR_VERSION) in namespace $(SPARK_OPERATOR_NAMESPACE), watching $(K8S_NAMESPACE)"
+	$(HELM) upgrade --install spark-operator spark-operator --repo $(SPARK_OPERATOR_REPO) \
+	  --version $(SPARK_OPERATOR_VERSION) --namespace $(SPARK_OPERATOR_NAMESPACE) --create-namespace \
+	  --set 'spark.jobNamespaces={$(K8S_NAMESPACE)}' \
+	  --set spark.serviceAccount.create=false --set spark.rbac.create=false \
+	  --wait --timeout 10m
+
+# --- image ------------------------------------------------------------------------------------
+image: ## build the image (Dockerfile) as sensorstream:<appVersion>
+	$(need_docker)
+	docker build -t $(K8S_IMAGE) .
+
+kind-load: ## load the image into the kind node (no registry needed)
+	$(need_docker)
+	$(need_kind)
+	@docker image inspect $(K8S_IMAGE) >/dev/null 2>&1 || { echo "image $(K8S_IMAGE) not built yet: run 'make image'"; exit 1; }
+	$(KIND_BIN) load docker-image $(K8S_IMAGE) --name $(KIND_CLUSTER)
+
+# --- release ----------------------------------------------------------------------------------
+deploy: $(HELM) ## install/upgrade the chart (K8S_VALUES=k8s/values-kind.yaml) and wait for the stream
+	$(need_cluster)
+	@kubectl get crd kafkas.kafka.strimzi.io sparkapplications.sparkoperator.k8s.io >/dev/null 2>&1 || { echo "the operators' CRDs are missing: run 'make operators'"; exit 1; }
+	$(HELM) upgrade --install $(K8S_RELEASE) $(K8S_CHART) --namespace $(K8S_NAMESPACE) --create-namespace \
+	  --values $(K8S_VALUES)
+	@if $(KUBECTL) get kafka/$(K8S_RELEASE) >/dev/null 2>&1; then \
+	  echo "==> waiting for Kafka (Strimzi starts the node pool, then the entity operator)"; \
+	  $(KUBECTL) wait kafka/$(K8S_RELEASE) --for=condition=Ready --timeout=900s; \
+	fi
+	@echo "==> waiting for the SparkApplication to be RUNNING"
+	@for i in $$(seq 1 90); do \
+	  state=$$($(KUBECTL) get sparkapplication $(K8S_RELEASE)-stream -o jsonpath='{.status.applicationState.state}' 2>/dev/null); \
+	  echo "   $${state:-not submitted yet}"; \
+	  case "$$state" in RUNNING) exit 0;; FAILED|SUBMISSION_FAILED) $(KUBECTL) describe sparkapplication $(K8S_RELEASE)-stream | tail -20; exit 1;; esac; \
+	  sleep 10; \
+	done; echo "the SparkApplication is not RUNNING after 15 minutes"; exit 1
+	@echo "deployed. Follow the windows with 'make logs'; a report now: 'make report-now reports'"
+
+logs: ## follow the stream's window tables in the Spark driver log
+	$(need_cluster)
+	$(KUBECTL) logs -f $(K8S_DRIVER_POD)
+
+report-now: ## run the report CronJob once, now, and wait for it
+	$(need_cluster)
+	$(KUBECTL) delete job $(K8S_RELEASE)-report-now --ignore-not-found
+	$(KUBECTL) create job --from=cronjob/$(K8S_RELEASE)-report $(K8S_RELEASE)-report-now
+	$(KUBECTL) wait job/$(K8S_RELEASE)-report-now --for=condition=complete --timeout=900s
+	$(KUBECTL) logs job/$(K8S_RELEASE)-report-now | tail -30
+
+reports: ## copy the latest report out of the reports volume into data/k8s-reports/
+	$(need_cluster)
+	K8S_NAMESPACE=$(K8S_NAMESPACE) K8S_RELEASE=$(K8S_RELEASE) K8S_IMAGE=$(K8S_IMAGE) k8s/fetch-report.sh data/k8s-reports
+
+undeploy: $(HELM) ## uninstall the chart (claims with checkpoints and reports are kept)
+	$(need_cluster)
+	-$(HELM) uninstall $(K8S_RELEASE) --namespace $(K8S_NAMESPACE) --wait
+	@echo "kept: claims $(K8S_RELEASE)-checkpoints and $(K8S_RELEASE)-reports. Delete them with:"
+	@echo "  $(KUBECTL) delete pvc $(K8S_RELEASE)-checkpoints $(K8S_RELEASE)-reports"
+
+# --- checks without a cluster -----------------------------------------------------------------
+chart-lint: $(HELM) ## helm lint --strict with the default, kind, minikube and existing-Kafka values
+	$(HELM) lint --strict $(K8S_CHART)
+	@for v in k8s/values-kind.yaml k8s/values-minikube.yaml k8s/values-existing-kafka.yaml; do \
+	  echo "==> $$v"; $(HELM) lint --strict $(K8S_CHART) --values $$v || exit 1; \
+	done
+
+rehearse: $(VENV)/.installed jars $(HELM) ## run the chart's workloads as local processes on the local broker
+	HELM=$(HELM) $(PY) k8s/rehearse.py
+
+e2e: $(VENV)/.installed $(HELM) $(KIND) ## end-to-end on a kind cluster (needs Docker; builds everything)
+	$(need_docker)
+	HELM=$(HELM) KIND=$(KIND) $(PY) -m pytest -m kind tests/chart/test_kind_e2e.py -v
