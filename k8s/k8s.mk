@@ -16,7 +16,9 @@ K8S_CHART := charts/sensorstream
 K8S_TOOLS := $(STATE)/tools/bin
 
 # Pins. kind v0.33.0 runs Kubernetes 1.37.0 (k8s/kind-config.yaml), the version the chart tests
-# validate against; the operator versions are the ones whose CRDs the tests read.
+# validate against; the operator versions are the ones whose CRDs the tests read. The Spark
+# Operator's mutating webhook (on) is what mounts the checkpoint claim and applies the security
+# contexts of driver and executors; the chart brings its own driver service account and Role.
 HELM_VERSION := v3.19.0
 KIND_VERSION := v0.33.0
 KIND := $(K8S_TOOLS)/kind
@@ -101,7 +103,7 @@ operators: $(HELM) ## install Strimzi 1.2.0 and Spark Operator 2.5.2, both watch
 	@echo "==> Spark Operator $(SPARK_OPERATOR_VERSION) in namespace $(SPARK_OPERATOR_NAMESPACE), watching $(K8S_NAMESPACE)"
 	$(HELM) upgrade --install spark-operator spark-operator --repo $(SPARK_OPERATOR_REPO) \
 	  --version $(SPARK_OPERATOR_VERSION) --namespace $(SPARK_OPERATOR_NAMESPACE) --create-namespace \
-	  --set 'spark.jobNamespaces={$(K8S_NAMESPACE)}' \
+	  --set 'spark.jobNamespaces={$(K8S_NAMESPACE)}' --set webhook.enable=true \
 	  --set spark.serviceAccount.create=false --set spark.rbac.create=false \
 	  --wait --timeout 10m
 
