@@ -63,17 +63,17 @@ KIND_BIN = $(if $(wildcard $(KIND)),$(KIND),kind)
 # --- tools, built from the Go module proxy into a git-ignored folder ---------------------------
 $(HELM):
 	$(call need_go,helm)
-	@echo "==> building helm $(HELM_VERSION) into $(K8S_TOOLS) (first time: a few minutes)"
-	@mkdir -p $(K8S_TOOLS)
-	GOBIN=$(abspath $(K8S_TOOLS)) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@echo "==> building helm $(HELM_VERSION) into $(dir $(HELM)) (first time: a few minutes)"
+	@mkdir -p $(dir $(HELM))
+	GOBIN=$(abspath $(dir $(HELM))) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 helm: $(HELM) ## build helm (pinned) into .sensorstream/tools/bin
 
 $(KIND):
 	$(call need_go,kind)
-	@echo "==> building kind $(KIND_VERSION) into $(K8S_TOOLS)"
-	@mkdir -p $(K8S_TOOLS)
-	GOBIN=$(abspath $(K8S_TOOLS)) go install sigs.k8s.io/kind@$(KIND_VERSION)
+	@echo "==> building kind $(KIND_VERSION) into $(dir $(KIND))"
+	@mkdir -p $(dir $(KIND))
+	GOBIN=$(abspath $(dir $(KIND))) go install sigs.k8s.io/kind@$(KIND_VERSION)
 
 kind: $(KIND) ## build kind (pinned) into .sensorstream/tools/bin
 
