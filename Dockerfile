@@ -57,8 +57,6 @@ RUN set -eux; \
     command -v sensorstream
 
 # The SparkApplication's mainApplicationFile is local:///opt/sensorstream/jobs/spark_entrypoint.py.
-ENV SENSORSTREAM_HOME=/opt/sensorstream
-
 USER 185
 WORKDIR /opt/spark/work-dir
 # The Spark image's entrypoint stays: the Spark Operator relies on it for driver and executor
