@@ -2,7 +2,7 @@
 # One image for every sensorstream workload on Kubernetes: the producer Deployment, the streaming
 # SparkApplication (driver and executors) and the report CronJob.
 #
-#   docker build -t sensorstream:0.1.0 .        (or: make image)
+#   make image   (docker build with the files git knows as the context: no .venv, jars or data)
 #
 # Versions that must agree, checked by tests/chart/test_consistency.py:
 #   SPARK_VERSION here == <spark.version> in jobs/jvm/pom.xml == sparkVersion in the chart

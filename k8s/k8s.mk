@@ -108,9 +108,13 @@ operators: $(HELM) ## install Strimzi 1.2.0 and Spark Operator 2.5.2, both watch
 	  --wait --timeout 10m
 
 # --- image ------------------------------------------------------------------------------------
+# The build context is the project's files as git knows them (tracked, plus new files not ignored):
+# never the virtualenv, the local jars, broker data or job output, with no ignore file to maintain.
 image: ## build the image (Dockerfile) as sensorstream:<appVersion>
 	$(need_docker)
-	docker build -t $(K8S_IMAGE) .
+	git ls-files -z --cached --others --exclude-standard \
+	  | tar --null --ignore-failed-read -T - -c -f - \
+	  | docker build -t $(K8S_IMAGE) -f Dockerfile -
 
 kind-load: ## load the image into the kind node (no registry needed)
 	$(need_docker)
