@@ -33,11 +33,13 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
 import yaml
+
+from sensorstream.local.topics import TopicSpec, ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "sensorstream"
@@ -120,16 +122,8 @@ class SparkJob:
 
 
 @dataclass
-class Topic:
-    name: str
-    partitions: int
-    replicas: int
-    config: dict[str, str]
-
-
-@dataclass
 class Plan:
-    topics: list[Topic]
+    topics: list[TopicSpec]
     producer: Workload
     stream: SparkJob
     report: Workload
@@ -194,9 +188,9 @@ def plan(docs: list[dict]) -> Plan:
     """Read the rendered chart into what the rehearsal runs."""
     configmaps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d.get("kind") == "ConfigMap"}
     topics = [
-        Topic(name=d["spec"].get("topicName") or d["metadata"]["name"], partitions=int(d["spec"].get("partitions", 1)),
-              replicas=int(d["spec"].get("replicas", 1)),
-              config={str(k): str(v) for k, v in (d["spec"].get("config") or {}).items()})
+        TopicSpec(name=d["spec"].get("topicName") or d["metadata"]["name"],
+                  partitions=int(d["spec"].get("partitions", 1)), replicas=int(d["spec"].get("replicas", 1)),
+                  config={str(k): str(v) for k, v in (d["spec"].get("config") or {}).items()})
         for d in docs if d.get("kind") == "KafkaTopic"
     ]
     if not topics:
@@ -349,17 +343,15 @@ class Result:
         return bool(self.window_rows) and bool(self.report_files)
 
 
-def create_topics(bootstrap: str, topics: list[Topic], say: Say) -> None:
+def create_topics(bootstrap: str, topics: list[TopicSpec], say: Say) -> None:
     from kafka import KafkaAdminClient
-
-    from sensorstream.local.topics import TopicSpec, ensure_topics
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","), client_id="sensorstream-rehearsal")
     try:
         brokers = len(admin.describe_cluster()["brokers"])
     finally:
         admin.close()
-    specs = [TopicSpec(t.name, t.partitions, min(t.replicas, brokers), t.config) for t in topics]
+    specs = [replace(t, replicas=min(t.replicas, brokers)) for t in topics]
     created = ensure_topics(bootstrap, specs)
     say(f"topics from the KafkaTopics: {', '.join(t.name for t in topics)} "
         f"({'created ' + ', '.join(created) if created else 'already there'}; replicas capped to {brokers} broker(s))")
