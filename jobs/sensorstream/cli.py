@@ -156,8 +156,6 @@ def _local(args, settings) -> int:
     cluster = LocalKafka(default_state_dir(), brokers=getattr(args, "brokers", 1), port=getattr(args, "port", 9092),
                          progress=lambda m: _say(f"local: {m}"))
     if args.local_command == "up":
-        if args.brokers < 1:
-            raise ConfigError("brokers", None, "must be 1 or more")
         started = cluster.up()
         specs = specs_from_values(max_replicas=len(cluster.status())).values()
         created = ensure_topics(cluster.bootstrap, specs, settings)
@@ -188,9 +186,9 @@ def _produce(args, settings) -> int:
 
     for name, value in (("bad-ratio", args.bad_ratio), ("late-ratio", args.late_ratio)):
         if not 0 <= value <= 1:
-            raise ConfigError(name, None, f"{value} must be between 0 and 1")
+            raise ConfigError(f"--{name}", None, f"{value} must be between 0 and 1")
     if args.duration is not None and args.duration <= 0:
-        raise ConfigError("duration", None, "must be more than 0 seconds")
+        raise ConfigError("--duration", None, f"{args.duration} must be more than 0 seconds")
     stop = _stop_on_signals()
     simulator = Simulator(settings.sensors, settings.seed, bad_ratio=args.bad_ratio, late_ratio=args.late_ratio)
     total = settings.count or None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from typing import Callable, Iterator
 
 from sensorstream.brokers import admin_client
 from sensorstream.config import load_settings
-from sensorstream.errors import BrokerUnavailableError, LocalStackError
+from sensorstream.errors import BrokerUnavailableError, ConfigError, LocalStackError
 from sensorstream.jvm import find_java, require_jars
 
 READY_TIMEOUT_S = 90.0
@@ -91,7 +92,7 @@ class LocalKafka:
     def __init__(self, state_dir: Path, brokers: int = 1, port: int = 9092, jars_dir: Path | None = None,
                  progress: Callable[[str], None] = lambda _: None):
         if brokers < 1:
-            raise LocalStackError("--brokers must be 1 or more")
+            raise ConfigError("--brokers", None, f"{brokers} must be 1 or more")
         self.home = Path(state_dir) / "local"
         self.jars_dir = Path(jars_dir) if jars_dir else Path(state_dir) / "jars" / "kafka"
         self.brokers = brokers
@@ -169,8 +170,6 @@ class LocalKafka:
                 os.kill(node.pid, signal.SIGKILL)
             self._pid_file(node.node_id).unlink(missing_ok=True)
         if purge and self.home.exists():
-            import shutil
-
             shutil.rmtree(self.home)
         return stopped
 
