@@ -61,13 +61,20 @@ endef
 KIND_BIN = $(if $(wildcard $(KIND)),$(KIND),kind)
 
 # --- tools, built from the Go module proxy into a git-ignored folder ---------------------------
+# A helm already on PATH is used (linked) when it is the pinned version; otherwise the pinned one is
+# built, so every machine renders the chart with the same helm.
 $(HELM):
-	$(call need_go,helm)
-	@echo "==> building helm $(HELM_VERSION) into $(dir $(HELM)) (first time: a few minutes)"
 	@mkdir -p $(dir $(HELM))
-	GOBIN=$(abspath $(dir $(HELM))) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@if command -v helm >/dev/null 2>&1 && helm version --short 2>/dev/null | grep -Eq '^$(HELM_VERSION)([+]|$$)'; then \
+	  echo "==> using helm $(HELM_VERSION) from PATH ($$(command -v helm))"; \
+	  ln -sf "$$(command -v helm)" $(HELM); \
+	else \
+	  command -v go >/dev/null 2>&1 || { echo "missing: go (needed to build helm $(HELM_VERSION)). Install Go 1.22+ (Debian/Ubuntu: apt-get install golang-go, or https://go.dev/doc/install), or put helm $(HELM_VERSION) on PATH"; exit 1; }; \
+	  echo "==> building helm $(HELM_VERSION) into $(dir $(HELM)) (first time: a few minutes)"; \
+	  GOBIN=$(abspath $(dir $(HELM))) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); \
+	fi
 
-helm: $(HELM) ## build helm (pinned) into .sensorstream/tools/bin
+helm: $(HELM) ## helm (pinned): linked from PATH if it is that version, else built into .sensorstream/tools/bin
 
 $(KIND):
 	$(call need_go,kind)
