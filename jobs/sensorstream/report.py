@@ -130,8 +130,13 @@ def run(spark: SparkSession, settings: Settings, since: datetime | None = None,
         "rejected": dict(sorted(rejected.items())),
     }
     report = report.cache()
-    rows = [tuple(r) for r in report.collect()]
-    folder, files = write_report(report, settings.report_dir, settings.report_formats, quality)
+    try:
+        rows = [tuple(r) for r in report.collect()]
+        folder, files = write_report(report, settings.report_dir, settings.report_formats, quality)
+    finally:
+        # A long-lived session (tests, benchmarks, a notebook) must not keep every run's data cached.
+        for frame in (report, readings, rejects):
+            frame.unpersist()
     return ReportResult(folder, files, report.columns, rows, records, valid, rejected)
 
 
