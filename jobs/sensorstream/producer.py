@@ -144,13 +144,12 @@ def produce(
             if deadline and time.monotonic() >= deadline:
                 break
             record = simulator.next_record()
+            stats.record_sent(record.kind)
             try:
                 future = producer.send(settings.input_topic, key=record.key, value=record.value)
             except KafkaError as exc:  # buffer full past max_block_ms, or the producer is closing
-                stats.record_sent(record.kind)
                 on_error(exc)
                 continue
-            stats.record_sent(record.kind)
             future.add_callback(on_ack)
             future.add_errback(on_error)
             if progress and time.monotonic() >= next_report:
