@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
@@ -83,3 +84,65 @@ def assert_stats_equal(actual: dict, expected: dict, tolerance: float = 1e-9) ->
 
 def decode(value: bytes) -> dict:
     return json.loads(value.decode())
+
+
+# The README's validation contract, in plain Python, independent of Spark: the oracle for schema.py.
+_REFERENCE_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+                                  r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?")
+_REFERENCE_RANGES = {"temperature": (-40.0, 85.0), "humidity": (0.0, 100.0), "pressure": (300.0, 1100.0)}
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_READING_FIELDS = {"sensor_id", "timestamp", "temperature", "humidity", "pressure", "seq", "event_id"}
+
+
+class _Names(dict):
+    """An object that remembers which of its names came more than once."""
+
+    def __init__(self, pairs):
+        super().__init__(pairs)
+        seen = [name for name, _ in pairs]
+        self.repeated = {name for name in seen if seen.count(name) > 1}
+
+
+def reference_reason(raw: bytes | None) -> str | None:
+    """The reason the README gives for a record, or None for a valid reading."""
+    try:
+        record = json.loads(raw.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_Names)
+    except (AttributeError, ValueError):
+        return "invalid JSON"
+    if not isinstance(record, dict) or record.repeated & _READING_FIELDS:
+        return "invalid JSON"
+    for field in ("sensor_id", "timestamp", *_REFERENCE_RANGES):
+        value = record.get(field)
+        if value is None or (field == "sensor_id" and isinstance(value, str) and not value.strip(" \t\r\n")):
+            return f"missing field: {field}"
+    for field in ("sensor_id", "timestamp"):
+        if not isinstance(record[field], str):
+            return f"wrong type: {field}"
+    for field in _REFERENCE_RANGES:
+        if not _is_number(record[field]):
+            return f"wrong type: {field}"
+    seq = record.get("seq")
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or not -2**63 <= seq < 2**63):
+        return "wrong type: seq"
+    stamp = record["timestamp"]
+    try:
+        if not _REFERENCE_TIMESTAMP.fullmatch(stamp):
+            raise ValueError(stamp)
+        offset = datetime.fromisoformat(stamp.replace("Z", "+00:00")).utcoffset()
+        if offset is not None and abs(offset) > timedelta(hours=18):
+            raise ValueError(stamp)
+    except ValueError:
+        return f"bad timestamp: {stamp}"
+    for field, (low, high) in _REFERENCE_RANGES.items():
+        if not low <= record[field] <= high:
+            return f"out of range: {field}"
+    return None

@@ -7,7 +7,7 @@ import pytest
 
 from helpers import KAFKA_DDL, assert_stats_equal, kafka_rows, reference_report, reference_windows, stepping_clock
 from sensorstream.aggregate import sensor_report, window_stats
-from sensorstream.schema import parse_and_validate
+from sensorstream.schema import parse, parse_and_validate
 from sensorstream.simulator import Simulator
 
 pytestmark = pytest.mark.spark
@@ -49,11 +49,15 @@ def test_watermark_changes_nothing_in_batch(spark):
     assert plain == marked
 
 
+def records_df(spark, values):
+    return parse(spark.createDataFrame(kafka_rows(values), KAFKA_DDL))
+
+
 def test_sensor_report_matches_python(spark):
     readings = simulated(n=2000, seed=5)
-    rows = sensor_report(readings_df(spark, readings)).collect()
+    rows = sensor_report(records_df(spark, [json.dumps(r) for r in readings])).collect()
     expected = reference_report(readings)
-    assert [r["sensor_id"] for r in rows] == [f"sensor_{i}" for i in range(1, 11)]  # natural order
+    assert sorted(r["sensor_id"] for r in rows) == sorted(f"sensor_{i}" for i in range(1, 11))
     for row in rows:
         assert_stats_equal(row.asDict(), expected[row["sensor_id"]])
         assert row["invalid_records"] == 0
@@ -63,8 +67,9 @@ def test_sensor_report_matches_python(spark):
 def test_sensor_report_counts_rejects_per_sensor(spark):
     values = [json.dumps(r) for r in simulated(n=20, sensors=2)]
     values += ['{"sensor_id": "sensor_1", "temperature": "hot"}', '{"sensor_id": "sensor_3"}', "garbage"]
-    good, bad = parse_and_validate(spark.createDataFrame(kafka_rows(values), KAFKA_DDL))
-    rows = {r["sensor_id"]: r for r in sensor_report(good, bad).collect()}
+    rows = {r["sensor_id"]: r for r in sensor_report(records_df(spark, values)).collect()}
     assert rows["sensor_1"]["invalid_records"] == 1
+    assert rows["sensor_1"]["rejected"]["missing field"] == 1  # timestamp, before the wrong type
     assert rows["sensor_2"]["invalid_records"] == 0
     assert rows["sensor_3"]["total_readings"] == 0 and rows["sensor_3"]["invalid_records"] == 1
+    assert rows[None]["invalid_records"] == 1 and rows[None]["rejected"]["invalid JSON"] == 1  # named no sensor

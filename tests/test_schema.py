@@ -1,18 +1,23 @@
-"""parse_and_validate on a real SparkSession: every record lands in exactly one output."""
+"""parse / parse_and_validate on a real SparkSession against the README's contract.
+
+Every record lands in exactly one output, with the reason an independent Python reading of the
+contract (helpers.reference_reason) gives.
+"""
 
 import json
 import random
 
 import pytest
 
-from helpers import KAFKA_DDL, kafka_rows, stepping_clock
-from sensorstream.schema import READING_COLUMNS, REJECT_COLUMNS, parse_and_validate
+from helpers import KAFKA_DDL, kafka_rows, reference_reason, stepping_clock
+from sensorstream.schema import READING_COLUMNS, RECORD_COLUMNS, REJECT_COLUMNS, parse, parse_and_validate
 from sensorstream.simulator import Simulator, malformed
 
 pytestmark = pytest.mark.spark
 
 GOOD = {"sensor_id": "sensor_1", "timestamp": "2026-01-31T08:00:01.500000+00:00", "temperature": 21.5,
         "humidity": 40.0, "pressure": 1013.25, "seq": 1, "event_id": "e1"}
+GOOD_TEXT = json.dumps(GOOD)
 
 
 def with_(**changes):
@@ -20,64 +25,204 @@ def with_(**changes):
     return json.dumps({k: v for k, v in body.items() if v is not ...})
 
 
+def swap(old, new):
+    """GOOD's JSON text with one piece of text replaced (for what json.dumps cannot write)."""
+    assert old in GOOD_TEXT
+    return GOOD_TEXT.replace(old, new, 1)
+
+
 CASES = [
     (with_(), None),
     (with_(timestamp="2026-01-31T09:00:01+01:00"), None),
+    (with_(timestamp="2026-01-31 08:00:01"), None),  # no offset: UTC
     (with_(temperature=21), None),  # an integer is a number
     (with_(seq=..., event_id=...), None),  # optional fields
+    (with_(seq=None), None),
+    (with_(sensor_id="123"), None),  # a string that looks like a number is still a string
+    (with_(sensor_id="a } b", extra={"nested": "}{"}), None),  # braces inside strings
+    (with_(temperature=85, humidity=0, pressure=300), None),  # ranges are inclusive
     ('{"sensor_id": "sensor_1", "temp', "invalid JSON"),
     ("not json at all", "invalid JSON"),
     ("[1, 2, 3]", "invalid JSON"),
+    ("null", "invalid JSON"),
+    ("5", "invalid JSON"),
     ("", "invalid JSON"),
     (None, "invalid JSON"),
+    (b'{"sensor_id": "\xff\xfe", "timestamp": "2026-01-31T08:00:01Z"}', "invalid JSON"),  # not UTF-8
+    (swap("21.5", "021.5"), "invalid JSON"),  # leading zero
+    (swap("21.5", "NaN"), "invalid JSON"),  # NaN is not a JSON token
+    ("/* note */ " + GOOD_TEXT, "invalid JSON"),
     (with_(temperature=...), "missing field: temperature"),
     (with_(sensor_id=...), "missing field: sensor_id"),
     (with_(timestamp=None), "missing field: timestamp"),
     (with_(sensor_id="  "), "missing field: sensor_id"),
+    (with_(sensor_id="\t\n"), "missing field: sensor_id"),
     (with_(humidity="hot"), "wrong type: humidity"),
     (with_(pressure="1013.2"), "wrong type: pressure"),
+    (with_(pressure=True), "wrong type: pressure"),
     (with_(seq="one"), "wrong type: seq"),
+    (with_(seq=1.5), "wrong type: seq"),
+    (with_(timestamp=1769846401), "wrong type: timestamp"),
     (with_(timestamp="yesterday"), "bad timestamp: yesterday"),
+    (with_(timestamp="2026-01-31"), "bad timestamp: 2026-01-31"),
+    (with_(timestamp="2026-02-30T08:00:01Z"), "bad timestamp: 2026-02-30T08:00:01Z"),
     (with_(humidity=140.0), "out of range: humidity=140.0 not in [0, 100]"),
     (with_(temperature=-120.0), "out of range: temperature=-120.0 not in [-40, 85]"),
     (with_(pressure=12.0), "out of range: pressure=12.0 not in [300, 1100]"),
+    (swap("21.5", "1e400"), "out of range: temperature=Infinity not in [-40, 85]"),
+]
+
+#: The issue's table: values a foreign producer sent that the README and the jobs disagreed on.
+FOREIGN = [
+    ("json line", GOOD_TEXT + "\n", None),
+    ("tab before, CRLF after", "\t" + GOOD_TEXT + "\r\n", None),
+    ("two objects", GOOD_TEXT + with_(sensor_id="sensor_2"), "invalid JSON"),
+    ("single quotes", GOOD_TEXT.replace('"', "'"), "invalid JSON"),
+    ("numeric sensor_id", with_(sensor_id=123), "wrong type: sensor_id"),
+    ("object sensor_id", with_(sensor_id={"id": "sensor_1"}), "wrong type: sensor_id"),
+    ("boolean sensor_id", with_(sensor_id=True), "wrong type: sensor_id"),
+    ("array sensor_id", with_(sensor_id=["sensor_1"]), "wrong type: sensor_id"),
+    ("time of day only", with_(timestamp="10:15:30"), "bad timestamp: 10:15:30"),
+    ("NaN as a string", with_(temperature="NaN"), "wrong type: temperature"),
+    ("Infinity as a string", with_(temperature="Infinity"), "wrong type: temperature"),
+    ("-INF as a string", with_(temperature="-INF"), "wrong type: temperature"),
+    ("empty sensor_id", with_(sensor_id=""), "missing field: sensor_id"),
+    ("blank sensor_id", with_(sensor_id="   "), "missing field: sensor_id"),
+    ("quotes and a comma in sensor_id", with_(sensor_id='lab "B", rack 2'), None),
 ]
 
 
+def encoded(value):
+    return value if value is None or isinstance(value, bytes) else value.encode()
+
+
 def split(spark, values):
-    df = spark.createDataFrame(kafka_rows(values), KAFKA_DDL)
+    df = spark.createDataFrame(kafka_rows(encoded(v) for v in values), KAFKA_DDL)
     good, bad = parse_and_validate(df)
     return good.collect(), bad.orderBy("source_offset").collect()
 
 
+def reasons_of(spark, values) -> list:
+    """The reason of each value, by position (None: a valid reading)."""
+    df = spark.createDataFrame(kafka_rows(encoded(v) for v in values), KAFKA_DDL)
+    rows = parse(df).select("source_offset", "reason").collect()
+    assert sorted(r["source_offset"] for r in rows) == list(range(len(values)))  # each exactly once
+    return [reason for _, reason in sorted((r["source_offset"], r["reason"]) for r in rows)]
+
+
 def test_each_kind_of_record_gets_its_reason(spark):
-    values = [v for v, _ in CASES]
-    good, bad = split(spark, values)
-    expected_good = [i for i, (_, reason) in enumerate(CASES) if reason is None]
-    assert len(good) == len(expected_good)
-    reasons = {row["source_offset"]: row["reason"] for row in bad}
-    for offset, (_value, reason) in enumerate(CASES):
-        if reason is not None:
-            assert reasons.get(offset) == reason, (offset, CASES[offset][0])
-    assert len(good) + len(bad) == len(CASES)
+    got = reasons_of(spark, [v for v, _ in CASES])
+    for (value, want), reason in zip(CASES, got):
+        assert reason == want, value
+
+
+@pytest.mark.parametrize("name,value,want", FOREIGN, ids=[name for name, _, _ in FOREIGN])
+def test_foreign_records_follow_the_readme(spark, name, value, want):
+    assert reasons_of(spark, [value]) == [want]
+
+
+def test_the_python_reference_agrees_with_every_case():
+    """The oracle used below is itself checked against the hand-written cases."""
+    for value, want in CASES + [(v, w) for _, v, w in FOREIGN]:
+        ref = reference_reason(encoded(value))
+        assert ref == want or (ref and ref.startswith("out of range") and want.startswith(ref + "=")), value
+
+
+def _mutants(rng: random.Random, n: int) -> list[bytes]:
+    """Readings with one or two random departures from the contract (or harmless variations)."""
+    json_values = {
+        "sensor_id": ['"s1"', '"123"', '"-x"', '"{x"', '"[a"', '"true"', '"null"', '"a}b"', '"  s2 "', '""',
+                      '" \\t"', "123", "-5", "1.5", "true", "false", "null", '{"id":"s"}', "[1]"],
+        "timestamp": ['"2026-01-31T08:00:01Z"', '"2026-01-31 08:00:01"', '"2026-01-31T08:00:01.123456789+01:00"',
+                      '"2026-01-31T08:00:01+0530"', '"2026-01-31T08:00:01+01"', '"2026-01-31T08:00:01+19:00"',
+                      '"2026-01-31T24:00:00"', '"2026-01-31"', '"10:15:30"', '"2026-1-31T08:00:01"',
+                      '"2026-01-31t08:00:01z"', '"2026-01-31T08:00:01 UTC"', "1769846401", "null", '["x"]'],
+        "temperature": ["21.5", "-40", "85", "85.0000001", "-40.5", "1e400", "-1e400", "0", '"21.5"', '"NaN"',
+                        "true", "null", "[1]", '{"a":1}', "12345678901234567890", "2E1"],
+        "seq": ["1", "0", "-3", "1.0", "1e2", '"1"', "true", "null", str(2**63), str(-2**63), "[1]"],
+        "extra": ['{"a":"}"}', '[1,{"b":2}]', '"}{"', '{"a":{"b":1,"b":2}}', "null"],
+    }
+    trailing = ["{}", '{"sensor_id":"s9"}', " x", "]", "}", ",1", "[]", '"s"', "null", "}}", "]]"]
+    spaces = ["", " ", "\t", "\n", "\r\n", " \n "]
+    out = []
+    for _ in range(n):
+        fields = {"sensor_id": '"sensor_1"', "timestamp": '"2026-01-31T08:00:01Z"', "temperature": "21.5",
+                  "humidity": "40.0", "pressure": "1013.25", "seq": "7"}
+        pairs = None
+        for _ in range(rng.randint(1, 2)):
+            what = rng.randrange(6)
+            if what <= 1:
+                field = rng.choice(list(json_values))
+                fields[field] = rng.choice(json_values[field])
+            elif what == 2:
+                fields.pop(rng.choice(list(fields)), None)
+            elif what == 3 and fields:  # a duplicate name: the last one wins
+                field = rng.choice(list(fields))
+                pairs = [(field, rng.choice(json_values.get(field, ["1"])))]
+            elif what == 4:
+                fields["humidity"] = rng.choice(["-0.0", "100", "100.5", "NaN", "Infinity", "-Infinity"])
+        items = [*fields.items(), *(pairs or [])]
+        rng.shuffle(items)
+        sep = rng.choice(spaces)
+        text = "{" + ",".join(f'{sep}"{k}"{sep}:{sep}{v}' for k, v in items) + "}"
+        roll = rng.random()
+        if roll < 0.1:
+            text += rng.choice(trailing)
+        elif roll < 0.15:
+            text = text.replace('"', "'")
+        text = rng.choice(spaces) + text + rng.choice(spaces)
+        raw = text.encode()
+        if rng.random() < 0.02:
+            raw = raw.replace(b"sensor_1", b"sensor_\xff")
+        out.append(raw)
+    return out
+
+
+def test_random_records_get_the_reason_the_contract_gives(spark):
+    values = _mutants(random.Random(6), 3000)
+    got = reasons_of(spark, values)
+    mismatches = []
+    for value, reason in zip(values, got):
+        ref = reference_reason(value)
+        same = reason == ref or (ref and ref.startswith("out of range") and (reason or "").startswith(ref + "="))
+        if not same:
+            mismatches.append((value, reason, ref))
+    assert not mismatches, mismatches[:10]
+    kinds = {(r or "valid").split(":")[0] for r in got}
+    assert kinds == {"valid", "invalid JSON", "missing field", "wrong type", "bad timestamp", "out of range"}
 
 
 def test_valid_readings_have_no_nulls_and_correct_values(spark):
-    good, _ = split(spark, [with_(), with_(timestamp="2026-01-31T09:00:01+01:00")])
+    good, _ = split(spark, [with_(), with_(timestamp="2026-01-31T09:00:01+01:00"), with_(sensor_id=" sensor_2\t")])
     assert list(good[0].asDict()) == list(READING_COLUMNS)
     for row in good:
         assert None not in (row["sensor_id"], row["event_time"], row["temperature"], row["humidity"], row["pressure"])
     # +01:00 is the same instant as 08:00:01 UTC (session time zone UTC)
     assert str(good[1]["event_time"]) == "2026-01-31 08:00:01"
     assert good[0]["temperature"] == 21.5 and good[0]["seq"] == 1
+    assert good[2]["sensor_id"] == "sensor_2"  # whitespace around an id is not part of it
 
 
 def test_rejects_keep_the_original_value_and_source(spark):
-    _, bad = split(spark, ["{oops", with_(humidity=140.0)])
+    not_utf8 = b'{"sensor_id": "sensor_\xff"}'
+    _, bad = split(spark, ["{oops", with_(humidity=140.0), with_(sensor_id=123), not_utf8, with_(sensor_id=" ")])
     assert list(bad[0].asDict()) == list(REJECT_COLUMNS)
-    assert bad[0]["value"] == "{oops"
+    assert bad[0]["value"] == "{oops" and bad[0]["value_base64"] is None
     assert (bad[0]["source_topic"], bad[0]["source_partition"], bad[0]["source_offset"]) == ("t", 0, 0)
+    assert bad[0]["sensor_id"] is None
     assert bad[1]["sensor_id"] == "sensor_1"
+    assert bad[2]["sensor_id"] is None  # a number names no sensor
+    import base64
+    assert base64.b64decode(bad[3]["value_base64"]) == not_utf8
+    assert bad[4]["sensor_id"] is None  # nor does a blank string
+
+
+def test_records_carry_readings_and_rejects_in_one_frame(spark):
+    df = spark.createDataFrame(kafka_rows([with_().encode(), b"{oops"]), KAFKA_DDL)
+    rows = parse(df).orderBy("source_offset").collect()
+    assert list(rows[0].asDict()) == list(RECORD_COLUMNS)
+    assert rows[0]["reason"] is None and rows[0]["temperature"] == 21.5
+    assert rows[1]["reason"] == "invalid JSON" and rows[1]["temperature"] is None and rows[1]["event_time"] is None
 
 
 def test_every_simulated_malformed_record_is_rejected(spark):

@@ -1,8 +1,8 @@
 """The aggregations, defined once and used by both the stream and the batch report.
 
-Both are pure DataFrame -> DataFrame functions over the readings `schema.parse_and_validate`
-returns, so a window computed by the stream and the same window computed in batch are the same
-expression over the same rows.
+Both are pure DataFrame -> DataFrame functions over what `schema.parse` returns (the windows over
+its valid readings), so a window computed by the stream and the same window computed in batch are
+the same expression over the same rows.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sensorstream.config import spark_interval
-from sensorstream.schema import METRICS
+from sensorstream.schema import METRICS, REASON_KINDS
 
 _STATS = {
     "avg": F.avg,
@@ -55,29 +55,26 @@ def window_stats(readings: DataFrame, window: timedelta, slide: timedelta | None
     )
 
 
-def sensor_report(readings: DataFrame, rejects: DataFrame | None = None) -> DataFrame:
-    """Per sensor over all readings: totals, avg/min/max/stddev, first/last seen, data quality.
+def sensor_report(records: DataFrame) -> DataFrame:
+    """Per sensor over parsed records (`schema.parse`: readings and rejects in one frame, so one pass).
 
     The original course's columns come first, in its order (sensor_id, total_readings, then
-    avg_/min_/max_ of temperature, humidity and pressure); the additions follow.
-
-    missing_seq counts the sequence numbers between a sensor's first and last that never arrived
-    valid; invalid_records counts the rejects whose raw value named the sensor.
+    avg_/min_/max_ of temperature, humidity and pressure); the additions follow: stddev, first and
+    last seen, missing_seq (sequence numbers between a sensor's first and last that never arrived
+    valid), invalid_records (rejects that named the sensor) and `rejected`, a map {reason kind:
+    count} of those rejects. Rejects that named no sensor make the row whose sensor_id is null.
+    Rows are in no particular order.
     """
-    report = readings.groupBy("sensor_id").agg(
-        F.count(F.lit(1)).alias("total_readings"),
+    valid = F.col("reason").isNull()
+    kind = F.split("reason", ":").getItem(0)
+    return records.groupBy("sensor_id").agg(
+        F.count_if(valid).alias("total_readings"),
         *metric_columns(WINDOW_STATS),
         *metric_columns(("stddev",)),
         F.min("event_time").alias("first_seen"),
         F.max("event_time").alias("last_seen"),
         (F.max("seq") - F.min("seq") + 1 - F.count_distinct("seq")).alias("missing_seq"),
+        F.count_if(~valid).alias("invalid_records"),
+        F.map_from_arrays(F.array(*[F.lit(k) for k in REASON_KINDS]),
+                          F.array(*[F.count_if(kind == k) for k in REASON_KINDS])).alias("rejected"),
     )
-    if rejects is None:
-        report = report.withColumn("invalid_records", F.lit(0).cast("long"))
-    else:
-        invalid = rejects.where(F.col("sensor_id").isNotNull()).groupBy("sensor_id").agg(
-            F.count(F.lit(1)).alias("invalid_records"))
-        report = report.join(invalid, "sensor_id", "full_outer").fillna(
-            {"total_readings": 0, "invalid_records": 0})
-    # sensor_2 before sensor_10
-    return report.orderBy(F.expr("try_cast(regexp_extract(sensor_id, '(\\\\d+)$', 1) AS INT)"), "sensor_id")

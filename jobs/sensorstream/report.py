@@ -1,31 +1,40 @@
 """The batch report's wiring: the whole input topic -> parse + validate -> per-sensor report -> files.
 
+One Spark job per run: the topic is read and parsed once, aggregated per sensor (readings and
+rejects together, `aggregate.sensor_report`), and the few result rows are collected. Every file,
+the printed table and quality.json are written from those rows, so nothing reads Kafka again.
+
 Each run writes a new folder <report_dir>/<UTC time>/ holding one file per format:
-    sensor_report.csv (one file, with header), sensor_report.parquet/, sensor_report.json (JSON lines)
-    quality.json (records read, valid, rejected by reason, the time range)
+    sensor_report.csv (RFC 4180: a header, CRLF, quotes doubled), sensor_report.parquet/,
+    sensor_report.json (JSON lines), quality.json (records read, valid, rejected by reason)
 The folder is assembled under a hidden name and renamed into place, so a half-written report is
 never visible.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StructType
 
 from sensorstream.aggregate import sensor_report
 from sensorstream.brokers import require_topics
 from sensorstream.config import Settings, spark_kafka_options
-from sensorstream.schema import METRICS, parse_and_validate
+from sensorstream.schema import METRICS, parse
 from sensorstream.tables import format_table
 
 REPORT_NAME = "sensor_report"
+#: sensor_report's per-reason counts feed quality.json, not the report files.
+_REJECTED = "rejected"
 
 
 @dataclass(frozen=True)
@@ -52,21 +61,43 @@ def read_topic(spark: SparkSession, settings: Settings) -> DataFrame:
 
 
 def build_report(spark: SparkSession, settings: Settings, since: datetime | None = None,
-                 until: datetime | None = None) -> tuple[DataFrame, DataFrame, DataFrame]:
-    """(report, readings, rejects); readings by event time in [since, until), rejects by Kafka time."""
-    readings, rejects = parse_and_validate(read_topic(spark, settings))
+                 until: datetime | None = None) -> DataFrame:
+    """sensor_report over the topic; readings selected by event time in [since, until), rejects by Kafka time."""
+    records = parse(read_topic(spark, settings))
+    valid = F.col("reason").isNull()
+    when = F.when(valid, F.col("event_time")).otherwise(F.col("kafka_timestamp"))
     if since:
-        readings = readings.where(F.col("event_time") >= F.lit(since))
-        rejects = rejects.where(F.col("kafka_timestamp") >= F.lit(since))
+        records = records.where(when >= F.lit(since))
     if until:
-        readings = readings.where(F.col("event_time") < F.lit(until))
-        rejects = rejects.where(F.col("kafka_timestamp") < F.lit(until))
-    readings, rejects = readings.cache(), rejects.cache()
-    return sensor_report(readings, rejects), readings, rejects
+        records = records.where(when < F.lit(until))
+    return sensor_report(records)
 
 
-def write_report(report: DataFrame, report_dir: Path, formats: tuple[str, ...], quality: dict,
-                 now: datetime | None = None) -> tuple[Path, list[Path]]:
+def _sensor_order(row: Row) -> tuple:
+    """sensor_2 before sensor_10: by the trailing number, then by name."""
+    match = re.search(r"(\d+)$", row["sensor_id"])
+    return (0, int(match.group(1)), row["sensor_id"]) if match else (1, 0, row["sensor_id"])
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return _iso(value)
+    return str(value)
+
+
+def _iso(value: datetime) -> str:
+    # pyspark hands timestamps over as naive local times
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _json_value(value):
+    return _iso(value) if isinstance(value, datetime) else value
+
+
+def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], report_dir: Path,
+                 formats: tuple[str, ...], quality: dict, now: datetime | None = None) -> tuple[Path, list[Path]]:
     """Write every format into a new time-stamped folder, atomically; returns (folder, files)."""
     now = now or datetime.now(timezone.utc)
     report_dir = Path(report_dir)
@@ -79,18 +110,23 @@ def write_report(report: DataFrame, report_dir: Path, formats: tuple[str, ...], 
         final = report_dir / f"{name}-{suffix}"
     staging = report_dir / f".{final.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
-    single = report.coalesce(1)
+    staging.mkdir()
+    columns = schema.fieldNames()
     try:
         for fmt in formats:
-            spark_out = staging / f".{fmt}"
             if fmt == "csv":
-                single.write.option("header", True).csv(str(spark_out))
-                _single_file(spark_out, ".csv", staging / f"{REPORT_NAME}.csv")
+                with open(staging / f"{REPORT_NAME}.csv", "w", newline="", encoding="utf-8") as out:
+                    writer = csv.writer(out, lineterminator="\r\n")
+                    writer.writerow(columns)
+                    writer.writerows([_text(v) for v in row] for row in rows)
             elif fmt == "json":
-                single.write.json(str(spark_out))
-                _single_file(spark_out, ".json", staging / f"{REPORT_NAME}.json")
+                with open(staging / f"{REPORT_NAME}.json", "w", encoding="utf-8") as out:
+                    for row in rows:
+                        record = {c: _json_value(v) for c, v in zip(columns, row) if v is not None}
+                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
             elif fmt == "parquet":
-                single.write.parquet(str(staging / f"{REPORT_NAME}.parquet"))
+                (spark.createDataFrame(rows, schema).coalesce(1).write
+                 .parquet(str(staging / f"{REPORT_NAME}.parquet")))
         (staging / "quality.json").write_text(json.dumps(quality, indent=2, default=str) + "\n")
         os.rename(staging, final)
     except BaseException:
@@ -98,14 +134,6 @@ def write_report(report: DataFrame, report_dir: Path, formats: tuple[str, ...], 
         raise
     files = sorted(p for p in final.iterdir())
     return final, files
-
-
-def _single_file(spark_out: Path, extension: str, target: Path) -> None:
-    parts = sorted(spark_out.glob(f"part-*{extension}"))
-    if len(parts) != 1:
-        raise RuntimeError(f"expected one {extension} part in {spark_out}, found {len(parts)}")
-    parts[0].rename(target)
-    shutil.rmtree(spark_out)
 
 
 def preflight(settings: Settings) -> None:
@@ -116,10 +144,15 @@ def preflight(settings: Settings) -> None:
 def run(spark: SparkSession, settings: Settings, since: datetime | None = None,
         until: datetime | None = None) -> ReportResult:
     preflight(settings)
-    report, readings, rejects = build_report(spark, settings, since, until)
-    valid = readings.count()
-    rejected = {r["reason"].split(":")[0]: r["count"] for r in rejects.groupBy(
-        F.split("reason", ":").getItem(0).alias("reason")).count().collect()}
+    table = build_report(spark, settings, since, until)
+    collected = table.collect()  # the one Spark job: one read of the topic, one parse per record
+
+    rejected: dict[str, int] = {}
+    for row in collected:
+        for kind, count in row[_REJECTED].items():
+            if count:
+                rejected[kind] = rejected.get(kind, 0) + count
+    valid = sum(row["total_readings"] for row in collected)
     records = valid + sum(rejected.values())
     quality = {
         "input_topic": settings.input_topic,
@@ -129,15 +162,12 @@ def run(spark: SparkSession, settings: Settings, since: datetime | None = None,
         "valid": valid,
         "rejected": dict(sorted(rejected.items())),
     }
-    report = report.cache()
-    try:
-        rows = [tuple(r) for r in report.collect()]
-        folder, files = write_report(report, settings.report_dir, settings.report_formats, quality)
-    finally:
-        # A long-lived session (tests, benchmarks, a notebook) must not keep every run's data cached.
-        for frame in (report, readings, rejects):
-            frame.unpersist()
-    return ReportResult(folder, files, report.columns, rows, records, valid, rejected)
+    schema = StructType([f for f in table.schema.fields if f.name != _REJECTED])
+    columns = schema.fieldNames()
+    rows = [tuple(row[c] for c in columns)
+            for row in sorted((r for r in collected if r["sensor_id"] is not None), key=_sensor_order)]
+    folder, files = write_report(spark, schema, rows, settings.report_dir, settings.report_formats, quality)
+    return ReportResult(folder, files, columns, rows, records, valid, rejected)
 
 
 _UNITS = {"temperature": "°C", "humidity": "%", "pressure": "hPa"}

@@ -1,23 +1,33 @@
 """A reading's fields, their physical ranges, and the one parse + validate both jobs use.
 
-`parse_and_validate(kafka_df) -> (readings, rejects)` is a pure DataFrame function that works the
-same on a streaming and a batch DataFrame read from Kafka. Every input record lands in exactly one
-of the two: a bad record never becomes a silent null, it becomes a reject with a reason:
+`parse(kafka_df)` is a pure DataFrame function that works the same on a streaming and a batch
+DataFrame read from Kafka: one row per record, with `reason` null for a valid reading and the
+first problem otherwise. `parse_and_validate` splits that into (readings, rejects). Every input
+record lands in exactly one of the two; a bad record never becomes a silent null.
 
-    invalid JSON                        the value is not a JSON object
-    missing field: <f>                  a required field is absent or null
-    wrong type: <f>                     a field has the wrong JSON type (e.g. "hot" for a number)
-    bad timestamp: <value>              not an ISO-8601 date-time
+The contract (README, "Message formats"), reasons in the order they are checked:
+
+    invalid JSON                        not strict JSON (RFC 8259: no NaN/Infinity, no single
+                                        quotes, nothing after the value, UTF-8), not an object,
+                                        or one of the reading's fields named twice
+    missing field: <f>                  a required field is absent or null; a blank sensor_id
+    wrong type: <f>                     sensor_id/timestamp not a JSON string, a metric not a JSON
+                                        number, seq not an integer
+    bad timestamp: <value>              not a date-time as TIMESTAMP_PATTERN says, or no such time
     out of range: <f>=<v> not in [lo, hi]
 
-Rejects carry the original value and the source topic, partition and offset.
+How it stays cheap: each record is parsed once, by `from_json` into the typed reading with strict
+JSON options, and checked with a few cheap tests (`_fast_valid`) that can only pass for a valid
+reading. Only a record that fails them pays for `_reason`, which parses it again in the ways
+needed to name the problem exactly (and finds some such records valid after all, e.g. a `}`
+inside a string, or a sensor_id of "123").
 """
 
 from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, VariantType
 
 #: The measured quantities, in °C, % relative humidity and hPa, with their physical ranges.
 METRICS = ("temperature", "humidity", "pressure")
@@ -27,6 +37,13 @@ RANGES = {
     "pressure": (300.0, 1100.0),
 }
 REQUIRED = ("sensor_id", "timestamp", *METRICS)
+#: The reason kinds, in the order they are checked (a reason is "<kind>" or "<kind>: <detail>").
+REASON_KINDS = ("invalid JSON", "missing field", "wrong type", "bad timestamp", "out of range")
+
+#: A date, a time with seconds, an optional fraction and an optional offset (UTC without one).
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}(:?\d{2})?)?$"
+#: JSON's insignificant whitespace (RFC 8259): around the value, and trimmed around a sensor_id.
+WHITESPACE = " \t\r\n"
 
 #: The JSON a producer sends. seq and event_id are optional for foreign producers.
 READING_SCHEMA = StructType([
@@ -40,78 +57,173 @@ READING_SCHEMA = StructType([
 ])
 _CORRUPT = "_corrupt_record"
 _PARSE_SCHEMA = StructType([*READING_SCHEMA.fields, StructField(_CORRUPT, StringType())])
+#: Every field as text: present (and not null) whatever its JSON type.
+_TEXT_SCHEMA = StructType([StructField(f.name, StringType()) for f in READING_SCHEMA.fields])
+#: The fields that must be JSON strings, kept as variants to read their JSON type.
+_STRING_FIELDS = ("sensor_id", "timestamp")
+_VARIANT_SCHEMA = StructType([StructField(name, VariantType()) for name in _STRING_FIELDS])
+#: Jackson's leniencies, all off: what is left is RFC 8259.
+_STRICT = {
+    "allowComments": "false",
+    "allowUnquotedFieldNames": "false",
+    "allowSingleQuotes": "false",
+    "allowNumericLeadingZeros": "false",
+    "allowNonNumericNumbers": "false",
+    "allowBackslashEscapingAnyCharacter": "false",
+    "allowUnquotedControlChars": "false",
+}
+_TYPED = {**_STRICT, "mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
 
 #: Columns of a valid reading, as both jobs see it.
 READING_COLUMNS = ("sensor_id", "event_time", *METRICS, "seq", "event_id")
 #: Columns of a reject, as written to the dead-letter topic (JSON) and counted by the report.
-REJECT_COLUMNS = ("reason", "value", "sensor_id", "source_topic", "source_partition", "source_offset",
-                  "kafka_timestamp")
+#: value is the record as text; value_base64 holds its exact bytes when they are not UTF-8.
+REJECT_COLUMNS = ("reason", "value", "value_base64", "sensor_id", "source_topic", "source_partition",
+                  "source_offset", "kafka_timestamp")
+#: Columns of `parse`: the reading's (null for a reject) and the reject's (reason null for a reading).
+RECORD_COLUMNS = ("reason", *READING_COLUMNS, "value", "value_base64", "source_topic", "source_partition",
+                  "source_offset", "kafka_timestamp")
 
 
-def _present(raw: Column, field: str) -> Column:
-    """The raw JSON has a non-null value at `field` (whatever its type)."""
-    return F.get_json_object(raw, f"$.{field}").isNotNull()
+def _trim(text: Column) -> Column:
+    return F.btrim(text, F.lit(WHITESPACE))
 
 
-def _reason(raw: Column, parsed: Column, event_time: Column) -> Column:
-    """The first problem of a record, or null when it is a valid reading."""
-    is_object = F.trim(raw).startswith("{") & F.trim(raw).endswith("}")
-    reason = F.when(
-        raw.isNull() | ~is_object | parsed.isNull() | F.get_json_object(raw, "$").isNull(),
-        F.lit("invalid JSON"),
-    )
+def _fast_valid(raw: Column, utf8: Column, p: Column, event_time: Column) -> Column:
+    """True only for a valid reading; false for every invalid one and for a few valid ones.
+
+    - strict from_json succeeded (not corrupt): JSON syntax, an object at the root, every number a
+      JSON number, seq an integer;
+    - the first '}' is the last character but whitespace: nothing after the object (Jackson stops
+      at the end of the first value);
+    - no backslash, and each field's quoted name at most once: no field named twice (Jackson
+      would keep one of the two values without a word); a name spelt with escapes has a backslash;
+    - sensor_id cannot be a stringified number, object, array or boolean (those start with
+      -, a digit, {, [ or are true/false), so it was a JSON string;
+    - the timestamp has the pattern (no number, object or array looks like it) and is a real time;
+    - every metric in its range.
+    """
+    sensor = p["sensor_id"]
+    ok = raw.isNotNull() & utf8 & p.isNotNull() & p[_CORRUPT].isNull()
+    ok = ok & (F.instr(raw, "}") == F.length(F.rtrim(raw, F.lit(WHITESPACE)))) & (F.instr(raw, "\\") == 0)
+    for name in READING_SCHEMA.fieldNames():
+        quoted = f'"{name}"'
+        ok = ok & (F.call_function("locate", F.lit(quoted), raw, F.instr(raw, quoted) + 1) == 0)
+    ok = ok & (F.length(_trim(sensor)) > 0) & ~F.substring(sensor, 1, 1).isin(*"-0123456789{[") & ~sensor.isin(
+        "true", "false")
+    ok = ok & p["timestamp"].rlike(TIMESTAMP_PATTERN) & event_time.isNotNull()
+    for field in METRICS:
+        low, high = RANGES[field]
+        ok = ok & p[field].between(low, high)
+    return ok
+
+
+def _is_json_object(raw: Column, utf8: Column) -> Column:
+    """Exactly one strict JSON object, whitespace around it allowed, no field of ours named twice.
+
+    Jackson ignores what follows the first value, so the value is also parsed as an array element
+    and as an object member: trailing data must then start with ']' to escape the first and with
+    '}' to escape the second, and cannot do both.
+    """
+    as_element = F.from_json(F.concat(F.lit("["), raw, F.lit("]")), "array<string>", _STRICT)
+    as_member = F.from_json(F.concat(F.lit('{"v":'), raw, F.lit("}")), "v string", _STRICT)
+    ours = F.filter(F.json_object_keys(raw), lambda name: name.isin(*READING_SCHEMA.fieldNames()))
+    return (raw.isNotNull() & utf8 & F.ltrim(raw, F.lit(WHITESPACE)).startswith("{")
+            & F.coalesce(F.size(as_element) == 1, F.lit(False)) & as_member["v"].isNotNull()
+            & (F.size(ours) == F.size(F.array_distinct(ours))))
+
+
+def _is_json_string(variant: Column) -> Column:
+    return F.coalesce(F.schema_of_variant(variant) == "STRING", F.lit(False))
+
+
+def _reason(raw: Column, utf8: Column, p: Column, event_time: Column) -> Column:
+    """The first problem of a record that failed `_fast_valid`, or null when it is valid after all."""
+    text = F.from_json(raw, _TEXT_SCHEMA, _STRICT)      # present: not absent, not JSON null
+    typed = F.from_json(raw, _VARIANT_SCHEMA, _STRICT)  # the JSON type of the string fields
+    reason = F.when(~_is_json_object(raw, utf8), F.lit("invalid JSON"))
     for field in REQUIRED:
-        reason = reason.when(~_present(raw, field), F.lit(f"missing field: {field}"))
+        missing = text[field].isNull()
+        if field == "sensor_id":
+            missing = missing | (_is_json_string(typed[field]) & (F.length(_trim(text[field])) == 0))
+        reason = reason.when(missing, F.lit(f"missing field: {field}"))
+    for field in _STRING_FIELDS:
+        reason = reason.when(~_is_json_string(typed[field]), F.lit(f"wrong type: {field}"))
     for field in (*METRICS, "seq"):
-        reason = reason.when(_present(raw, field) & parsed[field].isNull(), F.lit(f"wrong type: {field}"))
+        reason = reason.when(text[field].isNotNull() & p[field].isNull(), F.lit(f"wrong type: {field}"))
     reason = reason.when(
-        F.length(F.trim(parsed["sensor_id"])) == 0, F.lit("missing field: sensor_id")
-    ).when(
-        event_time.isNull(), F.concat(F.lit("bad timestamp: "), parsed["timestamp"])
+        ~p["timestamp"].rlike(TIMESTAMP_PATTERN) | event_time.isNull(),
+        F.concat(F.lit("bad timestamp: "), p["timestamp"]),
     )
     for field in METRICS:
         low, high = RANGES[field]
-        value = parsed[field]
+        value = p[field]
         reason = reason.when(
-            F.isnan(value) | (value < low) | (value > high),
+            ~value.between(low, high),
             F.format_string(f"out of range: {field}=%s not in [{low:g}, {high:g}]", value.cast("string")),
         )
     return reason
 
 
-def parse_and_validate(kafka_df: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """Kafka records (value, topic, partition, offset, timestamp) -> (readings, rejects)."""
-    raw = F.col("value").cast("string")
-    parsed = F.from_json(raw, _PARSE_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT})
+def _reject_sensor(raw: Column, utf8: Column) -> Column:
+    """The sensor a reject names: its sensor_id when that is a non-blank JSON string, else null."""
+    typed = F.from_json(raw, _VARIANT_SCHEMA, _STRICT)["sensor_id"]
+    text = _trim(F.from_json(raw, _TEXT_SCHEMA, _STRICT)["sensor_id"])
+    return F.when(_is_json_object(raw, utf8) & _is_json_string(typed) & (F.length(text) > 0), text)
+
+
+def parse(kafka_df: DataFrame) -> DataFrame:
+    """Kafka records (value, topic, partition, offset, timestamp) -> one row each, RECORD_COLUMNS.
+
+    A valid reading has reason null and its fields; a reject has its reason, the sensor it names
+    (or null) and null reading fields. Both keep the source record's value and coordinates.
+    """
     staged = kafka_df.select(
-        raw.alias("raw"),
-        parsed.alias("parsed"),
+        F.col("value").cast("string").alias("raw"),
+        F.col("value").alias("bytes"),
         F.col("topic").alias("source_topic"),
         F.col("partition").alias("source_partition"),
         F.col("offset").alias("source_offset"),
         F.col("timestamp").alias("kafka_timestamp"),
-    ).withColumn("event_time", F.col("parsed.timestamp").try_cast("timestamp"))
-    staged = staged.withColumn("reason", _reason(F.col("raw"), F.col("parsed"), F.col("event_time")))
+    ).select(
+        "*",
+        F.from_json("raw", _PARSE_SCHEMA, _TYPED).alias("p"),
+        F.coalesce(F.is_valid_utf8("raw"), F.lit(False)).alias("utf8"),
+    ).withColumn("event_time", F.col("p.timestamp").try_cast("timestamp"))
+    raw, utf8, p, event_time = F.col("raw"), F.col("utf8"), F.col("p"), F.col("event_time")
+    staged = staged.withColumn(
+        "reason", F.when(_fast_valid(raw, utf8, p, event_time), F.lit(None).cast("string"))
+        .otherwise(_reason(raw, utf8, p, event_time)))
 
-    readings = staged.where(F.col("reason").isNull()).select(
-        F.trim(F.col("parsed.sensor_id")).alias("sensor_id"),
-        "event_time",
-        *[F.col(f"parsed.{m}").alias(m) for m in METRICS],
-        F.col("parsed.seq").alias("seq"),
-        F.col("parsed.event_id").alias("event_id"),
-    )
-    rejects = staged.where(F.col("reason").isNotNull()).select(
+    valid = F.col("reason").isNull()
+
+    def reading(column: Column) -> Column:
+        return F.when(valid, column)
+
+    return staged.select(
         "reason",
-        F.col("raw").alias("value"),
-        F.get_json_object(F.col("raw"), "$.sensor_id").alias("sensor_id"),
+        F.when(valid, _trim(p["sensor_id"])).otherwise(_reject_sensor(raw, utf8)).alias("sensor_id"),
+        reading(event_time).alias("event_time"),
+        *[reading(p[m]).alias(m) for m in METRICS],
+        reading(p["seq"]).alias("seq"),
+        reading(p["event_id"]).alias("event_id"),
+        raw.alias("value"),
+        F.when(~valid & ~utf8, F.base64("bytes")).alias("value_base64"),
         "source_topic", "source_partition", "source_offset", "kafka_timestamp",
     )
+
+
+def parse_and_validate(kafka_df: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Kafka records -> (readings, rejects): `parse`, split by whether a reason was found."""
+    records = parse(kafka_df)
+    readings = records.where(F.col("reason").isNull()).select(*READING_COLUMNS)
+    rejects = records.where(F.col("reason").isNotNull()).select(*REJECT_COLUMNS)
     return readings, rejects
 
 
 def reject_json() -> Column:
-    """A reject as the JSON value of a dead-letter record."""
+    """A reject as the JSON value of a dead-letter record (value_base64 only for non-UTF-8 values)."""
     return F.to_json(F.struct(
-        "reason", "value", "source_topic", "source_partition", "source_offset",
+        "reason", "value", "value_base64", "source_topic", "source_partition", "source_offset",
         F.date_format("kafka_timestamp", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("kafka_timestamp"),
     ))
