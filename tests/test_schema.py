@@ -66,6 +66,8 @@ CASES = [
     (with_(timestamp="yesterday"), "bad timestamp: yesterday"),
     (with_(timestamp="2026-01-31"), "bad timestamp: 2026-01-31"),
     (with_(timestamp="2026-02-30T08:00:01Z"), "bad timestamp: 2026-02-30T08:00:01Z"),
+    (with_(timestamp="2026-01-31T08:00:01Z\n"), "bad timestamp: 2026-01-31T08:00:01Z\n"),
+    (GOOD_TEXT + "\u2028", "invalid JSON"),
     (with_(humidity=140.0), "out of range: humidity=140.0 not in [0, 100]"),
     (with_(temperature=-120.0), "out of range: temperature=-120.0 not in [-40, 85]"),
     (with_(pressure=12.0), "out of range: pressure=12.0 not in [300, 1100]"),
