@@ -9,27 +9,11 @@ import random
 
 import pytest
 
-from helpers import KAFKA_DDL, kafka_rows, reference_reason, stepping_clock
+from helpers import FOREIGN, GOOD_TEXT, KAFKA_DDL, kafka_rows, reference_reason, stepping_clock, swap, with_
 from sensorstream.schema import READING_COLUMNS, RECORD_COLUMNS, REJECT_COLUMNS, parse, parse_and_validate
 from sensorstream.simulator import Simulator, malformed
 
 pytestmark = pytest.mark.spark
-
-GOOD = {"sensor_id": "sensor_1", "timestamp": "2026-01-31T08:00:01.500000+00:00", "temperature": 21.5,
-        "humidity": 40.0, "pressure": 1013.25, "seq": 1, "event_id": "e1"}
-GOOD_TEXT = json.dumps(GOOD)
-
-
-def with_(**changes):
-    body = {**GOOD, **changes}
-    return json.dumps({k: v for k, v in body.items() if v is not ...})
-
-
-def swap(old, new):
-    """GOOD's JSON text with one piece of text replaced (for what json.dumps cannot write)."""
-    assert old in GOOD_TEXT
-    return GOOD_TEXT.replace(old, new, 1)
-
 
 CASES = [
     (with_(), None),
@@ -73,26 +57,6 @@ CASES = [
     (with_(pressure=12.0), "out of range: pressure=12.0 not in [300, 1100]"),
     (swap("21.5", "1e400"), "out of range: temperature=Infinity not in [-40, 85]"),
 ]
-
-#: The issue's table: values a foreign producer sent that the README and the jobs disagreed on.
-FOREIGN = [
-    ("json line", GOOD_TEXT + "\n", None),
-    ("tab before, CRLF after", "\t" + GOOD_TEXT + "\r\n", None),
-    ("two objects", GOOD_TEXT + with_(sensor_id="sensor_2"), "invalid JSON"),
-    ("single quotes", GOOD_TEXT.replace('"', "'"), "invalid JSON"),
-    ("numeric sensor_id", with_(sensor_id=123), "wrong type: sensor_id"),
-    ("object sensor_id", with_(sensor_id={"id": "sensor_1"}), "wrong type: sensor_id"),
-    ("boolean sensor_id", with_(sensor_id=True), "wrong type: sensor_id"),
-    ("array sensor_id", with_(sensor_id=["sensor_1"]), "wrong type: sensor_id"),
-    ("time of day only", with_(timestamp="10:15:30"), "bad timestamp: 10:15:30"),
-    ("NaN as a string", with_(temperature="NaN"), "wrong type: temperature"),
-    ("Infinity as a string", with_(temperature="Infinity"), "wrong type: temperature"),
-    ("-INF as a string", with_(temperature="-INF"), "wrong type: temperature"),
-    ("empty sensor_id", with_(sensor_id=""), "missing field: sensor_id"),
-    ("blank sensor_id", with_(sensor_id="   "), "missing field: sensor_id"),
-    ("quotes and a comma in sensor_id", with_(sensor_id='lab "B", rack 2'), None),
-]
-
 
 def encoded(value):
     return value if value is None or isinstance(value, bytes) else value.encode()

@@ -1,0 +1,76 @@
+"""The validation contract end to end: a foreign producer's records through the real broker, the
+stream and the report, as a new user would send them (kafka-python straight to the input topic)."""
+
+import csv
+import json
+
+import pytest
+from kafka import KafkaProducer
+
+from helpers import FOREIGN
+from sensorstream import report, streaming
+from test_producer import consume_all
+
+pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
+
+VALID = [value for _, value, reason in FOREIGN if reason is None]
+INVALID = {value: reason for _, value, reason in FOREIGN if reason is not None}
+#: The sensors the valid records name (sensor_1 appears with whitespace around the JSON).
+SENSORS = {"sensor_1", 'lab "B", rack 2'}
+
+
+@pytest.fixture(scope="module")
+def sent(kafka_bootstrap, tmp_path_factory):
+    """The issue's table, sent as raw bytes by a plain kafka-python producer."""
+    import uuid
+
+    from conftest import JARS, base_settings
+    from sensorstream.local.topics import TopicSpec, ensure_topics
+
+    tmp = tmp_path_factory.mktemp("contract")
+    tag = uuid.uuid4().hex[:8]
+    settings = base_settings(
+        bootstrap_servers=kafka_bootstrap, checkpoint_location=str(tmp / "ck"), report_dir=str(tmp / "reports"),
+        jars_dir=str(JARS / "spark"), sinks="kafka", report_formats="csv,json",
+    ).replace(input_topic=f"in-{tag}", output_topic=f"out-{tag}", dead_letter_topic=f"dlq-{tag}")
+    ensure_topics(kafka_bootstrap, [TopicSpec(settings.input_topic, 3), TopicSpec(settings.output_topic, 3),
+                                    TopicSpec(settings.dead_letter_topic, 1)])
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    try:
+        for _, value, _ in FOREIGN:
+            producer.send(settings.input_topic, key=b"any", value=value.encode()).get(timeout=30)
+    finally:
+        producer.close()
+    return settings
+
+
+def test_stream_sends_each_reject_with_the_readme_reason_and_windows_only_valid_readings(sent, spark):
+    streaming.run(spark, sent, available_now=True, say=lambda _: None)
+    letters = [json.loads(rec.value) for rec in consume_all(sent, sent.dead_letter_topic)]
+    assert {letter["value"]: letter["reason"] for letter in letters} == INVALID
+    assert len(letters) == len(INVALID)
+    windows = {}
+    for rec in consume_all(sent, sent.output_topic):
+        windows[rec.key.decode()] = json.loads(rec.value)
+    assert {w["sensor_id"] for w in windows.values()} == SENSORS
+    assert sum(w["num_readings"] for w in windows.values()) == len(VALID)
+
+
+def test_report_counts_only_valid_readings_and_writes_standard_csv(sent, spark):
+    result = report.run(spark, sent)
+    assert result.valid == len(VALID) and result.records == len(FOREIGN)
+    expected_kinds = {}
+    for reason in INVALID.values():
+        expected_kinds[reason.split(":")[0]] = expected_kinds.get(reason.split(":")[0], 0) + 1
+    assert result.rejected == expected_kinds
+    with open(result.folder / "sensor_report.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert {row["sensor_id"] for row in rows} == SENSORS  # no "", "   ", "123", "true" rows
+    assert all(None not in row for row in rows)  # no row split into extra fields
+    raw = (result.folder / "sensor_report.csv").read_bytes()
+    assert b'"lab ""B"", rack 2"' in raw and raw.endswith(b"\r\n")  # RFC 4180 quoting and line ends
+    by_sensor = {row["sensor_id"]: row for row in rows}
+    assert int(by_sensor['lab "B", rack 2']["total_readings"]) == 1
+    assert by_sensor["sensor_1"]["first_seen"] == "2026-01-31T08:00:01.500000Z"  # UTC, with a Z
+    json_rows = [json.loads(line) for line in (result.folder / "sensor_report.json").read_text().splitlines()]
+    assert {r["sensor_id"] for r in json_rows} == SENSORS
