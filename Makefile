@@ -12,7 +12,7 @@ HELM := $(STATE)/tools/bin/helm
 JARS_STAMP := $(STATE)/jars/.resolved
 MVN_FLAGS := -B -q -f jobs/jvm/pom.xml
 
-.PHONY: help setup jars demo test test-fast up down status bench clean distclean
+.PHONY: help setup jars demo test test-fast up down status bench bench-report clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -75,8 +75,12 @@ test: setup helm ## the whole test suite: real Kafka broker, real Spark, chart c
 test-fast: setup ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"
 
-bench: setup ## producer and pipeline benchmarks (print figures; nothing asserted)
+bench: setup ## producer and pipeline benchmarks, report vs Spark's floor (print figures; nothing asserted)
 	$(PY) tests/bench/bench_pipeline.py
+	$(PY) tests/bench/bench_report.py
+
+bench-report: setup ## the report against Spark's own floor, 200k and 2M readings (a few minutes)
+	$(PY) tests/bench/bench_report.py
 
 clean: down ## remove job output (data/) and the local broker's data
 	rm -rf data $(STATE)/local spark-warehouse

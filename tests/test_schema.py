@@ -9,8 +9,10 @@ import random
 
 import pytest
 
+from conftest import ROOT
 from helpers import FOREIGN, GOOD_TEXT, KAFKA_DDL, kafka_rows, reference_reason, stepping_clock, swap, with_
-from sensorstream.schema import READING_COLUMNS, RECORD_COLUMNS, REJECT_COLUMNS, parse, parse_and_validate
+from sensorstream.schema import (RANGES, READING_COLUMNS, REASON_KINDS, RECORD_COLUMNS, REJECT_COLUMNS, parse,
+                                 parse_and_validate)
 from sensorstream.simulator import Simulator, malformed
 
 pytestmark = pytest.mark.spark
@@ -204,3 +206,25 @@ def test_every_simulated_malformed_record_is_rejected(spark):
                 "missing_field": ("missing field", "bad timestamp"), "out_of_range": ("out of range",)}
     for row in bad:
         assert row["reason"].startswith(prefixes[kinds[row["source_offset"]]]), (row["reason"], row["value"])
+
+
+def _contract_rows(readme: str) -> list[tuple[str, str]]:
+    """(rule number, reason) of each row of a README's validation table."""
+    rows = []
+    for line in (ROOT / readme).read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].isdigit():
+            rows.append((cells[0], cells[2]))
+    return rows
+
+
+@pytest.mark.parametrize("readme", ["README.md", "README.es.md"])
+def test_the_readmes_state_the_contract_the_code_checks(readme):
+    rows = _contract_rows(readme)
+    reasons = [reason.strip("`").split(":")[0] for _, reason in rows]
+    assert [r for i, r in enumerate(reasons) if r not in reasons[:i]] == list(REASON_KINDS)
+    assert [int(n) for n, _ in rows] == sorted(int(n) for n, _ in rows)
+    text = (ROOT / readme).read_text(encoding="utf-8")
+    for field, (low, high) in RANGES.items():
+        assert f"`{field}` (" in text and f"[{low:g}, {high:g}]" in text, field
+    assert _contract_rows("README.md") == rows  # English and Spanish give the same reasons, in order

@@ -8,8 +8,8 @@ record lands in exactly one of the two; a bad record never becomes a silent null
 The contract (README, "Message formats"), reasons in the order they are checked:
 
     invalid JSON                        not strict JSON (RFC 8259: no NaN/Infinity, no single
-                                        quotes, nothing after the value, UTF-8), not an object,
-                                        or one of the reading's fields named twice
+                                        quotes, nothing after the value, UTF-8), or not an object
+                                        (a name given twice: its last value counts)
     missing field: <f>                  a required field is absent or null; a blank sensor_id
     wrong type: <f>                     sensor_id/timestamp not a JSON string, a metric not a JSON
                                         number, seq not an integer
@@ -75,9 +75,9 @@ _STRICT = {
     "allowBackslashEscapingAnyCharacter": "false",
     "allowUnquotedControlChars": "false",
 }
+_TYPED = {**_STRICT, "mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
 #: One '}' and only whitespace after it.
 _ONE_BRACE = r"^[^}]*\}[ \t\r\n]*\z"
-_TYPED = {**_STRICT, "mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
 
 #: Columns of a valid reading, as both jobs see it.
 READING_COLUMNS = ("sensor_id", "event_time", *METRICS, "seq", "event_id")
@@ -94,42 +94,60 @@ def _trim(text: Column) -> Column:
     return F.btrim(text, F.lit(WHITESPACE))
 
 
-def _fast_valid(raw: Column, utf8: Column, p: Column, event_time: Column) -> Column:
+def _fast_valid(raw: Column, p: Column, event_time: Column) -> Column:
     """True only for a valid reading; false for every invalid one and for a few valid ones.
 
     - strict from_json succeeded (not corrupt): JSON syntax, an object at the root, every number a
       JSON number, seq an integer (a repeated name: Spark keeps the last value, as the contract
       says, and marks the record corrupt when any of the values does not convert);
     - one '}', at the end but for whitespace (_ONE_BRACE): nothing after the object (Jackson
-      stops at the end of the first value);
+      stops at the end of the first value); and UTF-8 bytes;
     - sensor_id cannot be a stringified number, object, array or boolean (those start with
-      -, a digit, {, [ or are true/false), so it was a JSON string;
+      -, a digit, {, [ or are true/false), so it was a JSON string; and it neither starts nor
+      ends with whitespace, so it is not blank and needs no trimming;
     - the timestamp has the pattern (no number, object or array looks like it) and is a real time;
     - every metric in its range.
     """
     sensor = p["sensor_id"]
-    ok = raw.isNotNull() & utf8 & p.isNotNull() & p[_CORRUPT].isNull()
-    ok = ok & raw.rlike(_ONE_BRACE)
-    ok = ok & (F.length(_trim(sensor)) > 0) & ~F.substring(sensor, 1, 1).isin(*"-0123456789{[") & ~sensor.isin(
-        "true", "false")
+    ok = raw.isNotNull() & p.isNotNull() & p[_CORRUPT].isNull()
+    # Java's String.split on one plain character is the cheapest scan Spark offers (measured
+    # against instr, a regex and replace); whitespace after the object takes the regex
+    one_brace = raw.endswith("}") & (F.size(F.split(raw, "}", -1)) == 2)
+    ok = ok & (one_brace | raw.rlike(_ONE_BRACE)) & F.is_valid_utf8(raw)
+    # first character by code (no substring made), last by endswith: both without allocating
+    first = F.ascii(sensor)
+    ok = ok & (sensor != "") & ~first.isin(*[ord(c) for c in WHITESPACE + "-0123456789{["])
+    ok = ok & (~first.isin(ord("t"), ord("f")) | ~sensor.isin("true", "false"))
+    for space in WHITESPACE:  # so not blank, and nothing to trim
+        ok = ok & ~sensor.endswith(space)
     ok = ok & p["timestamp"].rlike(TIMESTAMP_PATTERN) & event_time.isNotNull()
     for field in METRICS:
         low, high = RANGES[field]
         ok = ok & p[field].between(low, high)
-    return ok
+    return F.coalesce(ok, F.lit(False))  # never null: a null would skip the reasons
 
 
-def _is_json_object(raw: Column, utf8: Column) -> Column:
-    """Exactly one strict JSON object, whitespace around it allowed.
+def _parse_again(raw: Column) -> Column:
+    """The parses `_reason` reads, made once per record that failed the cheap checks.
 
     Jackson ignores what follows the first value, so the value is also parsed as an array element
     and as an object member: trailing data must then start with ']' to escape the first and with
     '}' to escape the second, and cannot do both.
     """
-    as_element = F.from_json(F.concat(F.lit("["), raw, F.lit("]")), "array<string>", _STRICT)
-    as_member = F.from_json(F.concat(F.lit('{"v":'), raw, F.lit("}")), "v string", _STRICT)
-    return (raw.isNotNull() & utf8 & raw.rlike(r"^[ \t\r\n]*\{")
-            & F.coalesce(F.size(as_element) == 1, F.lit(False)) & as_member["v"].isNotNull())
+    return F.struct(
+        F.from_json(raw, _TEXT_SCHEMA, _STRICT).alias("text"),       # present: not absent, not JSON null
+        F.from_json(raw, _VARIANT_SCHEMA, _STRICT).alias("typed"),   # the JSON type of each field
+        F.from_json(F.concat(F.lit("["), raw, F.lit("]")), "array<string>", _STRICT).alias("element"),
+        F.from_json(F.concat(F.lit('{"v":'), raw, F.lit("}")), "v string", _STRICT)["v"].alias("member"),
+        F.coalesce(F.is_valid_utf8(raw), F.lit(False)).alias("utf8"),
+        raw.rlike(r"^[ \t\r\n]*\{").alias("opens"),
+    )
+
+
+def _is_json_object(again: Column) -> Column:
+    """Exactly one strict JSON object in UTF-8, whitespace around it allowed."""
+    return (again["utf8"] & F.coalesce(again["opens"], F.lit(False))
+            & F.coalesce(F.size(again["element"]) == 1, F.lit(False)) & again["member"].isNotNull())
 
 
 def _is_json(variant: Column, *types: str) -> Column:
@@ -142,11 +160,10 @@ def _is_json_string(variant: Column) -> Column:
     return _is_json(variant, "STRING")
 
 
-def _reason(raw: Column, utf8: Column, p: Column, event_time: Column) -> Column:
+def _reason(again: Column, p: Column, event_time: Column) -> Column:
     """The first problem of a record that failed `_fast_valid`, or null when it is valid after all."""
-    text = F.from_json(raw, _TEXT_SCHEMA, _STRICT)      # present: not absent, not JSON null
-    typed = F.from_json(raw, _VARIANT_SCHEMA, _STRICT)  # the JSON type of each field
-    reason = F.when(~_is_json_object(raw, utf8), F.lit("invalid JSON"))
+    text, typed = again["text"], again["typed"]
+    reason = F.when(~_is_json_object(again), F.lit("invalid JSON"))
     for field in REQUIRED:
         missing = text[field].isNull()
         if field == "sensor_id":
@@ -156,7 +173,8 @@ def _reason(raw: Column, utf8: Column, p: Column, event_time: Column) -> Column:
         reason = reason.when(~_is_json_string(typed[field]), F.lit(f"wrong type: {field}"))
     for field in METRICS:
         reason = reason.when(~_is_json(typed[field], *_NUMBER_TYPES, "DECIMAL"), F.lit(f"wrong type: {field}"))
-    reason = reason.when(text["seq"].isNotNull() & ~_is_json(typed["seq"], *_INTEGER_TYPES), F.lit("wrong type: seq"))
+    reason = reason.when(text["seq"].isNotNull() & ~_is_json(typed["seq"], *_INTEGER_TYPES),
+                         F.lit("wrong type: seq"))
     reason = reason.when(
         ~p["timestamp"].rlike(TIMESTAMP_PATTERN) | event_time.isNull(),
         F.concat(F.lit("bad timestamp: "), p["timestamp"]),
@@ -171,11 +189,11 @@ def _reason(raw: Column, utf8: Column, p: Column, event_time: Column) -> Column:
     return reason
 
 
-def _reject_sensor(raw: Column, utf8: Column) -> Column:
+def _reject_sensor(again: Column) -> Column:
     """The sensor a reject names: its sensor_id when that is a non-blank JSON string, else null."""
-    typed = F.from_json(raw, _VARIANT_SCHEMA, _STRICT)["sensor_id"]
-    text = _trim(F.from_json(raw, _TEXT_SCHEMA, _STRICT)["sensor_id"])
-    return F.when(_is_json_object(raw, utf8) & _is_json_string(typed) & (F.length(text) > 0), text)
+    text = _trim(again["text"]["sensor_id"])
+    return F.when(_is_json_object(again) & _is_json_string(again["typed"]["sensor_id"]) & (F.length(text) > 0),
+                  text)
 
 
 def parse(kafka_df: DataFrame) -> DataFrame:
@@ -183,39 +201,46 @@ def parse(kafka_df: DataFrame) -> DataFrame:
 
     A valid reading has reason null and its fields; a reject has its reason, the sensor it names
     (or null) and null reading fields. Both keep the source record's value and coordinates.
+
+    Projections kept apart on purpose (each output used twice, so Spark does not merge them): the
+    typed parse; the cheap checks, in whole-stage generated code; the parses the reasons need,
+    made once and only for the records that failed the checks; the reasons; and the output
+    columns, fused with what the caller does next.
     """
     staged = kafka_df.select(
-        F.col("value").cast("string").alias("raw"),  # the same bytes, not checked: see utf8
+        F.col("value").cast("string").alias("raw"),  # the same bytes, not checked for UTF-8 here
         F.col("topic").alias("source_topic"),
         F.col("partition").alias("source_partition"),
         F.col("offset").alias("source_offset"),
         F.col("timestamp").alias("kafka_timestamp"),
-    ).select(
-        "*",
-        F.from_json("raw", _PARSE_SCHEMA, _TYPED).alias("p"),
-        F.coalesce(F.is_valid_utf8("raw"), F.lit(False)).alias("utf8"),
-    ).withColumn("event_time", F.col("p.timestamp").try_cast("timestamp"))
-    raw, utf8, p, event_time = F.col("raw"), F.col("utf8"), F.col("p"), F.col("event_time")
-    # The cheap checks get a projection of their own: it stays in whole-stage code generation,
-    # which the projection holding _reason's many parsers falls out of.
-    staged = staged.withColumn("fast", _fast_valid(raw, utf8, p, event_time))
-    staged = staged.withColumn(
-        "reason", F.when(F.col("fast"), F.lit(None).cast("string")).otherwise(_reason(raw, utf8, p, event_time)))
+    ).select("*", F.from_json("raw", _PARSE_SCHEMA, _TYPED).alias("p"))
+    raw, p = F.col("raw"), F.col("p")
+    staged = staged.withColumn("event_time", p["timestamp"].try_cast("timestamp"))
+    staged = staged.withColumn("fast", _fast_valid(raw, p, F.col("event_time")))
+    staged = staged.withColumn("again", F.when(~F.col("fast"), _parse_again(raw)))
+    again = F.col("again")
+    staged = staged.withColumn("slow", F.when(~F.col("fast"), F.struct(
+        _reason(again, p, F.col("event_time")).alias("reason"),
+        _reject_sensor(again).alias("named"),
+        F.when(~again["utf8"], F.base64(raw.cast("binary"))).alias("value_base64"),
+    )))
 
-    valid = F.col("reason").isNull()
+    reason = F.col("slow.reason")
+    valid = reason.isNull()
 
     def reading(column: Column) -> Column:
         return F.when(valid, column)
 
     return staged.select(
-        "reason",
-        F.when(valid, _trim(p["sensor_id"])).otherwise(_reject_sensor(raw, utf8)).alias("sensor_id"),
-        reading(event_time).alias("event_time"),
+        reason.alias("reason"),
+        F.when(F.col("fast"), p["sensor_id"]).when(valid, _trim(p["sensor_id"])).otherwise(F.col("slow.named"))
+        .alias("sensor_id"),
+        reading(F.col("event_time")).alias("event_time"),
         *[reading(p[m]).alias(m) for m in METRICS],
         reading(p["seq"]).alias("seq"),
         reading(p["event_id"]).alias("event_id"),
         raw.alias("value"),
-        F.when(~valid & ~utf8, F.base64(raw.cast("binary"))).alias("value_base64"),
+        F.when(~valid, F.col("slow.value_base64")).alias("value_base64"),
         "source_topic", "source_partition", "source_offset", "kafka_timestamp",
     )
 

@@ -7,6 +7,7 @@ one topic per size with simulator-shaped JSON readings (~180 bytes, a share of t
 written by Spark itself, then runs in turn, on the same topic and session:
 
     floor   Kafka -> from_json (Spark's defaults) -> the same per-sensor aggregation -> noop sink
+            (its only check: a record without sensor_id is "invalid JSON")
     report  `sensorstream report --format csv`'s code path (report.run): strict parse, reasons,
             the aggregation, the files
 
@@ -90,8 +91,10 @@ def floor_job(spark, settings) -> None:
     """What Spark itself needs: from_json with its defaults, the same aggregation, every column computed."""
     parsed = report.read_topic(spark, settings).select(
         F.from_json(F.col("value").cast("string"), READING_SCHEMA).alias("r")).select("r.*")
+    # A reason that is a real column (not a literal null), so Spark computes the aggregation's
+    # reject counts as it must for the report instead of folding them away at planning time.
     records = parsed.select(
-        F.lit(None).cast("string").alias("reason"), "sensor_id",
+        F.when(F.col("sensor_id").isNull(), F.lit("invalid JSON")).alias("reason"), "sensor_id",
         F.col("timestamp").try_cast("timestamp").alias("event_time"), "temperature", "humidity", "pressure", "seq")
     sensor_report(records).write.format("noop").mode("overwrite").save()
 
@@ -129,7 +132,8 @@ def main() -> int:
                 for name, job in jobs.items():
                     figures.setdefault((size, name), []).append(measure(job))
                     wall, cpu = figures[(size, name)][-1]
-                    print(f"  {size:>9,} {name:<7} run {run + 1}: {wall:6.2f} s wall, {cpu:6.2f} CPU s", file=sys.stderr)
+                    print(f"  {size:>9,} {name:<7} run {run + 1}: {wall:6.2f} s wall, {cpu:6.2f} CPU s",
+                          file=sys.stderr)
         spark.stop()
 
     print(f"\nsensorstream report vs floor: median of {args.repeat} runs, Spark local[2], {os.cpu_count()} cores")
