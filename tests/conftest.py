@@ -31,23 +31,30 @@ def base_settings(**overrides) -> Settings:
     return load_settings(environ={}, overrides=overrides)
 
 
-@pytest.fixture
-def kafka_settings(kafka_bootstrap, tmp_path) -> Settings:
-    """Settings pointing at the session broker, with fresh uniquely named topics for this test."""
+def isolated_settings(bootstrap: str, folder: Path, **overrides) -> Settings:
+    """Settings pointing at the session broker, with fresh uniquely named topics and folders under
+    `folder`; overrides are settings by name (sinks="kafka", ...)."""
     tag = uuid.uuid4().hex[:10]
     settings = base_settings(
-        bootstrap_servers=kafka_bootstrap,
-        checkpoint_location=str(tmp_path / "checkpoints"),
-        parquet_dir=str(tmp_path / "windows"),
-        report_dir=str(tmp_path / "reports"),
+        bootstrap_servers=bootstrap,
+        checkpoint_location=str(folder / "checkpoints"),
+        parquet_dir=str(folder / "windows"),
+        report_dir=str(folder / "reports"),
         jars_dir=str(JARS / "spark"),
+        **overrides,
     ).replace(input_topic=f"in-{tag}", output_topic=f"out-{tag}", dead_letter_topic=f"dlq-{tag}")
-    ensure_topics(kafka_bootstrap, [
+    ensure_topics(bootstrap, [
         TopicSpec(settings.input_topic, partitions=3),
         TopicSpec(settings.output_topic, partitions=3),
         TopicSpec(settings.dead_letter_topic, partitions=1),
     ])
     return settings
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap, tmp_path) -> Settings:
+    """Settings pointing at the session broker, with fresh uniquely named topics for this test."""
+    return isolated_settings(kafka_bootstrap, tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import json
 import pytest
 from kafka import KafkaProducer
 
+from conftest import isolated_settings
 from helpers import FOREIGN
 from sensorstream import report, streaming
 from test_producer import consume_all
@@ -22,19 +23,8 @@ SENSORS = {"sensor_1", 'lab "B", rack 2'}
 @pytest.fixture(scope="module")
 def sent(kafka_bootstrap, tmp_path_factory):
     """The issue's table, sent as raw bytes by a plain kafka-python producer."""
-    import uuid
-
-    from conftest import JARS, base_settings
-    from sensorstream.local.topics import TopicSpec, ensure_topics
-
-    tmp = tmp_path_factory.mktemp("contract")
-    tag = uuid.uuid4().hex[:8]
-    settings = base_settings(
-        bootstrap_servers=kafka_bootstrap, checkpoint_location=str(tmp / "ck"), report_dir=str(tmp / "reports"),
-        jars_dir=str(JARS / "spark"), sinks="kafka", report_formats="csv,json",
-    ).replace(input_topic=f"in-{tag}", output_topic=f"out-{tag}", dead_letter_topic=f"dlq-{tag}")
-    ensure_topics(kafka_bootstrap, [TopicSpec(settings.input_topic, 3), TopicSpec(settings.output_topic, 3),
-                                    TopicSpec(settings.dead_letter_topic, 1)])
+    settings = isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("contract"), sinks="kafka",
+                                 report_formats="csv,json")
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     try:
         for _, value, _ in FOREIGN:

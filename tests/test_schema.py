@@ -4,7 +4,6 @@ Every record lands in exactly one output, with the reason an independent Python 
 contract (helpers.reference_reason) gives.
 """
 
-import json
 import random
 
 import pytest
@@ -60,20 +59,24 @@ CASES = [
     (swap("21.5", "1e400"), "out of range: temperature=Infinity not in [-40, 85]"),
 ]
 
+
 def encoded(value):
     return value if value is None or isinstance(value, bytes) else value.encode()
 
 
+def kafka_frame(spark, values):
+    """Values (text, bytes or None) as rows shaped like Spark's Kafka source."""
+    return spark.createDataFrame(kafka_rows(encoded(v) for v in values), KAFKA_DDL)
+
+
 def split(spark, values):
-    df = spark.createDataFrame(kafka_rows(encoded(v) for v in values), KAFKA_DDL)
-    good, bad = parse_and_validate(df)
+    good, bad = parse_and_validate(kafka_frame(spark, values))
     return good.collect(), bad.orderBy("source_offset").collect()
 
 
 def reasons_of(spark, values) -> list:
     """The reason of each value, by position (None: a valid reading)."""
-    df = spark.createDataFrame(kafka_rows(encoded(v) for v in values), KAFKA_DDL)
-    rows = parse(df).select("source_offset", "reason").collect()
+    rows = parse(kafka_frame(spark, values)).select("source_offset", "reason").collect()
     assert sorted(r["source_offset"] for r in rows) == list(range(len(values)))  # each exactly once
     return [reason for _, reason in sorted((r["source_offset"], r["reason"]) for r in rows)]
 
@@ -186,8 +189,7 @@ def test_rejects_keep_the_original_value_and_source(spark):
 
 
 def test_records_carry_readings_and_rejects_in_one_frame(spark):
-    df = spark.createDataFrame(kafka_rows([with_().encode(), b"{oops"]), KAFKA_DDL)
-    rows = parse(df).orderBy("source_offset").collect()
+    rows = parse(kafka_frame(spark, [with_(), b"{oops"])).orderBy("source_offset").collect()
     assert list(rows[0].asDict()) == list(RECORD_COLUMNS)
     assert rows[0]["reason"] is None and rows[0]["temperature"] == 21.5
     assert rows[1]["reason"] == "invalid JSON" and rows[1]["temperature"] is None and rows[1]["event_time"] is None

@@ -6,12 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import JARS, base_settings
+from conftest import isolated_settings
 from helpers import assert_stats_equal, reference_windows, stepping_clock
 from sensorstream import streaming
 from sensorstream.aggregate import window_stats
 from sensorstream.errors import CheckpointError
-from sensorstream.local.topics import TopicSpec, ensure_topics
 from sensorstream.producer import produce
 from sensorstream.report import read_topic
 from sensorstream.schema import parse_and_validate
@@ -39,14 +38,8 @@ class RecordingSimulator(Simulator):
 @pytest.fixture(scope="module")
 def run(kafka_bootstrap, spark, tmp_path_factory):
     """Produce one hour of readings (with malformed ones) and run the stream over them once."""
-    tmp = tmp_path_factory.mktemp("stream")
-    tag = uuid.uuid4().hex[:8]
-    settings = base_settings(
-        bootstrap_servers=kafka_bootstrap, checkpoint_location=str(tmp / "ck"), parquet_dir=str(tmp / "windows"),
-        jars_dir=str(JARS / "spark"), sinks="console,kafka,parquet", max_offsets_per_trigger="300",
-    ).replace(input_topic=f"in-{tag}", output_topic=f"out-{tag}", dead_letter_topic=f"dlq-{tag}")
-    ensure_topics(kafka_bootstrap, [TopicSpec(settings.input_topic, 3), TopicSpec(settings.output_topic, 3),
-                                    TopicSpec(settings.dead_letter_topic, 1)])
+    settings = isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("stream"), sinks="console,kafka,parquet",
+                                 max_offsets_per_trigger="300")
     sim = RecordingSimulator(sensors=10, seed=17, clock=stepping_clock(step=timedelta(seconds=3)), bad_ratio=0.05)
     stats = produce(settings, sim, count=1200, rate=0)
     assert stats.acked == 1200

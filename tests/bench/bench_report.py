@@ -11,9 +11,9 @@ written by Spark itself, then runs in turn, on the same topic and session:
     report  `sensorstream report --format csv`'s code path (report.run): strict parse, reasons,
             the aggregation, the files
 
-For each: wall seconds, CPU seconds of this process tree (Python + the Spark JVM) and records/s,
-the median of --repeat runs; then the ratio of the report's throughput to the floor's, and the
-cost per million records at each size (equal figures mean the cost grows linearly).
+For each: wall seconds, CPU seconds of this process tree (Python, the Spark JVM, the broker) and
+records/s, the median of --repeat runs; then the ratio of the report's throughput to the floor's,
+and the cost per million records at each size (equal figures mean the cost grows linearly).
 """
 
 from __future__ import annotations
