@@ -217,13 +217,16 @@ def parse(kafka_df: DataFrame) -> DataFrame:
     raw, p = F.col("raw"), F.col("p")
     staged = staged.withColumn("event_time", p["timestamp"].try_cast("timestamp"))
     staged = staged.withColumn("fast", _fast_valid(raw, p, F.col("event_time")))
-    staged = staged.withColumn("again", F.when(~F.col("fast"), _parse_again(raw)))
-    again = F.col("again")
-    staged = staged.withColumn("slow", F.when(~F.col("fast"), F.struct(
-        _reason(again, p, F.col("event_time")).alias("reason"),
-        _reject_sensor(again).alias("named"),
-        F.when(~again["utf8"], F.base64(raw.cast("binary"))).alias("value_base64"),
-    )))
+
+    def explain(again: Column) -> Column:
+        return F.struct(
+            _reason(again, p, F.col("event_time")).alias("reason"),
+            _reject_sensor(again).alias("named"),
+            F.when(~again["utf8"], F.base64(raw.cast("binary"))).alias("value_base64"),
+        )
+
+    # transform over a one-element array binds the parses to a name: made once, read many times
+    staged = staged.withColumn("slow", F.when(~F.col("fast"), F.transform(F.array(_parse_again(raw)), explain)[0]))
 
     reason = F.col("slow.reason")
     valid = reason.isNull()
