@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
 from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii as _json_string
@@ -136,6 +137,15 @@ class Simulator:
         self._second: tuple | None = None  # the clock second (and zone) the values below belong to
         self._stamp_prefix = ""
         self._day_angle = 0.0
+
+    @property
+    def portable(self) -> bool:
+        """Whether this simulator's parts can go to other processes (its clock pickles)."""
+        try:
+            pickle.dumps(self.clock)
+        except (pickle.PicklingError, AttributeError, TypeError):
+            return False
+        return True
 
     def split(self, parts: int) -> list[Simulator]:
         """`parts` simulators with the same model, each owning a disjoint share of the sensors
