@@ -70,7 +70,7 @@ def spark():
 @pytest.fixture
 def cli_env(tmp_path) -> dict[str, str]:
     """An environment for running the CLI as a subprocess, isolated from the developer's settings."""
-    keep = ("PATH", "HOME", "JAVA_HOME", "LANG", "LC_ALL", "TMPDIR")
+    keep = ("PATH", "HOME", "JAVA_HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")  # PYTHONPATH: the code under test
     env = {k: v for k, v in os.environ.items() if k in keep}
     env["SENSORSTREAM_STATE_DIR"] = str(tmp_path / "state")
     env["SENSORSTREAM_JARS_DIR"] = str(JARS / "spark")

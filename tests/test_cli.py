@@ -105,6 +105,15 @@ def test_produce_prints_a_summary(cli_env, kafka_settings):
 
 
 @pytest.mark.kafka
+def test_produce_from_several_processes_adds_up(cli_env, kafka_settings):
+    env = {**topic_env(cli_env, kafka_settings), "PRODUCER_SENSORS": "5"}
+    result = cli(env, "produce", "--count", "301", "--rate", "0", "--workers", "2", "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert "from 2 processes" in result.stderr
+    assert "done: sent 301, acked 301, failed 0" in result.stdout
+
+
+@pytest.mark.kafka
 def test_sigterm_flushes_and_prints_totals(cli_env, kafka_settings):
     proc = subprocess.Popen([sys.executable, "-m", "sensorstream", "produce", "--count", "0", "--rate", "100"],
                             env=topic_env(cli_env, kafka_settings), stdout=subprocess.PIPE,

@@ -1,6 +1,7 @@
 """The producer against the real broker: counts, keys, partitions, nothing lost, clean stop."""
 
 import json
+import os
 import threading
 
 import pytest
@@ -8,7 +9,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from helpers import stepping_clock
 from sensorstream.errors import BrokerUnavailableError, TopicMissingError
-from sensorstream.producer import produce
+from sensorstream.producer import produce, worker_count
 from sensorstream.simulator import Simulator
 
 pytestmark = pytest.mark.kafka
@@ -84,3 +85,46 @@ def test_unreachable_broker_is_one_clear_error(kafka_settings):
     settings = kafka_settings.replace(bootstrap_servers="127.0.0.1:9")
     with pytest.raises(BrokerUnavailableError, match="sensorstream local up"):
         produce(settings, Simulator(seed=6), count=1)
+
+
+def test_several_processes_send_exact_counts_in_per_sensor_order(kafka_settings):
+    sim = Simulator(sensors=7, seed=8, bad_ratio=0.02)
+    stats = produce(kafka_settings, sim, count=2001, rate=0, workers=3)
+    assert (stats.sent, stats.acked, stats.failed) == (2001, 2001, 0)
+    assert sum(stats.by_kind.values()) == 2001 and stats.by_kind["reading"] > 1900
+    records = consume_all(kafka_settings, kafka_settings.input_topic)
+    assert len(records) == 2001
+    seqs, partition_of = {}, {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        sensor = record.key.decode()
+        assert partition_of.setdefault(sensor, record.partition) == record.partition
+        if record.value.startswith(b'{"sensor_id":"sensor_'):  # a reading (malformed ones may lack seq)
+            seq = json.loads(record.value)["seq"]
+            assert seq > seqs.get(sensor, 0)  # one sensor, one process, one partition: in order
+            seqs[sensor] = seq
+    assert len(partition_of) == 7
+
+
+def test_a_stop_reaches_every_process_and_totals_add_up(kafka_settings, tmp_path):
+    stop = threading.Event()
+    beat = tmp_path / "heartbeat"
+    seen = []
+    timer = threading.Timer(4.0, stop.set)
+    timer.start()
+    stats = produce(kafka_settings, Simulator(sensors=4, seed=9), count=0, rate=400, stop=stop, workers=2,
+                    progress=lambda s: seen.append((s.sent, s.acked)), heartbeat_file=beat)
+    timer.cancel()
+    assert 0 < stats.sent < 10_000
+    assert stats.acked + stats.failed == stats.sent and stats.failed == 0
+    assert len(consume_all(kafka_settings, kafka_settings.input_topic)) == stats.acked
+    assert seen[-1] == (stats.sent, stats.acked) and len(seen) > 1  # live progress, then the totals
+    assert beat.exists()
+
+
+def test_workers_are_one_per_core_at_full_speed_and_never_more_than_sensors():
+    cores = os.cpu_count() or 1
+    assert worker_count(0, rate=0, sensors=100, count=0) == cores
+    assert worker_count(0, rate=5, sensors=100, count=0) == 1
+    assert worker_count(4, rate=5, sensors=100, count=0) == 4
+    assert worker_count(4, rate=0, sensors=3, count=0) == 3
+    assert worker_count(4, rate=0, sensors=10, count=2) == 2

@@ -1,9 +1,11 @@
 import json
-from datetime import timedelta
+import pickle
+import re
+from datetime import timedelta, timezone
 
 from helpers import T0, stepping_clock
 from sensorstream.schema import RANGES
-from sensorstream.simulator import MALFORMED_KINDS, Simulator
+from sensorstream.simulator import MALFORMED_KINDS, Simulator, encode
 
 
 def records(n, **kwargs):
@@ -75,3 +77,50 @@ def test_late_readings_are_behind_the_clock():
     rec = sim.next_record()
     assert rec.kind == "late"
     assert rec.reading.timestamp < T0 - timedelta(seconds=29)
+
+
+def test_the_wire_format_is_compact_json_of_the_reading():
+    """The fast encoder writes exactly what json.dumps writes for the reading's fields."""
+    for rec in records(3000, sensors=7, seed=8, late_ratio=0.2):
+        assert rec.value == json.dumps(rec.reading.to_json(), separators=(",", ":")).encode()
+        assert rec.value == encode(rec.reading)
+    real_clock = Simulator(sensors=3, seed=8)  # the default clock: now, UTC, with microseconds
+    for _ in range(200):
+        rec = real_clock.next_record()
+        body = json.loads(rec.value)
+        assert body["timestamp"] == rec.reading.timestamp.isoformat(timespec="microseconds")
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", body["timestamp"])
+        assert [type(body[f]) for f in ("temperature", "humidity", "pressure", "seq", "event_id")] == \
+            [float, float, float, int, str]
+
+
+def test_other_time_zones_keep_their_offset():
+    clock = stepping_clock(start=T0.astimezone(timezone(timedelta(hours=-3))))
+    rec = Simulator(sensors=1, seed=1, clock=clock).next_record()
+    assert json.loads(rec.value)["timestamp"] == "2026-01-31T05:00:00.000000-03:00"
+
+
+def test_split_deals_out_disjoint_sensors_deterministically():
+    sim = Simulator(sensors=10, seed=12, bad_ratio=0.05)
+    parts = sim.split(3)
+    owned = [{s.sensor_id for s in part.sensors} for part in parts]
+    assert owned == [{f"sensor_{i}" for i in range(1, 11) if (i - 1) % 3 == n} for n in range(3)]
+    for part, again in zip(parts, Simulator(sensors=10, seed=12, bad_ratio=0.05).split(3)):
+        part.clock, again.clock = stepping_clock(), stepping_clock()
+        assert [part.next_record() for _ in range(300)] == [again.next_record() for _ in range(300)]
+    assert len(sim.split(50)) == 10  # never more parts than sensors
+    # a part is a simulator like any other: per-sensor sequence numbers still rise
+    part = Simulator(sensors=4, seed=3, clock=stepping_clock()).split(2)[1]
+    seqs = {}
+    for _ in range(400):
+        rec = part.next_record()
+        seq = json.loads(rec.value)["seq"]
+        assert seq > seqs.get(rec.key, 0)
+        seqs[rec.key] = seq
+    assert set(seqs) == {"sensor_2", "sensor_4"}
+
+
+def test_a_simulator_can_go_to_another_process():
+    sim = Simulator(sensors=5, seed=2)
+    copy = pickle.loads(pickle.dumps(sim.split(2)[0]))
+    assert copy.next_record().key == "sensor_1"

@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(produce, "rate", metavar="PER_S")
     produce.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
     _flag(produce, "seed", metavar="N")
+    _flag(produce, "producer_workers", metavar="N")
     produce.add_argument("--bad-ratio", type=float, default=0.0, metavar="F",
                          help="share of malformed records (broken JSON, wrong types, missing fields, out of range)")
     produce.add_argument("--late-ratio", type=float, default=0.0, metavar="F",
@@ -113,8 +114,8 @@ def _when(raw: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-_SETTING_ARGS = ("bootstrap_servers", "sensors", "count", "rate", "seed", "input_topic", "sinks",
-                 "window_duration", "slide_duration", "watermark_delay", "trigger_interval", "starting_offsets",
+_SETTING_ARGS = ("bootstrap_servers", "sensors", "count", "rate", "seed", "producer_workers", "input_topic",
+                 "sinks", "window_duration", "slide_duration", "watermark_delay", "trigger_interval", "starting_offsets",
                  "max_offsets_per_trigger", "checkpoint_location", "parquet_dir", "report_formats", "report_dir")
 
 
@@ -181,7 +182,7 @@ def _local(args, settings) -> int:
 
 
 def _produce(args, settings) -> int:
-    from sensorstream.producer import produce
+    from sensorstream.producer import produce, worker_count
     from sensorstream.simulator import Simulator
 
     for name, value in (("bad-ratio", args.bad_ratio), ("late-ratio", args.late_ratio)):
@@ -202,11 +203,13 @@ def _produce(args, settings) -> int:
         elif int(stats.elapsed) % 10 == 0:
             _say(line)
 
+    workers = worker_count(settings.producer_workers, settings.rate, settings.sensors, settings.count)
     _say(f"producing to {settings.input_topic} at {settings.bootstrap_servers}: {settings.sensors} sensors, "
          f"{'unlimited' if not total else total} readings, "
-         f"{'as fast as possible' if not settings.rate else f'{settings.rate:g}/s'} (Ctrl+C to stop)")
+         f"{'as fast as possible' if not settings.rate else f'{settings.rate:g}/s'}"
+         f"{f' from {workers} processes' if workers > 1 else ''} (Ctrl+C to stop)")
     stats = produce(settings, simulator, duration=args.duration, stop=stop, progress=progress,
-                    heartbeat_file=args.heartbeat_file)
+                    heartbeat_file=args.heartbeat_file, workers=workers)
     if interactive:
         print(file=sys.stderr)
     print(f"done: {stats.summary()}")

@@ -197,6 +197,7 @@ FLAGS = {
     "count": "--count",
     "rate": "--rate",
     "seed": "--seed",
+    "producer_workers": "--workers",
     "sinks": "--sinks",
     "window_duration": "--window",
     "slide_duration": "--slide",
@@ -267,6 +268,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rate", "PRODUCER_RATE", "0.5", _non_negative_float, "readings per second; 0 = as fast as possible"),
     Setting("count", "PRODUCER_COUNT", "100", _non_negative_int, "readings to send; 0 = unlimited"),
     Setting("seed", "PRODUCER_SEED", "", _optional_int, "simulator seed; empty = random"),
+    Setting("producer_workers", "PRODUCER_WORKERS", "0", _non_negative_int,
+            "producer processes, each owning a share of the sensors; 0 = one per CPU core at rate 0, else 1"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -303,6 +306,7 @@ class Settings:
     rate: float
     count: int
     seed: int | None
+    producer_workers: int
     #: where each value came from: "default", "env file", "environment" or "flag"
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
