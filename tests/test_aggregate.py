@@ -41,14 +41,6 @@ def test_sliding_windows_count_each_reading_in_every_window_it_falls_in(spark):
     assert sum(r["num_readings"] for r in rows) == 2 * len(readings)
 
 
-def test_watermark_changes_nothing_in_batch(spark):
-    readings = simulated(n=300)
-    df = readings_df(spark, readings)
-    plain = sorted(map(tuple, window_stats(df, timedelta(minutes=5)).collect()))
-    marked = sorted(map(tuple, window_stats(df, timedelta(minutes=5), watermark=timedelta(minutes=10)).collect()))
-    assert plain == marked
-
-
 def records_df(spark, values):
     return parse(spark.createDataFrame(kafka_rows(values), KAFKA_DDL))
 

@@ -244,7 +244,7 @@ SETTINGS: tuple[Setting, ...] = (
     # Streaming
     Setting("checkpoint_location", "CHECKPOINT_LOCATION", "data/checkpoints", _path,
             "root folder of the streaming checkpoints (one sub-folder per sink)"),
-    Setting("trigger_interval", "BATCH_DURATION", "10 seconds", parse_duration,
+    Setting("trigger_interval", "BATCH_DURATION", "1 second", parse_duration,
             "micro-batch trigger interval (plain number = seconds)"),
     Setting("window_duration", "WINDOW_DURATION", "5 minutes", parse_duration, "event-time window length"),
     Setting("slide_duration", "SLIDE_DURATION", "", _optional_duration,

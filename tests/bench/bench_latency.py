@@ -1,0 +1,161 @@
+"""End-to-end latency of the stream at a steady input rate: repeatable figures, printed, never asserted.
+
+    .venv/bin/python tests/bench/bench_latency.py [--rate 10000] [--seconds 60] [--trigger 0.5]
+
+Starts its own local broker (free port, temporary folder) and one SparkSession (local[2]); the
+topics keep Kafka's append time (LogAppendTime). The stream runs with the default sinks while
+`sensorstream produce --rate R --duration S` (its own process, as in production) sends readings.
+
+Latency of a window record = its append time on the output topic minus the append time of the
+newest reading it covers (a window record with num_readings n covers the first n readings of its
+sensor and window, in offset order: no reading is late or malformed here). The first 10 s are
+warm-up and left out. Also printed: micro-batch durations and the last batches' input rows
+(steady when they stay near rate x batch interval: no growing backlog).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+ROOT = Path(__file__).resolve().parents[2]
+
+from sensorstream import streaming  # noqa: E402
+from sensorstream.config import kafka_python_kwargs, load_settings  # noqa: E402
+from sensorstream.errors import TopicMissingError  # noqa: E402
+from sensorstream.local.broker import LocalKafka, free_port  # noqa: E402
+from sensorstream.local.topics import TopicSpec, ensure_topics  # noqa: E402
+from sensorstream.spark import get_session  # noqa: E402
+
+JARS = ROOT / ".sensorstream" / "jars"
+WARM_UP_S = 10.0
+APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
+
+
+def read_all(settings, topic: str) -> list:
+    consumer = KafkaConsumer(**kafka_python_kwargs(settings), enable_auto_commit=False, consumer_timeout_ms=3000)
+    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    records = list(consumer)
+    consumer.close()
+    return records
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure_latency(spark, base, bootstrap: str, folder: Path, rate: int, seconds: float,
+                    trigger: float, say=lambda m: None) -> dict:
+    """Run the stream against a steady producer; latency percentiles and batch figures."""
+    tag = uuid.uuid4().hex[:8]
+    settings = base.replace(input_topic=f"lat-in-{tag}", output_topic=f"lat-out-{tag}",
+                            dead_letter_topic=f"lat-dlq-{tag}", checkpoint_location=folder / f"ck-{tag}",
+                            trigger_interval=timedelta(seconds=trigger), sinks=("console", "kafka"))
+    ensure_topics(bootstrap, [TopicSpec(settings.input_topic, 3, config=APPEND_TIME),
+                              TopicSpec(settings.output_topic, 3, config=APPEND_TIME),
+                              TopicSpec(settings.dead_letter_topic, 1)])
+    for _ in range(50):  # new topics take a moment to reach the broker's metadata
+        try:
+            streaming.preflight(settings)
+            break
+        except TopicMissingError:
+            time.sleep(0.2)
+    batches: list[streaming.BatchProgress] = []
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            with open(os.devnull, "w") as quiet, _stdout_to(quiet):
+                streaming.run(spark, settings, stop=stop, say=lambda m: None, on_progress=batches.append)
+        except BaseException as exc:  # reported after the run
+            failure.append(exc)
+
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    while not batches and thread.is_alive():  # the first (empty) batch: the query is up
+        time.sleep(0.2)
+    say(f"  stream up; producing {rate:,}/s for {seconds:.0f} s, trigger {trigger} s")
+    started = time.time()
+    subprocess.run([str(ROOT / ".venv" / "bin" / "sensorstream"), "produce", "--rate", str(rate), "--count", "0",
+                    "--duration", str(seconds), "--workers", "1", "--topic", settings.input_topic],
+                   check=True, capture_output=True, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    time.sleep(max(2.0, 3 * trigger))
+    stop.set()
+    thread.join(60)
+    if failure:
+        raise failure[0]
+
+    readings: dict[tuple[str, str], list[int]] = defaultdict(list)  # (sensor, window start) -> append ms
+    for record in sorted(read_all(settings, settings.input_topic), key=lambda r: (r.partition, r.offset)):
+        value = json.loads(record.value)
+        moment = datetime.fromisoformat(value["timestamp"])
+        start = moment.replace(second=0, microsecond=0, minute=moment.minute - moment.minute % 5)
+        readings[(value["sensor_id"], start.strftime("%Y-%m-%dT%H:%M:%SZ"))].append(record.timestamp)
+    latencies = []
+    for record in read_all(settings, settings.output_topic):
+        if record.timestamp / 1000 < started + WARM_UP_S:
+            continue
+        window = json.loads(record.value)
+        covered = readings[(window["sensor_id"], window["window_start"])][window["num_readings"] - 1]
+        latencies.append((record.timestamp - covered) / 1000)
+    steady = [b for b in batches if b.records > 0][3:]
+    return {
+        "rate": rate, "seconds": seconds, "trigger_s": trigger, "samples": len(latencies),
+        "latency_p50_s": percentile(latencies, 0.5), "latency_p99_s": percentile(latencies, 0.99),
+        "batch_p50_s": statistics.median(b.seconds for b in steady),
+        "batch_p99_s": percentile([b.seconds for b in steady], 0.99),
+        "last_batches_rows": [b.records for b in steady[-5:]],
+        "late": sum(b.late for b in batches), "rejected": sum(b.rejected for b in batches),
+    }
+
+
+class _stdout_to:
+    """The console sink prints tables: keep them out of the figures."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __enter__(self):
+        self.saved, sys.stdout = sys.stdout, self.stream
+
+    def __exit__(self, *exc):
+        sys.stdout = self.saved
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=int, default=10_000, help="readings per second (default 10000)")
+    parser.add_argument("--seconds", type=float, default=60, help="how long the producer sends (default 60)")
+    parser.add_argument("--trigger", type=float, default=None, help="micro-batch interval, s (default: the stream's)")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="sensorstream-bench-"))
+    with LocalKafka(tmp, port=free_port(), jars_dir=JARS / "kafka").running() as bootstrap:
+        base = load_settings(environ={}, overrides={"bootstrap_servers": bootstrap, "jars_dir": str(JARS / "spark")})
+        trigger = args.trigger if args.trigger is not None else base.trigger_interval.total_seconds()
+        spark = get_session(base)
+        result = measure_latency(spark, base, bootstrap, tmp, args.rate, args.seconds, trigger,
+                                 say=lambda m: print(m, file=sys.stderr))
+        spark.stop()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
