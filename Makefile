@@ -75,9 +75,8 @@ test: setup helm ## the whole test suite: real Kafka broker, real Spark, chart c
 test-fast: setup ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"
 
-bench: setup ## producer and pipeline benchmarks, report vs Spark's floor (print figures; nothing asserted)
-	$(PY) tests/bench/bench_pipeline.py
-	$(PY) tests/bench/bench_report.py
+bench: setup ## every stage against Spark's or Kafka's own floor, same run (~10 min; table + data/bench/<UTC>.json)
+	$(PY) tests/bench/bench.py
 
 bench-report: setup ## the report against Spark's own floor, 200k and 2M readings (a few minutes)
 	$(PY) tests/bench/bench_report.py

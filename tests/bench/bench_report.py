@@ -29,6 +29,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from proc_cpu import tree_cpu_seconds  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from sensorstream import report  # noqa: E402
@@ -40,32 +43,6 @@ from sensorstream.schema import READING_SCHEMA  # noqa: E402
 from sensorstream.spark import get_session  # noqa: E402
 
 JARS = ROOT / ".sensorstream" / "jars"
-_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_seconds(root: int | None = None) -> float:
-    """User + system CPU seconds of a process and all its live descendants (from /proc)."""
-    root = root or os.getpid()
-    children: dict[int, list[int]] = {}
-    times: dict[int, float] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid = int(entry), int(fields[1])
-        children.setdefault(ppid, []).append(pid)
-        times[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
-    total, stack = 0.0, [root]
-    while stack:
-        pid = stack.pop()
-        total += times.get(pid, 0.0)
-        stack.extend(children.get(pid, []))
-    return total
-
-
 def fill_topic(spark, settings, records: int, bad_ratio: float) -> None:
     """Simulator-shaped readings for 10 sensors, 200 ms apart, every 1/bad_ratio-th one out of range."""
     every = max(1, round(1 / bad_ratio)) if bad_ratio > 0 else 0

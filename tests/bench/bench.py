@@ -1,0 +1,203 @@
+"""`make bench`: every stage against its floor, measured in the same run; printed and saved, never asserted.
+
+    .venv/bin/python tests/bench/bench.py [--records 200000,2000000] [--repeat 2] [--rate 10000]
+                                          [--seconds 60] [--produce-records 300000] [--skip STAGE,...]
+
+Starts its own local broker (free port, temporary folder) and one SparkSession (local[2]), then:
+
+    produce   `sensorstream produce --rate 0` vs Kafka's own ProducerPerformance, same record
+              size, acks=all, idempotent (bench_produce.py)
+    stream    `sensorstream stream --available-now` with the default sinks vs Spark's floor: Kafka
+              -> from_json -> the same 5-minute window aggregation (stateful, watermark) -> noop,
+              per topic size; records/s of the query, so the JVM start is left out
+    report    `sensorstream report` vs Kafka -> from_json -> the same per-sensor aggregation -> noop
+              (bench_report.py), per topic size
+    latency   end-to-end latency p50/p99 at a steady input rate (bench_latency.py)
+
+For stream and report: wall and CPU seconds (the whole process tree) and the peak resident memory
+of the Spark JVM + this Python process. The figures go to stdout as a table and to
+data/bench/<UTC time>.json. Topics are filled with simulator-shaped readings, 1% out of range.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_latency import measure_latency  # noqa: E402
+from bench_produce import measure_produce  # noqa: E402
+from bench_report import JARS, ROOT, fill_topic, floor_job  # noqa: E402
+from proc_cpu import PeakRss, tree_cpu_seconds  # noqa: E402
+from pyspark.sql import functions as F  # noqa: E402
+
+from sensorstream import report, streaming  # noqa: E402
+from sensorstream.aggregate import partial_columns, window_column  # noqa: E402
+from sensorstream.config import spark_interval, spark_kafka_options, load_settings  # noqa: E402
+from sensorstream.local.broker import LocalKafka, free_port  # noqa: E402
+from sensorstream.local.topics import TopicSpec, ensure_topics  # noqa: E402
+from sensorstream.schema import READING_SCHEMA  # noqa: E402
+from sensorstream.spark import get_session  # noqa: E402
+
+STAGES = ("produce", "stream", "report", "latency")
+
+
+def stream_floor(spark, settings, checkpoint: Path) -> None:
+    """What Spark itself needs for the windows: from_json, the same windows with a watermark, noop."""
+    source = (spark.readStream.format("kafka").options(**spark_kafka_options(settings))
+              .option("subscribe", settings.input_topic).option("startingOffsets", "earliest").load())
+    readings = source.select(F.from_json(F.col("value").cast("string"), READING_SCHEMA).alias("r")).select(
+        "r.sensor_id", F.col("r.timestamp").try_cast("timestamp").alias("event_time"),
+        "r.temperature", "r.humidity", "r.pressure")
+    windows = (readings.withWatermark("event_time", spark_interval(settings.watermark_delay))
+               .groupBy(window_column(F.col("event_time"), settings.window_duration).alias("window"), "sensor_id")
+               .agg(*partial_columns()))
+    query = (windows.writeStream.format("noop").outputMode("update").option("checkpointLocation", str(checkpoint))
+             .trigger(availableNow=True).start())
+    query.awaitTermination()
+
+
+def timed(job, pids) -> dict:
+    """Wall and CPU seconds of one run, and the peak resident memory of `pids` during it."""
+    cpu, wall = tree_cpu_seconds(), time.perf_counter()
+    with PeakRss(pids) as rss, contextlib.redirect_stdout(io.StringIO()):  # console tables: not figures
+        job()
+    return {"wall_s": time.perf_counter() - wall, "cpu_s": tree_cpu_seconds() - cpu, "peak_rss_mib": rss.peak / 2**20}
+
+
+def compare(size: int, jobs: dict, repeat: int, pids, say) -> dict:
+    """floor and project alternately, `repeat` times after one warm-up each; medians and the ratio."""
+    for job in jobs.values():
+        with contextlib.redirect_stdout(io.StringIO()):
+            job()
+    runs: dict[str, list[dict]] = {name: [] for name in jobs}
+    for run in range(repeat):
+        for name, job in jobs.items():
+            runs[name].append(timed(job, pids))
+            figures = runs[name][-1]
+            say(f"  {size:>9,} {name:<8} run {run + 1}: {figures['wall_s']:6.2f} s, {figures['cpu_s']:6.2f} CPU s, "
+                f"{figures['peak_rss_mib']:,.0f} MiB")
+    result: dict = {"records": size}
+    for name, values in runs.items():
+        wall = statistics.median(v["wall_s"] for v in values)
+        result[name] = {"records_per_s": size / wall, "wall_s": wall,
+                        "cpu_s": statistics.median(v["cpu_s"] for v in values),
+                        "peak_rss_mib": max(v["peak_rss_mib"] for v in values), "runs": values}
+    result["ratio"] = result["project"]["records_per_s"] / result["floor"]["records_per_s"]
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", default="200000,2000000", help="topic sizes for stream and report")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each job per size (median)")
+    parser.add_argument("--rate", type=int, default=10_000, help="input rate of the latency run, readings/s")
+    parser.add_argument("--seconds", type=float, default=60, help="length of the latency run")
+    parser.add_argument("--trigger", type=float, default=None, help="latency run's trigger, s (default: the stream's)")
+    parser.add_argument("--produce-records", type=int, default=300_000)
+    parser.add_argument("--skip", default="", help=f"stages to leave out, of {','.join(STAGES)}")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.records.split(",")]
+    skip = {s for s in args.skip.split(",") if s}
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    started = datetime.now(timezone.utc)
+    tmp = Path(tempfile.mkdtemp(prefix="sensorstream-bench-"))
+    results: dict = {"started": started.isoformat(timespec="seconds"), "machine": machine(), "stages": {}}
+    with LocalKafka(tmp, port=free_port(), jars_dir=JARS / "kafka").running() as bootstrap:
+        base = load_settings(environ={}, overrides={"bootstrap_servers": bootstrap, "jars_dir": str(JARS / "spark")})
+        if "produce" not in skip:
+            say(f"produce: {args.produce_records:,} readings, ours vs ProducerPerformance")
+            results["stages"]["produce"] = measure_produce(bootstrap, args.produce_records, args.repeat, say=say)
+        spark = get_session(base)
+        pids = [os.getpid(), spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()]
+        stream_runs, report_runs = [], []
+        for size in sizes:
+            tag = uuid.uuid4().hex[:8]
+            settings = base.replace(input_topic=f"bench-{tag}", output_topic=f"bench-out-{tag}",
+                                    dead_letter_topic=f"bench-dlq-{tag}", report_dir=tmp / "reports",
+                                    report_formats=("csv",))
+            ensure_topics(bootstrap, [TopicSpec(settings.input_topic, 3), TopicSpec(settings.output_topic, 3),
+                                      TopicSpec(settings.dead_letter_topic, 1)])
+            say(f"filling {settings.input_topic} with {size:,} readings...")
+            fill_topic(spark, settings, size, 0.01)
+            if "stream" not in skip:
+                def ours(s=settings):
+                    streaming.run(spark, s.replace(checkpoint_location=tmp / f"ck-{uuid.uuid4().hex}"),
+                                  available_now=True, say=lambda _: None)
+                stream_runs.append(compare(size, {
+                    "floor": lambda s=settings: stream_floor(spark, s, tmp / f"floor-{uuid.uuid4().hex}"),
+                    "project": ours}, args.repeat, pids, say))
+            if "report" not in skip:
+                report_runs.append(compare(size, {"floor": lambda s=settings: floor_job(spark, s),
+                                                  "project": lambda s=settings: report.run(spark, s)},
+                                           args.repeat, pids, say))
+        if stream_runs:
+            results["stages"]["stream"] = stream_runs
+        if report_runs:
+            results["stages"]["report"] = report_runs
+        if "latency" not in skip:
+            trigger = args.trigger if args.trigger is not None else base.trigger_interval.total_seconds()
+            say(f"latency: {args.rate:,} readings/s for {args.seconds:.0f} s, trigger {trigger} s")
+            results["stages"]["latency"] = measure_latency(spark, base, bootstrap, tmp, args.rate, args.seconds,
+                                                           trigger, say=say)
+        spark.stop()
+    results["seconds"] = (datetime.now(timezone.utc) - started).total_seconds()
+    print_table(results)
+    out = ROOT / "data" / "bench" / f"{started:%Y%m%dT%H%M%SZ}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nfigures saved to {out.relative_to(ROOT)}")
+    return 0
+
+
+def machine() -> dict:
+    memory = 0
+    with contextlib.suppress(OSError):
+        memory = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
+    return {"cores": os.cpu_count(), "memory_gib": round(memory / 2**30, 1), "python": platform.python_version(),
+            "spark_master": "local[2]"}
+
+
+def print_table(results: dict) -> None:
+    stages = results["stages"]
+    print(f"\nsensorstream benchmark, {results['started']}, {results['machine']['cores']} cores "
+          f"(median of the runs; ratio = ours / floor, throughput)")
+    print(f"{'stage':<9} {'records':>10} {'ours /s':>10} {'floor /s':>10} {'ratio':>6} {'CPU s ours/floor':>17} "
+          f"{'peak MiB':>9}")
+    if "produce" in stages:
+        p = stages["produce"]
+        print(f"{'produce':<9} {p['records']:>10,} {p['project']:>10,.0f} {p['floor']:>10,.0f} {p['ratio']:>6.2f} "
+              f"{p['project_cpu_s']:>8.1f}/{p['floor_cpu_s']:<8.1f} {'':>9}")
+    for stage in ("stream", "report"):
+        for r in stages.get(stage, []):
+            ours, floor = r["project"], r["floor"]
+            print(f"{stage:<9} {r['records']:>10,} {ours['records_per_s']:>10,.0f} {floor['records_per_s']:>10,.0f} "
+                  f"{r['ratio']:>6.2f} {ours['cpu_s']:>8.1f}/{floor['cpu_s']:<8.1f} {ours['peak_rss_mib']:>9,.0f}")
+        runs = stages.get(stage, [])
+        if len(runs) > 1:
+            per_m = ", ".join(f"{r['project']['cpu_s'] / r['records'] * 1e6:.1f}" for r in runs)
+            print(f"{'':<9} CPU s per million readings ({stage}): {per_m} (equal = linear)")
+    if "latency" in stages:
+        lat = stages["latency"]
+        print(f"latency   {lat['rate']:,}/s for {lat['seconds']:.0f} s, trigger {lat['trigger_s']} s: "
+              f"p50 {lat['latency_p50_s']:.2f} s, p99 {lat['latency_p99_s']:.2f} s ({lat['samples']} window records); "
+              f"batch p50 {lat['batch_p50_s']:.2f} s; last batches' rows {lat['last_batches_rows']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
