@@ -209,7 +209,7 @@ def _produce(args, settings) -> int:
     workers = worker_count(settings.producer_workers, settings.rate, settings.sensors, settings.count)
     _say(f"producing to {settings.input_topic} at {settings.bootstrap_servers}: {settings.sensors} sensors, "
          f"{'unlimited' if not total else total} readings, "
-         f"{'as fast as possible' if not settings.rate else f'{settings.rate:g}/s'}"
+         f"{'as fast as possible' if not settings.rate else f'{settings.rate:g}/s'} with {settings.producer_client}"
          f"{f' from {workers} processes' if workers > 1 else ''} (Ctrl+C to stop)")
     stats = produce(settings, simulator, duration=args.duration, stop=stop, progress=progress,
                     heartbeat_file=args.heartbeat_file, workers=workers)
