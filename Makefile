@@ -75,8 +75,9 @@ test: setup helm ## the whole test suite: real Kafka broker, real Spark, chart c
 test-fast: setup ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"
 
-bench: setup ## producer and pipeline benchmarks, report vs Spark's floor (print figures; nothing asserted)
+bench: setup ## pipeline stages, producer (both clients) vs Kafka's and report vs Spark's floors (figures only)
 	$(PY) tests/bench/bench_pipeline.py
+	$(PY) tests/bench/bench_produce.py --client both
 	$(PY) tests/bench/bench_report.py
 
 bench-report: setup ## the report against Spark's own floor, 200k and 2M readings (a few minutes)
