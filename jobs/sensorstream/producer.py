@@ -186,11 +186,11 @@ def produce(
         requested = 1  # a custom clock that cannot go to another process (tests' simulated clocks)
     workers = worker_count(requested, rate, len(simulator.sensors), count)
     stop = stop or threading.Event()
-    _sender(settings)  # a missing optional client is one clear error before anything starts
+    send = _sender(settings)  # a missing optional client is one clear error before anything starts
     require_topics(settings, [settings.input_topic])
     heartbeat = _Heartbeat(heartbeat_file)
     if workers == 1:
-        stats = _sender(settings)(settings, simulator, count, rate, duration, stop, progress, heartbeat.beat)
+        stats = send(settings, simulator, count, rate, duration, stop, progress, heartbeat.beat)
     else:
         stats = _send_in_processes(settings, simulator.split(workers), count, rate, duration, stop, progress,
                                    heartbeat.beat)
