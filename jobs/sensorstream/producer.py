@@ -335,7 +335,10 @@ def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: 
                     try:
                         send(topic, record.value, key)
                         break
-                    except BufferError:  # librdkafka's queue is full: serve deliveries to make room
+                    except BufferError as exc:  # librdkafka's queue is full: serve deliveries to make room
+                        if stop.is_set():  # ...unless asked to stop (the broker may be gone): give up on it
+                            stats.record_failure(exc)
+                            break
                         poll(0.05)
                     except KafkaException as exc:
                         stats.record_failure(exc.args[0].name() if exc.args else exc)
