@@ -114,8 +114,28 @@ def test_produce_from_several_processes_adds_up(cli_env, kafka_settings):
 
 
 @pytest.mark.kafka
-def test_sigterm_flushes_and_prints_totals(cli_env, kafka_settings):
-    proc = subprocess.Popen([sys.executable, "-m", "sensorstream", "produce", "--count", "0", "--rate", "100"],
+def test_produce_with_the_confluent_client(cli_env, kafka_settings):
+    env = {**topic_env(cli_env, kafka_settings), "PRODUCER_SENSORS": "5"}
+    result = cli(env, "produce", "--count", "301", "--rate", "0", "--client", "confluent-kafka", "--workers", "2",
+                 "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert "with confluent-kafka from 2 processes" in result.stderr
+    assert "done: sent 301, acked 301, failed 0" in result.stdout
+
+
+def test_missing_confluent_kafka_is_one_line_naming_the_fix(cli_env):
+    # The package made unimportable in this interpreter only, as if it were not installed.
+    code = ("import sys; sys.modules['confluent_kafka'] = None; from sensorstream.cli import main; "
+            "sys.exit(main(['produce', '--client', 'confluent-kafka', '--count', '1']))")
+    result = subprocess.run([sys.executable, "-c", code], env=cli_env, capture_output=True, text=True, timeout=60)
+    assert_one_line_error(result, "PRODUCER_CLIENT", "pip install 'sensorstream[fast]'")
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_sigterm_flushes_and_prints_totals(cli_env, kafka_settings, client):
+    proc = subprocess.Popen([sys.executable, "-m", "sensorstream", "produce", "--count", "0", "--rate", "100",
+                             "--client", client],
                             env=topic_env(cli_env, kafka_settings), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     time.sleep(4)

@@ -2,8 +2,8 @@ from datetime import timedelta
 
 import pytest
 
-from sensorstream.config import (Secret, describe, kafka_python_kwargs, load_settings, parse_duration,
-                                 spark_interval, spark_kafka_options)
+from sensorstream.config import (Secret, confluent_kafka_config, describe, kafka_python_kwargs, load_settings,
+                                 parse_duration, spark_interval, spark_kafka_options)
 from sensorstream.errors import ConfigError
 
 
@@ -110,6 +110,42 @@ def test_security_settings_reach_both_clients(tmp_path):
     assert "ScramLoginModule required" in opts["kafka.sasl.jaas.config"]
     assert 'password="s3cr3t-value"' in opts["kafka.sasl.jaas.config"]
     assert opts["kafka.ssl.truststore.location"] == str(ca)
+
+
+def test_security_settings_reach_confluent_kafka_in_librdkafka_names(tmp_path):
+    ca, cert, key = (tmp_path / f"{name}.pem" for name in ("ca", "cert", "key"))
+    s = load_settings(environ={**SECURE, "KAFKA_SSL_CA_LOCATION": str(ca), "KAFKA_SSL_CERT_LOCATION": str(cert),
+                               "KAFKA_SSL_KEY_LOCATION": str(key), "KAFKA_BOOTSTRAP_SERVERS": "a:9093,b:9093"})
+    assert confluent_kafka_config(s) == {
+        "bootstrap.servers": "a:9093,b:9093",
+        "security.protocol": "sasl_ssl",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "sensor",
+        "sasl.password": "s3cr3t-value",
+        "ssl.ca.location": str(ca),
+        "ssl.certificate.location": str(cert),
+        "ssl.key.location": str(key),
+    }
+    assert confluent_kafka_config(load_settings(environ={})) == {
+        "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "plaintext"}
+
+
+def test_librdkafka_takes_the_sasl_names():
+    from confluent_kafka import Producer
+
+    s = load_settings(environ={**SECURE, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+                               "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
+    # An unknown name or value would raise here; no connection is needed to know.
+    Producer({**confluent_kafka_config(s), "log_level": 0}).close()
+
+
+def test_producer_client_is_kafka_python_unless_chosen():
+    assert load_settings(environ={}).producer_client == "kafka-python"
+    assert load_settings(environ={"PRODUCER_CLIENT": "Confluent-Kafka"}).producer_client == "confluent-kafka"
+    assert load_settings(environ={}, overrides={"producer_client": "confluent-kafka"}).producer_client \
+        == "confluent-kafka"
+    with pytest.raises(ConfigError, match=r"--client \(env PRODUCER_CLIENT\).*kafka-python, confluent-kafka"):
+        load_settings(environ={"PRODUCER_CLIENT": "rdkafka"})
 
 
 def test_secrets_are_redacted_everywhere():

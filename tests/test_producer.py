@@ -1,4 +1,5 @@
-"""The producer against the real broker: counts, keys, partitions, nothing lost, clean stop."""
+"""The producer against the real broker: counts, keys, partitions, nothing lost, clean stop, with
+each of its two clients (kafka-python, the default, and confluent-kafka)."""
 
 import json
 import os
@@ -8,11 +9,14 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from helpers import stepping_clock
+from sensorstream.config import PRODUCER_CLIENTS
 from sensorstream.errors import BrokerUnavailableError, TopicMissingError
+from sensorstream.local.topics import TopicSpec, ensure_topics
 from sensorstream.producer import produce, worker_count
 from sensorstream.simulator import Simulator
 
 pytestmark = pytest.mark.kafka
+each_client = pytest.mark.parametrize("client", PRODUCER_CLIENTS)
 
 
 def consume_all(settings, topic):
@@ -31,7 +35,9 @@ def consume_all(settings, topic):
         consumer.close()
 
 
-def test_every_reading_arrives_once_keyed_by_sensor(kafka_settings):
+@each_client
+def test_every_reading_arrives_once_keyed_by_sensor(kafka_settings, client):
+    kafka_settings = kafka_settings.replace(producer_client=client)
     sim = Simulator(sensors=10, seed=1, clock=stepping_clock())
     stats = produce(kafka_settings, sim, count=1000, rate=0)
     assert (stats.sent, stats.acked, stats.failed) == (1000, 1000, 0)
@@ -51,7 +57,9 @@ def test_every_reading_arrives_once_keyed_by_sensor(kafka_settings):
         assert seqs == sorted(seqs)
 
 
-def test_stop_flushes_and_accounts_for_everything(kafka_settings):
+@each_client
+def test_stop_flushes_and_accounts_for_everything(kafka_settings, client):
+    kafka_settings = kafka_settings.replace(producer_client=client)
     stop = threading.Event()
     sim = Simulator(sensors=3, seed=2)
     timer = threading.Timer(1.5, stop.set)
@@ -63,13 +71,17 @@ def test_stop_flushes_and_accounts_for_everything(kafka_settings):
     assert len(consume_all(kafka_settings, kafka_settings.input_topic)) == stats.acked
 
 
-def test_rate_paces_the_sends(kafka_settings):
+@each_client
+def test_rate_paces_the_sends(kafka_settings, client):
+    kafka_settings = kafka_settings.replace(producer_client=client)
     stats = produce(kafka_settings, Simulator(seed=3), count=0, rate=20, duration=1.0)
     # 20/s for one second: about 20, never hundreds
     assert 10 <= stats.sent <= 30
 
 
-def test_heartbeat_file_is_touched_after_deliveries(kafka_settings, tmp_path):
+@each_client
+def test_heartbeat_file_is_touched_after_deliveries(kafka_settings, tmp_path, client):
+    kafka_settings = kafka_settings.replace(producer_client=client)
     beat = tmp_path / "heartbeat"
     produce(kafka_settings, Simulator(seed=4), count=5, rate=0, heartbeat_file=beat)
     assert beat.exists()
@@ -87,7 +99,9 @@ def test_unreachable_broker_is_one_clear_error(kafka_settings):
         produce(settings, Simulator(seed=6), count=1)
 
 
-def test_several_processes_send_exact_counts_in_per_sensor_order(kafka_settings):
+@each_client
+def test_several_processes_send_exact_counts_in_per_sensor_order(kafka_settings, client):
+    kafka_settings = kafka_settings.replace(producer_client=client)
     sim = Simulator(sensors=7, seed=8, bad_ratio=0.02)
     stats = produce(kafka_settings, sim, count=2001, rate=0, workers=3)
     assert (stats.sent, stats.acked, stats.failed) == (2001, 2001, 0)
@@ -105,7 +119,9 @@ def test_several_processes_send_exact_counts_in_per_sensor_order(kafka_settings)
     assert len(partition_of) == 7
 
 
-def test_a_stop_reaches_every_process_and_totals_add_up(kafka_settings, tmp_path):
+@each_client
+def test_a_stop_reaches_every_process_and_totals_add_up(kafka_settings, tmp_path, client):
+    kafka_settings = kafka_settings.replace(producer_client=client)
     stop = threading.Event()
     beat = tmp_path / "heartbeat"
     seen = []
@@ -119,6 +135,21 @@ def test_a_stop_reaches_every_process_and_totals_add_up(kafka_settings, tmp_path
     assert len(consume_all(kafka_settings, kafka_settings.input_topic)) == stats.acked
     assert seen[-1] == (stats.sent, stats.acked) and len(seen) > 1  # live progress, then the totals
     assert beat.exists()
+
+
+def test_both_clients_put_each_sensor_on_the_same_partition(kafka_settings):
+    """confluent-kafka is set to murmur2, the hash of kafka-python and the Java client: switching
+    clients keeps each sensor on its partition, hence in order for the consumers."""
+    partition_of = {}
+    for client in PRODUCER_CLIENTS:
+        settings = kafka_settings.replace(producer_client=client, input_topic=f"{kafka_settings.input_topic}-{client}")
+        ensure_topics(settings.bootstrap_servers, [TopicSpec(settings.input_topic, partitions=3)])
+        stats = produce(settings, Simulator(sensors=20, seed=10), count=400, rate=0, workers=1)
+        assert (stats.acked, stats.failed) == (400, 0)
+        partition_of[client] = {r.key.decode(): r.partition for r in consume_all(settings, settings.input_topic)}
+    assert len(partition_of["kafka-python"]) == 20
+    assert partition_of["confluent-kafka"] == partition_of["kafka-python"]
+    assert len(set(partition_of["kafka-python"].values())) == 3
 
 
 def test_workers_are_one_per_core_at_full_speed_and_never_more_than_sensors():

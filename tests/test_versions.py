@@ -37,3 +37,9 @@ def test_local_broker_is_strimzis_default_kafka():
 def test_kafka_python_supports_the_idempotent_producer():
     major, minor, *_ = (int(p) for p in pyproject_pin("kafka-python").split("."))
     assert (major, minor) >= (2, 2)
+
+
+def test_optional_confluent_kafka_is_pinned_once_and_installed_for_tests():
+    import confluent_kafka
+
+    assert confluent_kafka.__version__ == pyproject_pin("confluent-kafka")

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from sensorstream import __version__
-from sensorstream.config import REPORT_FORMATS, SINKS, describe, load_settings, setting_flag, setting_help
+from sensorstream.config import (PRODUCER_CLIENTS, REPORT_FORMATS, SINKS, describe, load_settings, setting_flag,
+                                 setting_help)
 from sensorstream.errors import ConfigError, SensorstreamError
 
 PROG = "sensorstream"
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
     _flag(produce, "seed", metavar="N")
     _flag(produce, "producer_workers", metavar="N")
+    _flag(produce, "producer_client", metavar="|".join(PRODUCER_CLIENTS))
     produce.add_argument("--bad-ratio", type=float, default=0.0, metavar="F",
                          help="share of malformed records (broken JSON, wrong types, missing fields, out of range)")
     produce.add_argument("--late-ratio", type=float, default=0.0, metavar="F",
@@ -114,9 +116,10 @@ def _when(raw: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-_SETTING_ARGS = ("bootstrap_servers", "sensors", "count", "rate", "seed", "producer_workers", "input_topic",
-                 "sinks", "window_duration", "slide_duration", "watermark_delay", "trigger_interval", "starting_offsets",
-                 "max_offsets_per_trigger", "checkpoint_location", "parquet_dir", "report_formats", "report_dir")
+_SETTING_ARGS = ("bootstrap_servers", "sensors", "count", "rate", "seed", "producer_workers", "producer_client",
+                 "input_topic", "sinks", "window_duration", "slide_duration", "watermark_delay", "trigger_interval",
+                 "starting_offsets", "max_offsets_per_trigger", "checkpoint_location", "parquet_dir", "report_formats",
+                 "report_dir")
 
 
 def _stop_on_signals() -> threading.Event:
@@ -206,7 +209,7 @@ def _produce(args, settings) -> int:
     workers = worker_count(settings.producer_workers, settings.rate, settings.sensors, settings.count)
     _say(f"producing to {settings.input_topic} at {settings.bootstrap_servers}: {settings.sensors} sensors, "
          f"{'unlimited' if not total else total} readings, "
-         f"{'as fast as possible' if not settings.rate else f'{settings.rate:g}/s'}"
+         f"{'as fast as possible' if not settings.rate else f'{settings.rate:g}/s'} with {settings.producer_client}"
          f"{f' from {workers} processes' if workers > 1 else ''} (Ctrl+C to stop)")
     stats = produce(settings, simulator, duration=args.duration, stop=stop, progress=progress,
                     heartbeat_file=args.heartbeat_file, workers=workers)

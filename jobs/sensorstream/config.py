@@ -2,8 +2,9 @@
 
 Precedence, lowest to highest: defaults <- env file (the original course's `config.env` keys) <-
 process environment <- command-line flags. `load_settings()` builds a frozen `Settings`; the
-converters `kafka_python_kwargs()` and `spark_kafka_options()` turn it into client options, so
-security settings reach kafka-python and Spark's `kafka.*` options alike.
+converters `kafka_python_kwargs()`, `confluent_kafka_config()` and `spark_kafka_options()` turn it
+into client options, so security settings reach kafka-python, confluent-kafka (librdkafka) and
+Spark's `kafka.*` options alike.
 
 Times are `timedelta` here; they become Spark interval strings only at the Spark call
 (`spark_interval()`).
@@ -198,6 +199,7 @@ FLAGS = {
     "rate": "--rate",
     "seed": "--seed",
     "producer_workers": "--workers",
+    "producer_client": "--client",
     "sinks": "--sinks",
     "window_duration": "--window",
     "slide_duration": "--slide",
@@ -215,6 +217,9 @@ SINKS = ("console", "kafka", "parquet")
 REPORT_FORMATS = ("csv", "parquet", "json")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+#: The producer's Kafka clients: kafka-python (the default, pure Python) or confluent-kafka
+#: (librdkafka, the optional `fast` extra).
+PRODUCER_CLIENTS = ("kafka-python", "confluent-kafka")
 
 SETTINGS: tuple[Setting, ...] = (
     # Kafka
@@ -270,6 +275,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("seed", "PRODUCER_SEED", "", _optional_int, "simulator seed; empty = random"),
     Setting("producer_workers", "PRODUCER_WORKERS", "0", _non_negative_int,
             "producer processes, each owning a share of the sensors; 0 = one per CPU core at rate 0, else 1"),
+    Setting("producer_client", "PRODUCER_CLIENT", "kafka-python", _choice(*PRODUCER_CLIENTS),
+            "producer's Kafka client: kafka-python, or confluent-kafka (faster; pip install 'sensorstream[fast]')"),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
@@ -307,6 +314,7 @@ class Settings:
     count: int
     seed: int | None
     producer_workers: int
+    producer_client: str
     #: where each value came from: "default", "env file", "environment" or "flag"
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
@@ -441,6 +449,24 @@ def kafka_python_kwargs(settings: Settings) -> dict[str, Any]:
         kwargs["ssl_certfile"] = str(settings.ssl_cert_location)
         kwargs["ssl_keyfile"] = str(settings.ssl_key_location)
     return kwargs
+
+
+def confluent_kafka_config(settings: Settings) -> dict[str, str]:
+    """The same connection and security options in librdkafka's names, for confluent-kafka clients."""
+    config = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.security_protocol.lower(),
+    }
+    if settings.sasl_mechanism:
+        config["sasl.mechanism"] = settings.sasl_mechanism
+        config["sasl.username"] = settings.sasl_username
+        config["sasl.password"] = settings.sasl_password.reveal()
+    if settings.ssl_ca_location:
+        config["ssl.ca.location"] = str(settings.ssl_ca_location)
+    if settings.ssl_cert_location:
+        config["ssl.certificate.location"] = str(settings.ssl_cert_location)
+        config["ssl.key.location"] = str(settings.ssl_key_location)
+    return config
 
 
 _JAAS_MODULES = {

@@ -1,16 +1,22 @@
-"""Send simulated readings to Kafka with kafka-python: paced, batched, every delivery accounted for.
+"""Send simulated readings to Kafka: paced, batched, every delivery accounted for.
+
+Two clients, one behaviour: kafka-python (the default) or confluent-kafka (librdkafka, the optional
+`fast` extra; setting `producer_client`, flag --client). Both send with the same guarantees, the
+same keys and the same partitions per key, and count deliveries the same way.
 
 The producer is idempotent with acks=all, so a retry never duplicates a reading. Every record's
 delivery is counted once it completes (acked or failed), and a stop (Ctrl+C, SIGTERM, --count or
 --duration reached) flushes what is in flight before the totals are reported.
 
-How it reaches its rate (README, "Producer throughput"): kafka-python spends most of a record's
+How it reaches its rate (README, `sensorstream produce`): kafka-python spends most of a record's
 cost in Python, so the send path does as little per record as it can (key bytes and partition
 computed once per sensor, with kafka-python's own default partitioner; deliveries counted from
 the futures in order instead of two callbacks per record), and, at rate 0, several processes
 (`workers`) each own a disjoint share of the sensors. A sensor's readings all go through one
 process, one producer and one partition, so its order holds; the counts of all processes add up
-to the totals, and --count is split exactly between them.
+to the totals, and --count is split exactly between them. confluent-kafka does its per-record
+work in C (librdkafka) and serves its delivery reports in `poll()`, which this loop calls after
+every chunk; its partitioner is set to murmur2_random, the Java client's and kafka-python's hash.
 """
 
 from __future__ import annotations
@@ -32,8 +38,8 @@ from kafka.errors import KafkaError
 from kafka.partitioner import DefaultPartitioner
 
 from sensorstream.brokers import require_topics
-from sensorstream.config import Settings, kafka_python_kwargs
-from sensorstream.errors import SensorstreamError
+from sensorstream.config import Settings, confluent_kafka_config, env_var, kafka_python_kwargs
+from sensorstream.errors import DependencyError, SensorstreamError
 from sensorstream.simulator import Simulator
 
 log = logging.getLogger(__name__)
@@ -58,6 +64,20 @@ PRODUCER_TUNING = {
     "buffer_memory": 64 * 1024 * 1024,
 }
 
+#: The same guarantees and batching in librdkafka's names. murmur2_random hashes keys as the Java
+#: client and kafka-python do (librdkafka's own default is CRC32), so a sensor's readings land on
+#: the same partition whichever client sends them. librdkafka keeps the order per partition under
+#: idempotence with up to 5 requests in flight, so it needs no limit of one.
+CONFLUENT_TUNING = {
+    "acks": "all",
+    "enable.idempotence": True,
+    "partitioner": "murmur2_random",
+    "linger.ms": 20,
+    "batch.size": 1024 * 1024,
+    "queue.buffering.max.messages": 1_000_000,
+    "message.timeout.ms": 120_000,
+}
+
 
 @dataclass
 class DeliveryStats:
@@ -79,9 +99,10 @@ class DeliveryStats:
     def record_ack(self) -> None:
         self.acked += 1
 
-    def record_failure(self, exc: BaseException) -> None:
+    def record_failure(self, exc: BaseException | str) -> None:
+        """One failed delivery; `exc` is the exception, or the name of a client's error code."""
         self.failed += 1
-        name = type(exc).__name__
+        name = exc if isinstance(exc, str) else type(exc).__name__
         self.errors[name] = self.errors.get(name, 0) + 1
 
     def add(self, other: DeliveryStats) -> None:
@@ -165,10 +186,11 @@ def produce(
         requested = 1  # a custom clock that cannot go to another process (tests' simulated clocks)
     workers = worker_count(requested, rate, len(simulator.sensors), count)
     stop = stop or threading.Event()
+    send = _sender(settings)  # a missing optional client is one clear error before anything starts
     require_topics(settings, [settings.input_topic])
     heartbeat = _Heartbeat(heartbeat_file)
     if workers == 1:
-        stats = _send(settings, simulator, count, rate, duration, stop, progress, heartbeat.beat)
+        stats = send(settings, simulator, count, rate, duration, stop, progress, heartbeat.beat)
     else:
         stats = _send_in_processes(settings, simulator.split(workers), count, rate, duration, stop, progress,
                                    heartbeat.beat)
@@ -177,10 +199,24 @@ def produce(
     return stats
 
 
+def _sender(settings: Settings) -> Callable[..., DeliveryStats]:
+    """The sending loop of the configured client; DependencyError if that client is not installed."""
+    if settings.producer_client == "confluent-kafka":
+        try:
+            import confluent_kafka  # noqa: F401 - only to know it is there
+        except ImportError:
+            raise DependencyError(
+                f"the confluent-kafka producer client ({env_var('producer_client')}=confluent-kafka or --client) "
+                "is not installed: pip install 'sensorstream[fast]', or use --client kafka-python"
+            ) from None
+        return _send_confluent
+    return _send
+
+
 def _send(settings: Settings, simulator: Simulator, count: int, rate: float, duration: float | None,
           stop, report: Callable[[DeliveryStats], None] | None, beat: Callable[[], None],
           report_interval: float = 1.0) -> DeliveryStats:
-    """The sending loop of one process; `report(stats)` every `report_interval` seconds."""
+    """The sending loop of one process, with kafka-python; `report(stats)` every `report_interval` s."""
     topic = settings.input_topic
     producer = KafkaProducer(**kafka_python_kwargs(settings), **PRODUCER_TUNING, client_id="sensorstream-producer")
     stats = DeliveryStats()
@@ -250,6 +286,88 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
             stats.record_failure(future.exception or TimeoutError("not acknowledged before shutdown"))
         pending.clear()
         stats.finished = time.monotonic()
+    return stats
+
+
+def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: float, duration: float | None,
+                    stop, report: Callable[[DeliveryStats], None] | None, beat: Callable[[], None],
+                    report_interval: float = 1.0) -> DeliveryStats:
+    """`_send` with confluent-kafka: the same loop, deliveries counted by librdkafka's reports."""
+    from confluent_kafka import KafkaException, Producer
+
+    topic = settings.input_topic
+    stats = DeliveryStats()
+
+    def delivered(error, _message) -> None:  # served by poll()/flush() in this thread
+        if error is None:
+            stats.acked += 1
+        else:
+            stats.record_failure(error.name())
+            log.warning("delivery failed: %s", error)
+
+    try:
+        producer = Producer({**confluent_kafka_config(settings), **CONFLUENT_TUNING,
+                             "client.id": "sensorstream-producer", "on_delivery": delivered})
+    except KafkaException as exc:  # librdkafka refused a setting: a certificate file, a SASL mechanism
+        raise SensorstreamError(f"confluent-kafka cannot create a producer: {exc.args[0].str()}; check the "
+                                "KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_* settings, "
+                                "or use --client kafka-python") from None
+    keys: dict[str, bytes] = {}
+    send, poll, next_record, by_kind = producer.produce, producer.poll, simulator.next_record, stats.by_kind
+    deadline = time.monotonic() + duration if duration else None
+    next_report = time.monotonic() + report_interval
+    try:
+        while not stop.is_set():
+            batch = CHUNK if rate == 0 else 1
+            if count:
+                batch = min(batch, count - stats.sent)
+                if batch <= 0:
+                    break
+            if deadline and time.monotonic() >= deadline:
+                break
+            for record in [next_record() for _ in range(batch)]:
+                key = keys.get(record.key)
+                if key is None:
+                    key = keys[record.key] = record.key.encode()
+                stats.sent += 1
+                by_kind[record.kind] = by_kind.get(record.kind, 0) + 1
+                while True:
+                    try:
+                        send(topic, record.value, key)
+                        break
+                    except BufferError as exc:  # librdkafka's queue is full: serve deliveries to make room
+                        if stop.is_set():  # ...unless asked to stop (the broker may be gone): give up on it
+                            stats.record_failure(exc)
+                            break
+                        poll(0.05)
+                    except KafkaException as exc:
+                        stats.record_failure(exc.args[0].name() if exc.args else exc)
+                        log.warning("delivery failed: %s", exc)
+                        break
+            acked = stats.acked
+            poll(0)
+            if stats.acked > acked:
+                beat()
+            if report and time.monotonic() >= next_report:
+                report(stats)
+                next_report = time.monotonic() + report_interval
+            if rate > 0:
+                wait = stats.started + stats.sent / rate - time.monotonic()
+                if wait > 0:
+                    stop.wait(wait)
+    finally:
+        acked = stats.acked
+        if producer.flush(FLUSH_TIMEOUT_S):
+            # Still unacknowledged after the flush timeout: purge them, so their reports say failed.
+            producer.purge()
+            producer.flush(0)
+        producer.close()  # nothing left to send: stops librdkafka's threads and sockets now
+        # Anything neither acked nor failed by now was lost with the closing client: say so.
+        for _ in range(stats.in_flight):
+            stats.record_failure(TimeoutError("not acknowledged before shutdown"))
+        stats.finished = time.monotonic()
+        if stats.acked > acked:
+            beat()
     return stats
 
 
@@ -345,8 +463,8 @@ def _worker(index: int, settings: Settings, simulator: Simulator, count: int, ra
         counts[base], counts[base + 1], counts[base + 2] = stats.sent, stats.acked, stats.failed
 
     try:
-        stats = _send(settings, simulator, count, rate, duration, halt, publish, lambda: None,
-                      report_interval=PUBLISH_INTERVAL_S)
+        stats = _sender(settings)(settings, simulator, count, rate, duration, halt, publish, lambda: None,
+                                  report_interval=PUBLISH_INTERVAL_S)
         publish(stats)
         pipe.send(("done", stats))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises

@@ -5,8 +5,9 @@
 
 Starts its own local broker (free port, temporary folder) and one SparkSession (local[2]), then:
 
-    produce   `sensorstream produce --rate 0` vs Kafka's own ProducerPerformance, same record
-              size, acks=all, idempotent (bench_produce.py)
+    produce   `sensorstream produce --rate 0` with each client (kafka-python, the default, and the
+              confluent-kafka extra) vs Kafka's own ProducerPerformance, same record size,
+              acks=all, idempotent (bench_produce.py)
     stream    `sensorstream stream --available-now` with the default sinks vs Spark's floor: Kafka
               -> from_json -> the same 5-minute window aggregation (stateful, watermark) -> noop,
               per topic size; records/s of the query, so the JVM start is left out
@@ -122,7 +123,8 @@ def main() -> int:
         base = load_settings(environ={}, overrides={"bootstrap_servers": bootstrap, "jars_dir": str(JARS / "spark")})
         if "produce" not in skip:
             say(f"produce: {args.produce_records:,} readings, ours vs ProducerPerformance")
-            results["stages"]["produce"] = measure_produce(bootstrap, args.produce_records, args.repeat, say=say)
+            results["stages"]["produce"] = measure_produce(bootstrap, args.produce_records, args.repeat, say=say,
+                                                           client=("kafka-python", "confluent-kafka"))
         spark = get_session(base)
         pids = [os.getpid(), spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()]
         stream_runs, report_runs = [], []
@@ -181,8 +183,9 @@ def print_table(results: dict) -> None:
           f"{'peak MiB':>9}")
     if "produce" in stages:
         p = stages["produce"]
-        print(f"{'produce':<9} {p['records']:>10,} {p['project']:>10,.0f} {p['floor']:>10,.0f} {p['ratio']:>6.2f} "
-              f"{p['project_cpu_s']:>8.1f}/{p['floor_cpu_s']:<8.1f} {'':>9}")
+        for client, c in p["clients"].items():  # ProducerPerformance's runs are shared by both clients
+            print(f"{'produce':<9} {p['records']:>10,} {c['project']:>10,.0f} {p['floor']:>10,.0f} {c['ratio']:>6.2f} "
+                  f"{c['project_cpu_s']:>8.1f}/{p['floor_cpu_s']:<8.1f} {'':>9} ({client})")
     for stage in ("stream", "report"):
         for r in stages.get(stage, []):
             ours, floor = r["project"], r["floor"]
