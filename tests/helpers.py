@@ -10,6 +10,8 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
+from kafka import KafkaConsumer, TopicPartition
+
 T0 = datetime(2026, 1, 31, 8, 0, tzinfo=timezone.utc)
 
 
@@ -171,3 +173,20 @@ FOREIGN = [
     ("blank sensor_id", with_(sensor_id="   "), "missing field: sensor_id"),
     ("quotes and a comma in sensor_id", with_(sensor_id='lab "B", rack 2'), None),
 ]
+
+
+def consume_all(settings, topic):
+    """Every record of a topic, from the beginning to the end offsets as they are now."""
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","), enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        end = consumer.end_offsets(partitions)
+        records = []
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()

@@ -8,9 +8,8 @@ import pytest
 from kafka import KafkaProducer
 
 from conftest import isolated_settings
-from helpers import FOREIGN
+from helpers import FOREIGN, consume_all
 from sensorstream import report, streaming
-from test_producer import consume_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 

@@ -6,9 +6,8 @@ import os
 import threading
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
-from helpers import stepping_clock
+from helpers import consume_all, stepping_clock
 from sensorstream.config import PRODUCER_CLIENTS
 from sensorstream.errors import BrokerUnavailableError, TopicMissingError
 from sensorstream.local.topics import TopicSpec, ensure_topics
@@ -17,22 +16,6 @@ from sensorstream.simulator import Simulator
 
 pytestmark = pytest.mark.kafka
 each_client = pytest.mark.parametrize("client", PRODUCER_CLIENTS)
-
-
-def consume_all(settings, topic):
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","), enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        end = consumer.end_offsets(partitions)
-        records = []
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
 
 
 @each_client

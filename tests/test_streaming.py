@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import isolated_settings
-from helpers import assert_stats_equal, reference_windows, stepping_clock
+from helpers import assert_stats_equal, consume_all, reference_windows, stepping_clock
 from sensorstream import streaming
 from sensorstream.aggregate import window_stats
 from sensorstream.errors import CheckpointError
@@ -15,7 +15,6 @@ from sensorstream.producer import produce
 from sensorstream.report import read_topic
 from sensorstream.schema import parse_and_validate
 from sensorstream.simulator import MALFORMED_KINDS, Simulator
-from test_producer import consume_all
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 

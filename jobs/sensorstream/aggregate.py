@@ -13,7 +13,7 @@ from datetime import timedelta
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from sensorstream.config import spark_interval
+from sensorstream.config import micros, spark_interval
 from sensorstream.schema import METRICS, REASON_KINDS, reject_json
 
 _STATS = {
@@ -134,7 +134,7 @@ def micro_batch(records: DataFrame, window: timedelta, slide: timedelta | None =
     when = F.coalesce(F.col("event_time"), F.timestamp_seconds(F.lit(0)))
     window_col = window_column(when, window, slide)
     start = F.unix_micros(window_col["start"])
-    step_us = round((slide or window).total_seconds() * 1e6)
+    step_us = micros(slide or window)
     keyed = records.select(
         F.when(valid, F.lit("window")).otherwise(F.lit("reject")).alias("kind"),
         F.when(valid, start).alias("window_start_us"),

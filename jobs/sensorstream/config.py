@@ -84,6 +84,11 @@ def spark_interval(delta: timedelta) -> str:
     return f"{millis // 1000} seconds" if millis % 1000 == 0 else f"{millis} milliseconds"
 
 
+def micros(delta: timedelta) -> int:
+    """timedelta -> whole microseconds, the unit of Spark's timestamps (unix_micros)."""
+    return round(delta.total_seconds() * 1_000_000)
+
+
 def _optional_duration(raw: str) -> timedelta | None:
     return parse_duration(raw) if str(raw).strip() else None
 

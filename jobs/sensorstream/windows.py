@@ -28,18 +28,15 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from sensorstream.aggregate import PARTIALS, finish, merge_partials
+from sensorstream.config import micros
 
 #: States kept besides the newest, for a batch Spark replays.
 _KEEP = 2
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def micros_to_datetime(micros: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=micros)
-
-
-def _micros(delta: timedelta) -> int:
-    return round(delta.total_seconds() * 1_000_000)
+def micros_to_datetime(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
 
 
 @dataclass
@@ -57,8 +54,8 @@ class OpenWindows:
 
     def __init__(self, folder: Path, window: timedelta, delay: timedelta):
         self.folder = Path(folder)
-        self.window_us = _micros(window)
-        self.delay_us = _micros(delay)
+        self.window_us = micros(window)
+        self.delay_us = micros(delay)
         self.batch_id: int | None = None  # the batch whose end state is held
         self.watermark_us = 0
         self.windows: dict[tuple[int, str], dict] = {}

@@ -29,12 +29,13 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from kafka import KafkaConsumer, TopicPartition
-
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from helpers import consume_all  # noqa: E402
 
 from sensorstream import streaming  # noqa: E402
-from sensorstream.config import kafka_python_kwargs, load_settings  # noqa: E402
+from sensorstream.config import load_settings  # noqa: E402
 from sensorstream.errors import TopicMissingError  # noqa: E402
 from sensorstream.local.broker import LocalKafka, free_port  # noqa: E402
 from sensorstream.local.topics import TopicSpec, ensure_topics  # noqa: E402
@@ -43,16 +44,6 @@ from sensorstream.spark import get_session  # noqa: E402
 JARS = ROOT / ".sensorstream" / "jars"
 WARM_UP_S = 10.0
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
-
-
-def read_all(settings, topic: str) -> list:
-    consumer = KafkaConsumer(**kafka_python_kwargs(settings), enable_auto_commit=False, consumer_timeout_ms=3000)
-    parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    records = list(consumer)
-    consumer.close()
-    return records
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -103,13 +94,13 @@ def measure_latency(spark, base, bootstrap: str, folder: Path, rate: int, second
         raise failure[0]
 
     readings: dict[tuple[str, str], list[int]] = defaultdict(list)  # (sensor, window start) -> append ms
-    for record in sorted(read_all(settings, settings.input_topic), key=lambda r: (r.partition, r.offset)):
+    for record in sorted(consume_all(settings, settings.input_topic), key=lambda r: (r.partition, r.offset)):
         value = json.loads(record.value)
         moment = datetime.fromisoformat(value["timestamp"])
         start = moment.replace(second=0, microsecond=0, minute=moment.minute - moment.minute % 5)
         readings[(value["sensor_id"], start.strftime("%Y-%m-%dT%H:%M:%SZ"))].append(record.timestamp)
     latencies = []
-    for record in read_all(settings, settings.output_topic):
+    for record in consume_all(settings, settings.output_topic):
         if record.timestamp / 1000 < started + WARM_UP_S:
             continue
         window = json.loads(record.value)
