@@ -92,6 +92,18 @@ def test_foreign_records_follow_the_readme(spark, name, value, want):
     assert reasons_of(spark, [value]) == [want]
 
 
+def test_out_of_range_reads_the_same_from_the_typed_parse_and_from_the_second_parse(spark):
+    """A well-formed reading out of range takes its reason from the typed parse; a `}` inside a
+    string sends the same reading down the second parse. Both must word it alike."""
+    spellings = ["140", "140.0", "1.4e2", "1E+3", "100.00000000000001", "-0.5", "-1e-7", "12345678901234567890",
+                 "1.7976931348623157e308", "4.9e-324"]
+    plain = [swap('"humidity": 40.0', f'"humidity": {v}') for v in spellings]
+    with_brace = [text[:-1] + ', "note": "}"}' for text in plain]
+    fast, slow = reasons_of(spark, plain), reasons_of(spark, with_brace)
+    assert fast == slow
+    assert all(r.startswith("out of range: humidity=") for r in fast if r), fast
+
+
 def test_the_python_reference_agrees_with_every_case():
     """The oracle used below is itself checked against the hand-written cases."""
     for value, want in CASES + [(v, w) for _, v, w in FOREIGN]:

@@ -17,9 +17,10 @@ The contract (README, "Message formats"), reasons in the order they are checked:
     out of range: <f>=<v> not in [lo, hi]
 
 How it stays cheap: each record is parsed once, by `from_json` into the typed reading with strict
-JSON options, and checked with a few cheap tests (`_fast_valid`) that can only pass for a valid
-reading. Only a record that fails them pays for `_reason`, which parses it again in the ways
-needed to name the problem exactly (and finds some such records valid after all, e.g. a `}`
+JSON options, and checked with a few cheap tests (`_well_formed`, `_in_range`) that can only pass
+for a valid reading. A well-formed reading out of range, the common reject, gets its reason from
+that parse too (`_range_reason`). Only the other records pay for `_reason`, which parses them
+again in the ways needed to name the problem exactly (and finds some valid after all, e.g. a `}`
 inside a string, or a sensor_id of "123").
 """
 
@@ -94,8 +95,9 @@ def _trim(text: Column) -> Column:
     return F.btrim(text, F.lit(WHITESPACE))
 
 
-def _fast_valid(raw: Column, p: Column, event_time: Column) -> Column:
-    """True only for a valid reading; false for every invalid one and for a few valid ones.
+def _well_formed(raw: Column, p: Column, event_time: Column) -> Column:
+    """True only for a reading that is valid but perhaps for its ranges; false for every other
+    invalid one and for a few valid ones (`_in_range` finishes the check).
 
     - strict from_json succeeded (not corrupt): JSON syntax, an object at the root, every number a
       JSON number, seq an integer (a repeated name: Spark keeps the last value, as the contract
@@ -106,7 +108,7 @@ def _fast_valid(raw: Column, p: Column, event_time: Column) -> Column:
       -, a digit, {, [ or are true/false), so it was a JSON string; and it neither starts nor
       ends with whitespace, so it is not blank and needs no trimming;
     - the timestamp has the pattern (no number, object or array looks like it) and is a real time;
-    - every metric in its range.
+    - every metric present (a strict parse into a double takes only a JSON number).
     """
     sensor = p["sensor_id"]
     ok = raw.isNotNull() & p.isNotNull() & p[_CORRUPT].isNull()
@@ -122,9 +124,42 @@ def _fast_valid(raw: Column, p: Column, event_time: Column) -> Column:
         ok = ok & ~sensor.endswith(space)
     ok = ok & p["timestamp"].rlike(TIMESTAMP_PATTERN) & event_time.isNotNull()
     for field in METRICS:
+        ok = ok & p[field].isNotNull()
+    return F.coalesce(ok, F.lit(False))  # never null: a null would skip the reasons
+
+
+def _in_range(p: Column) -> Column:
+    """Every metric in its physical range (false for a missing one)."""
+    ok = F.lit(True)
+    for field in METRICS:
         low, high = RANGES[field]
         ok = ok & p[field].between(low, high)
-    return F.coalesce(ok, F.lit(False))  # never null: a null would skip the reasons
+    return F.coalesce(ok, F.lit(False))
+
+
+def _out_of_range(value: Column, field: str) -> Column:
+    low, high = RANGES[field]
+    return F.format_string(f"out of range: {field}=%s not in [{low:g}, {high:g}]", value.cast("string"))
+
+
+def _finite(p: Column) -> Column:
+    """Every metric a finite number: an overflowing one (1e400) reads as infinity here."""
+    ok = F.lit(True)
+    for field in METRICS:
+        ok = ok & (F.abs(p[field]) < F.lit(float("inf")))
+    return F.coalesce(ok, F.lit(False))
+
+
+def _range_reason(p: Column) -> Column:
+    """The reason of a well-formed reading with finite metrics not all in range: the same text as
+    `_reason` gives, from the typed parse alone (the common reject, spared the second parse)."""
+    reason = None
+    for field in METRICS:
+        low, high = RANGES[field]
+        out = ~p[field].between(low, high)
+        reason = F.when(out, _out_of_range(p[field], field)) if reason is None else reason.when(
+            out, _out_of_range(p[field], field))
+    return reason
 
 
 def _parse_again(raw: Column) -> Column:
@@ -161,7 +196,7 @@ def _is_json_string(variant: Column) -> Column:
 
 
 def _reason(again: Column, p: Column, event_time: Column) -> Column:
-    """The first problem of a record that failed `_fast_valid`, or null when it is valid after all."""
+    """The first problem of a record that failed the cheap checks, or null when it is valid after all."""
     text, typed = again["text"], again["typed"]
     reason = F.when(~_is_json_object(again), F.lit("invalid JSON"))
     for field in REQUIRED:
@@ -182,10 +217,7 @@ def _reason(again: Column, p: Column, event_time: Column) -> Column:
     for field in METRICS:
         low, high = RANGES[field]
         value = F.try_variant_get(typed[field], "$", "double")
-        reason = reason.when(
-            ~value.between(low, high),
-            F.format_string(f"out of range: {field}=%s not in [{low:g}, {high:g}]", value.cast("string")),
-        )
+        reason = reason.when(~value.between(low, high), _out_of_range(value, field))
     return reason
 
 
@@ -216,7 +248,8 @@ def parse(kafka_df: DataFrame) -> DataFrame:
     ).select("*", F.from_json("raw", _PARSE_SCHEMA, _TYPED).alias("p"))
     raw, p = F.col("raw"), F.col("p")
     staged = staged.withColumn("event_time", p["timestamp"].try_cast("timestamp"))
-    staged = staged.withColumn("fast", _fast_valid(raw, p, F.col("event_time")))
+    staged = staged.withColumn("formed", _well_formed(raw, p, F.col("event_time")))
+    staged = staged.withColumn("fast", F.col("formed") & _in_range(p))
 
     def explain(again: Column) -> Column:
         return F.struct(
@@ -225,8 +258,12 @@ def parse(kafka_df: DataFrame) -> DataFrame:
             F.when(~again["utf8"], F.base64(raw.cast("binary"))).alias("value_base64"),
         )
 
+    out_of_range = F.struct(_range_reason(p).alias("reason"), p["sensor_id"].alias("named"),
+                            F.lit(None).cast("string").alias("value_base64"))
     # transform over a one-element array binds the parses to a name: made once, read many times
-    staged = staged.withColumn("slow", F.when(~F.col("fast"), F.transform(F.array(_parse_again(raw)), explain)[0]))
+    staged = staged.withColumn("slow", F.when(F.col("fast"), None)
+                               .when(F.col("formed") & _finite(p), out_of_range)
+                               .otherwise(F.transform(F.array(_parse_again(raw)), explain)[0]))
 
     reason = F.col("slow.reason")
     valid = reason.isNull()
