@@ -1,11 +1,14 @@
 """The streaming job's wiring: Kafka source -> parse once -> micro-batches -> open windows -> sinks.
 
 One query reads the input topic and parses each record once (`schema.parse`); for each micro-batch
-one Spark job (`aggregate.micro_batch`) returns the batch's window partials, its late readings and
-its rejects, and the driver (`_Batches`) folds the partials into the open windows (windows.py)
-and fans the batch out:
+one Spark job (`aggregate.micro_batch`) summarises the batch, one row per window and sensor (its
+partials) and one per reject (its dead letter), and keeps that summary cached while the driver
+(`_Batches`) collects the window rows, folds them into the open windows (windows.py) and fans
+the batch out:
 
-    dead_letter  every reject, with its reason, to the dead-letter topic (always on)
+    dead_letter  every reject, with its reason, to the dead-letter topic (always on), written by
+                 Spark's Kafka writer from the cached summary (a second, small job; the texts of
+                 the rejects never travel to Python)
     console      the windows the batch updated, as a table on stdout (what `kubectl logs` shows)
     kafka        the windows the batch updated, as JSON to the output topic, key "<sensor_id>|<window_start>"
     parquet      final windows (the watermark passed them), each once, as Parquet files
@@ -33,6 +36,7 @@ from typing import Callable
 
 from kafka import KafkaProducer
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
@@ -121,11 +125,11 @@ class Batch:
 
     batch_id: int
     outcome: BatchOutcome
-    rejects: list[dict]
+    rejected: int
 
 
 class _Output:
-    """The driver's Kafka producer for dead letters and window rows: a batch ends with everything acknowledged."""
+    """The driver's Kafka producer for window rows: a batch ends with everything acknowledged."""
 
     def __init__(self, settings: Settings):
         self._producer: KafkaProducer | None = None
@@ -217,23 +221,34 @@ class _Batches:
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        rows = [row.asDict() for row in micro_batch(records, self.settings.window_duration,
-                                                     self.settings.slide_duration).collect()]
-        rejects = [row for row in rows if row["kind"] == "reject"]
-        outcome = self.windows.apply(batch_id, [row for row in rows if row["kind"] != "reject"])
-        for reject in rejects:
-            self.output.send(self.settings.dead_letter_topic, reject["reject_key"], reject["dead_letter"])
-        batch = Batch(batch_id, outcome, rejects)
+        summary = micro_batch(records, self.settings.window_duration, self.settings.slide_duration).persist()
+        try:
+            # the dead letters' text stays in the JVM: Spark's Kafka writer sends them from the cache
+            rows = [row.asDict() for row in summary.drop("reject_key", "dead_letter").collect()]
+            windows = [row for row in rows if row["kind"] == "window"]
+            if len(windows) < len(rows):
+                self._dead_letters(summary)
+        finally:
+            summary.unpersist()
+        batch = Batch(batch_id, self.windows.apply(batch_id, windows), len(rows) - len(windows))
         for sink in self.sinks:
             sink(batch)
         self.output.flush()
         self._progress(batch, sum(row["records"] for row in rows), started)
 
+    def _dead_letters(self, summary: DataFrame) -> None:
+        """Every reject of the batch to the dead-letter topic, acknowledged by all in-sync replicas."""
+        (summary.where(F.col("kind") == "reject")
+         .select(F.col("reject_key").alias("key"), F.col("dead_letter").alias("value"))
+         .write.format("kafka").options(**spark_kafka_options(self.settings))
+         .option("kafka.acks", "all").option("kafka.enable.idempotence", "true")
+         .option("topic", self.settings.dead_letter_topic).save())
+
     def _progress(self, batch: Batch, records: int, started: float) -> None:
         took = time.monotonic() - started
         since = started - self.previous_start if self.previous_start is not None else None
         self.previous_start = started
-        progress = BatchProgress(batch.batch_id, records, len(batch.rejects), batch.outcome.late,
+        progress = BatchProgress(batch.batch_id, records, batch.rejected, batch.outcome.late,
                                  len(batch.outcome.updated), len(batch.outcome.final), batch.outcome.watermark,
                                  took, records / since if since else None)
         if self.on_progress:
