@@ -69,7 +69,8 @@ def test_invalid_setting_names_it_and_its_env_var(cli_env):
 
 @pytest.mark.parametrize("command", [["produce", "--count", "1"], ["stream", "--available-now"], ["report"]])
 def test_unreachable_broker_is_one_line_naming_servers_and_the_fix(cli_env, command):
-    result = cli({**cli_env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}, *command, timeout=40)
+    env = {**cli_env, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "KAFKA_CONNECT_TIMEOUT": "1s"}
+    result = cli(env, *command, timeout=60)
     assert_one_line_error(result, "127.0.0.1:9", "sensorstream local up")
 
 

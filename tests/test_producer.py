@@ -4,6 +4,7 @@ each of its two clients (kafka-python, the default, and confluent-kafka)."""
 import json
 import os
 import threading
+from datetime import timedelta
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_missing_topic_is_one_clear_error(kafka_settings):
 
 
 def test_unreachable_broker_is_one_clear_error(kafka_settings):
-    settings = kafka_settings.replace(bootstrap_servers="127.0.0.1:9")
+    settings = kafka_settings.replace(bootstrap_servers="127.0.0.1:9", connect_timeout=timedelta(seconds=1))
     with pytest.raises(BrokerUnavailableError, match="sensorstream local up"):
         produce(settings, Simulator(seed=6), count=1)
 

@@ -38,7 +38,7 @@ from kafka.errors import KafkaError
 from kafka.partitioner import DefaultPartitioner
 
 from sensorstream.brokers import require_topics
-from sensorstream.config import Settings, confluent_kafka_config, env_var, kafka_python_kwargs
+from sensorstream.config import Settings, confluent_kafka_config, declaration, kafka_python_kwargs
 from sensorstream.errors import DependencyError, SensorstreamError
 from sensorstream.simulator import Simulator
 
@@ -206,7 +206,7 @@ def _sender(settings: Settings) -> Callable[..., DeliveryStats]:
             import confluent_kafka  # noqa: F401 - only to know it is there
         except ImportError:
             raise DependencyError(
-                f"the confluent-kafka producer client ({env_var('producer_client')}=confluent-kafka or --client) "
+                f"the confluent-kafka producer client ({declaration('producer_client').env}=confluent-kafka or --client) "
                 "is not installed: pip install 'sensorstream[fast]', or use --client kafka-python"
             ) from None
         return _send_confluent

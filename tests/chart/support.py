@@ -53,17 +53,21 @@ def run_helm(helm: str, *args: str, chart: Path = CHART) -> subprocess.Completed
     return subprocess.run([helm, *args], capture_output=True, text=True, cwd=ROOT)
 
 
-def template_args(values_files: list[Path], sets: list[str] = (), chart: Path = CHART) -> list[str]:
+def template_args(values_files: list[Path], sets: list[str] = (), chart: Path = CHART,
+                  set_json: list[str] = ()) -> list[str]:
     args = ["template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
     for path in values_files:
         args += ["--values", str(path)]
     for item in sets:
         args += ["--set", item]
+    for item in set_json:
+        args += ["--set-json", item]
     return args
 
 
-def render(helm: str, values_files: list[Path], sets: list[str] = (), chart: Path = CHART) -> list[dict]:
-    done = run_helm(helm, *template_args(values_files, sets, chart))
+def render(helm: str, values_files: list[Path], sets: list[str] = (), chart: Path = CHART,
+           set_json: list[str] = ()) -> list[dict]:
+    done = run_helm(helm, *template_args(values_files, sets, chart, set_json))
     assert done.returncode == 0, f"helm template failed:\n{done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
@@ -101,6 +105,23 @@ def pod_specs(doc: dict) -> list[tuple[str, dict]]:
     if kind == "Pod":
         return [("Pod", doc["spec"])]
     return []
+
+
+def workload_env(docs: list[dict]) -> dict[str, set[str]]:
+    """Env var -> the values the rendered workloads give it (ConfigMaps they load, then their own env
+    entries with a value; Secret references are left out)."""
+    configmaps = {d["metadata"]["name"]: d.get("data") or {} for d in by_kind(docs, "ConfigMap")}
+    containers = [c for d in docs for _, pod in pod_specs(d) for c in pod["containers"]]
+    containers += [app["spec"][role] for app in by_kind(docs, "SparkApplication") for role in ("driver", "executor")]
+    env: dict[str, set[str]] = {}
+    for container in containers:
+        mine = {}
+        for source in container.get("envFrom") or []:
+            mine.update(configmaps.get((source.get("configMapRef") or {}).get("name"), {}))
+        mine.update({e["name"]: e["value"] for e in container.get("env") or [] if "value" in e})
+        for name, value in mine.items():
+            env.setdefault(name, set()).add(value)
+    return env
 
 
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
