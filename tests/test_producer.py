@@ -8,12 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from helpers import consume_all, stepping_clock
 from sensorstream.config import PRODUCER_CLIENTS
 from sensorstream.errors import BrokerUnavailableError, TopicMissingError
 from sensorstream.local.topics import TopicSpec, ensure_topics
 from sensorstream.producer import produce, worker_count
 from sensorstream.simulator import Simulator
+from support.broker import consume_all
+from support.readings import stepping_clock
 
 pytestmark = pytest.mark.kafka
 each_client = pytest.mark.parametrize("client", PRODUCER_CLIENTS)

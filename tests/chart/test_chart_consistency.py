@@ -4,23 +4,16 @@ exist, a main file where the Dockerfile puts it, one Spark and one Kafka version
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 
 import pytest
 import yaml
 
-from .support import CHART, K8S, KUBE_VERSION, REHEARSE, ROOT, VALUES_SETS, by_kind, pod_specs
+from support.chart import KUBE_VERSION, REHEARSE, VALUES_SETS, by_kind, pod_specs
+from support.places import CHART, K8S, ROOT, pom_property
 
 pytestmark = pytest.mark.chart
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
-
-
-def pom_property(name: str) -> str:
-    return ET.parse(ROOT / "jobs/jvm/pom.xml").getroot().find(f"m:properties/m:{name}", POM_NS).text
-
-
 def dockerfile_arg(name: str) -> str:
     (value,) = re.findall(rf"^ARG {name}=(\S+)$", DOCKERFILE, re.MULTILINE)
     return value

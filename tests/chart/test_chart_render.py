@@ -8,7 +8,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .support import CHART, KUBE_VERSION, NAMESPACE, RELEASE, VALUES_SETS, by_kind, pod_specs, run_helm
+from support.chart import KUBE_VERSION, NAMESPACE, RELEASE, VALUES_SETS, by_kind, pod_specs, run_helm
+from support.places import CHART
 
 pytestmark = pytest.mark.chart
 

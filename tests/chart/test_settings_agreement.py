@@ -23,9 +23,10 @@ import pytest
 import yaml
 
 from sensorstream.cli import build_parser
-from sensorstream.config import EVERY_COMMAND, SETTINGS, Setting, load_settings
+from sensorstream.config import EVERY_COMMAND, SETTINGS, Setting, declaration, load_settings
 
-from .support import CHART, ROOT, render, workload_env
+from support.chart import render, workload_env
+from support.places import CHART, ROOT
 
 pytestmark = pytest.mark.chart
 
@@ -200,6 +201,13 @@ def test_every_setting_the_workloads_get_is_declared_and_no_secret_is_in_a_confi
     charted_or_computed = {s.name for s in CHARTED} | COMPUTED
     passed = {by_env[env].name for env in workload_env(rendered["default"])}
     assert passed <= charted_or_computed, f"passed by the chart without a `chart=` key: {passed - charted_or_computed}"
+
+
+def test_the_sinks_the_settings_allow_are_the_streams_sinks():
+    from sensorstream import streaming
+
+    assert set(declaration("sinks").choices) == set(streaming._SINKS), \
+        "a sink is a function in streaming._SINKS and its name in config.SINKS"
 
 
 # --- the CLI ---------------------------------------------------------------------------------

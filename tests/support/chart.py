@@ -1,21 +1,16 @@
-"""Shared by the chart tests: where things are, how to run helm, how to read the chart's inputs."""
+"""The chart tests' support: helm, rendering, the operators' CRDs, the rehearsal module (k8s/rehearse.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "sensorstream"
-K8S = ROOT / "k8s"
-RELEASE = "sensorstream"
-NAMESPACE = "sensorstream"
+from .places import CHART, K8S, ROOT
 
 #: Values sets the chart must render validly: name -> values files (none = the chart's defaults).
 VALUES_SETS = {
@@ -36,17 +31,15 @@ def load_rehearse():
 
 
 REHEARSE = load_rehearse()
+#: The release and namespace the chart is rendered with, the rehearsal's.
+RELEASE, NAMESPACE = REHEARSE.RELEASE, REHEARSE.NAMESPACE
 #: The Kubernetes version of kind's node image; rendered objects are validated against its schemas.
 KUBE_VERSION = REHEARSE.KUBE_VERSION
 
 
 def helm_path() -> str | None:
     """$HELM, else the one `make helm` builds, else PATH."""
-    for candidate in (os.environ.get("HELM"), str(ROOT / ".sensorstream" / "tools" / "bin" / "helm"),
-                      shutil.which("helm")):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return REHEARSE.find_tool("helm")
 
 
 def run_helm(helm: str, *args: str, chart: Path = CHART) -> subprocess.CompletedProcess:
