@@ -4,7 +4,7 @@
 #
 #   make image   (docker build with the files git knows as the context: no .venv, jars or data)
 #
-# Versions that must agree, checked by tests/chart/test_consistency.py:
+# Versions that must agree, checked by tests/chart/test_chart_consistency.py:
 #   SPARK_VERSION here == <spark.version> in jobs/jvm/pom.xml == sparkVersion in the chart
 #                      == the pyspark pin in pyproject.toml
 #

@@ -15,7 +15,7 @@ MVN_FLAGS := -B -q -f jobs/jvm/pom.xml
 .PHONY: help setup jars demo test test-fast up down status bench bench-report clean distclean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.10+ not found: install python3 and python3-venv"; exit 1; }
@@ -72,7 +72,7 @@ demo: setup ## the whole pipeline locally: broker, producer, stream, report
 test: setup helm ## the whole test suite: real Kafka broker, real Spark, chart checks
 	$(PY) -m pytest
 
-test-fast: setup ## tests without the slow ones
+test-fast: setup helm ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"
 
 bench: setup ## every stage against Spark's or Kafka's own floor, same run (~10 min; table + data/bench/<UTC>.json)

@@ -39,6 +39,8 @@ from typing import Callable, Iterable
 
 import yaml
 
+from sensorstream.config import default_state_dir
+from sensorstream.jvm import jars_folder
 from sensorstream.local.topics import TopicSpec, ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +53,7 @@ KUBE_VERSION = "1.37.0"
 #: Where the Dockerfile puts the repository's files in the image (COPY jobs/ /opt/sensorstream/jobs/).
 IMAGE_PATHS = {"/opt/sensorstream/jobs": REPO / "jobs"}
 VENV_BIN = Path(sys.executable).parent
-CONNECTOR_JARS = REPO / ".sensorstream" / "jars" / "spark"
+CONNECTOR_JARS = jars_folder("spark")
 #: The part of the developer's environment a subprocess keeps; everything else comes from the chart.
 KEEP_ENV = ("HOME", "JAVA_HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
 
@@ -72,13 +74,22 @@ def _say(message: str) -> None:
 
 # --- rendering -------------------------------------------------------------------------------
 
-def find_helm() -> str:
-    """helm from $HELM, else the one `make helm` builds, else PATH."""
-    candidates = [os.environ.get("HELM"), str(REPO / ".sensorstream" / "tools" / "bin" / "helm"), shutil.which("helm")]
+def find_tool(name: str) -> str | None:
+    """A tool `make` builds into .sensorstream/tools/bin (helm, kind): $<NAME> (e.g. $HELM), else the
+    built one, else PATH; None when none of them is an executable file."""
+    candidates = [os.environ.get(name.upper()), str(default_state_dir() / "tools" / "bin" / name), shutil.which(name)]
     for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
-    raise RehearsalError("helm not found (not in $HELM, .sensorstream/tools/bin or PATH): run `make helm`")
+    return None
+
+
+def find_helm() -> str:
+    """helm (see find_tool), or RehearsalError naming the make target."""
+    helm = find_tool("helm")
+    if not helm:
+        raise RehearsalError("helm not found (not in $HELM, .sensorstream/tools/bin or PATH): run `make helm`")
+    return helm
 
 
 def render(values: Iterable[Path] = (DEFAULT_VALUES,), helm: str | None = None,

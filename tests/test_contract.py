@@ -7,9 +7,9 @@ import json
 import pytest
 from kafka import KafkaProducer
 
-from conftest import isolated_settings
-from helpers import FOREIGN, consume_all
 from sensorstream import report, streaming
+from support.broker import consume_all, isolated_settings
+from support.readings import FOREIGN
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 

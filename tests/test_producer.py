@@ -4,15 +4,17 @@ each of its two clients (kafka-python, the default, and confluent-kafka)."""
 import json
 import os
 import threading
+from datetime import timedelta
 
 import pytest
 
-from helpers import consume_all, stepping_clock
 from sensorstream.config import PRODUCER_CLIENTS
 from sensorstream.errors import BrokerUnavailableError, TopicMissingError
 from sensorstream.local.topics import TopicSpec, ensure_topics
 from sensorstream.producer import produce, worker_count
 from sensorstream.simulator import Simulator
+from support.broker import consume_all
+from support.readings import stepping_clock
 
 pytestmark = pytest.mark.kafka
 each_client = pytest.mark.parametrize("client", PRODUCER_CLIENTS)
@@ -77,7 +79,7 @@ def test_missing_topic_is_one_clear_error(kafka_settings):
 
 
 def test_unreachable_broker_is_one_clear_error(kafka_settings):
-    settings = kafka_settings.replace(bootstrap_servers="127.0.0.1:9")
+    settings = kafka_settings.replace(bootstrap_servers="127.0.0.1:9", connect_timeout=timedelta(seconds=1))
     with pytest.raises(BrokerUnavailableError, match="sensorstream local up"):
         produce(settings, Simulator(seed=6), count=1)
 

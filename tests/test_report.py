@@ -7,11 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from helpers import T0, assert_stats_equal, reference_report, stepping_clock
 from sensorstream import report
 from sensorstream.producer import produce
-from sensorstream.simulator import Simulator
-from test_streaming import RecordingSimulator
+from support.readings import T0, RecordingSimulator, assert_stats_equal, reference_report, stepping_clock
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 

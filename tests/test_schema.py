@@ -5,14 +5,16 @@ contract (helpers.reference_reason) gives.
 """
 
 import random
+import re
 
 import pytest
 
-from conftest import ROOT
-from helpers import FOREIGN, GOOD_TEXT, KAFKA_DDL, kafka_rows, reference_reason, stepping_clock, swap, with_
-from sensorstream.schema import (RANGES, READING_COLUMNS, REASON_KINDS, RECORD_COLUMNS, REJECT_COLUMNS, parse,
+from sensorstream.readings import RANGES, UNITS
+from sensorstream.schema import (READING_COLUMNS, REASON_KINDS, RECORD_COLUMNS, REJECT_COLUMNS, parse,
                                  parse_and_validate)
 from sensorstream.simulator import Simulator, malformed
+from support.places import ROOT
+from support.readings import FOREIGN, GOOD_TEXT, KAFKA_DDL, kafka_rows, reference_reason, stepping_clock, swap, with_
 
 pytestmark = pytest.mark.spark
 
@@ -240,5 +242,6 @@ def test_the_readmes_state_the_contract_the_code_checks(readme):
     assert [int(n) for n, _ in rows] == sorted(int(n) for n, _ in rows)
     text = (ROOT / readme).read_text(encoding="utf-8")
     for field, (low, high) in RANGES.items():
-        assert f"`{field}` (" in text and f"[{low:g}, {high:g}]" in text, field
+        # "`temperature` (°C) in [-40, 85]", in either language
+        assert re.search(rf"`{field}` \({re.escape(UNITS[field])}\) \w+ \[{low:g}, {high:g}\]", text), field
     assert _contract_rows("README.md") == rows  # English and Spanish give the same reasons, in order

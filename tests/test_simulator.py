@@ -3,9 +3,9 @@ import pickle
 import re
 from datetime import timedelta, timezone
 
-from helpers import T0, stepping_clock
-from sensorstream.schema import RANGES
+from sensorstream.readings import FIELDS, METRICS, RANGES
 from sensorstream.simulator import MALFORMED_KINDS, Simulator, encode
+from support.readings import T0, stepping_clock
 
 
 def records(n, **kwargs):
@@ -27,7 +27,7 @@ def test_readings_are_complete_and_physically_plausible():
     assert sensors == {f"sensor_{i}" for i in range(1, 11)}
     for r in recs:
         body = json.loads(r.value)
-        assert set(body) == {"sensor_id", "timestamp", "temperature", "humidity", "pressure", "seq", "event_id"}
+        assert tuple(body) == FIELDS
         assert body["sensor_id"] == r.key
         assert body["timestamp"].endswith("+00:00")
         for metric, (low, high) in RANGES.items():
@@ -90,8 +90,7 @@ def test_the_wire_format_is_compact_json_of_the_reading():
         body = json.loads(rec.value)
         assert body["timestamp"] == rec.reading.timestamp.isoformat(timespec="microseconds")
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00", body["timestamp"])
-        assert [type(body[f]) for f in ("temperature", "humidity", "pressure", "seq", "event_id")] == \
-            [float, float, float, int, str]
+        assert [type(body[f]) for f in (*METRICS, "seq", "event_id")] == [float, float, float, int, str]
 
 
 def test_other_time_zones_keep_their_offset():

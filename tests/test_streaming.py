@@ -6,8 +6,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from conftest import isolated_settings
-from helpers import assert_stats_equal, consume_all, reference_windows, stepping_clock
 from sensorstream import streaming
 from sensorstream.aggregate import window_stats
 from sensorstream.errors import CheckpointError
@@ -15,23 +13,12 @@ from sensorstream.producer import produce
 from sensorstream.report import read_topic
 from sensorstream.schema import parse_and_validate
 from sensorstream.simulator import MALFORMED_KINDS, Simulator
+from support.broker import consume_all, isolated_settings
+from support.readings import RecordingSimulator, assert_stats_equal, reference_windows, stepping_clock
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 
 WINDOW = timedelta(minutes=5)
-
-
-class RecordingSimulator(Simulator):
-    """The simulator, keeping a copy of every record it hands out (what was sent)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.sent = []
-
-    def next_record(self):
-        record = super().next_record()
-        self.sent.append(record)
-        return record
 
 
 @pytest.fixture(scope="module")

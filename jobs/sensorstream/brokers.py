@@ -17,13 +17,10 @@ from kafka.errors import KafkaError, NoBrokersAvailable
 from sensorstream.config import Settings, kafka_python_kwargs
 from sensorstream.errors import BrokerUnavailableError, TopicMissingError
 
-#: How long a job waits for a broker before saying it is not reachable.
-CONNECT_TIMEOUT_S = 10.0
-
-
 @contextmanager
-def admin_client(settings: Settings, timeout_s: float = CONNECT_TIMEOUT_S) -> Iterator[KafkaAdminClient]:
-    """A kafka-python admin client, or BrokerUnavailableError within about `timeout_s`."""
+def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
+    """A kafka-python admin client, or BrokerUnavailableError within about `settings.connect_timeout`."""
+    timeout_s = settings.connect_timeout.total_seconds()
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     client = None

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Sequence
 
 from sensorstream import __version__
-from sensorstream.config import (PRODUCER_CLIENTS, REPORT_FORMATS, SINKS, describe, load_settings, setting_flag,
-                                 setting_help)
-from sensorstream.errors import ConfigError, SensorstreamError
+from sensorstream.config import EVERY_COMMAND, SETTINGS, describe, load_settings
+from sensorstream.errors import SensorstreamError
 
 PROG = "sensorstream"
 
@@ -26,9 +25,12 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _flag(parser: argparse.ArgumentParser, setting: str, **kwargs) -> None:
-    """The flag that overrides a setting; its help names the env var and the default."""
-    parser.add_argument(setting_flag(setting), dest=setting, default=None, help=setting_help(setting), **kwargs)
+def _setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """The flags of the settings declared for this command; each help names the env var and default."""
+    for declared in SETTINGS:
+        if declared.flag and command in declared.commands:
+            parser.add_argument(declared.flag, dest=declared.name, default=None, metavar=declared.metavar,
+                                help=declared.flag_help)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument("--env-file", metavar="PATH",
                         help="KEY=VALUE settings file (like the original config.env) [env SENSORSTREAM_ENV_FILE]")
-    _flag(parser, "bootstrap_servers", metavar="HOST:PORT")
+    _setting_flags(parser, EVERY_COMMAND)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -60,43 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
     produce = commands.add_parser("produce", help="send simulated sensor readings to the input topic",
                                   description="Send simulated readings (JSON, key = sensor_id) with an "
                                               "idempotent producer, acks=all. Ctrl+C flushes and prints totals.")
-    _flag(produce, "sensors", metavar="N")
-    _flag(produce, "count", metavar="N")
-    _flag(produce, "rate", metavar="PER_S")
-    produce.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
-    _flag(produce, "seed", metavar="N")
-    _flag(produce, "producer_workers", metavar="N")
-    _flag(produce, "producer_client", metavar="|".join(PRODUCER_CLIENTS))
-    produce.add_argument("--bad-ratio", type=float, default=0.0, metavar="F",
-                         help="share of malformed records (broken JSON, wrong types, missing fields, out of range)")
-    produce.add_argument("--late-ratio", type=float, default=0.0, metavar="F",
-                         help="share of readings with out-of-order timestamps (30 s to 15 min late)")
+    _setting_flags(produce, "produce")
+    produce.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this many seconds")
     produce.add_argument("--heartbeat-file", type=Path, metavar="PATH",
                          help="touched after acknowledged deliveries (for a liveness probe)")
-    _flag(produce, "input_topic", metavar="NAME")
 
     stream = commands.add_parser("stream", help="Spark Structured Streaming: per-sensor event-time windows",
                                  description="Read the input topic, send rejects to the dead-letter topic, and "
                                              "write per-sensor window statistics to the chosen sinks.")
-    _flag(stream, "sinks", metavar=",".join(SINKS))
+    _setting_flags(stream, "stream")
     stream.add_argument("--available-now", action="store_true",
                         help="process what is in the topic now, then stop (demos, tests)")
-    _flag(stream, "window_duration", metavar="DURATION")
-    _flag(stream, "slide_duration", metavar="DURATION")
-    _flag(stream, "watermark_delay", metavar="DURATION")
-    _flag(stream, "trigger_interval", metavar="DURATION")
-    _flag(stream, "starting_offsets", metavar="earliest|latest")
-    _flag(stream, "max_offsets_per_trigger", metavar="N")
-    _flag(stream, "checkpoint_location", metavar="DIR")
-    _flag(stream, "parquet_dir", metavar="DIR")
     stream.add_argument("--reset-checkpoint", action="store_true",
                         help="delete this job's checkpoints first and start from --starting-offsets")
 
     report = commands.add_parser("report", help="Spark batch: per-sensor report of the whole input topic",
                                  description="Read the input topic (earliest to latest), validate with the "
                                              "stream's rules, write a per-sensor report and print it.")
-    _flag(report, "report_formats", metavar=",".join(REPORT_FORMATS))
-    _flag(report, "report_dir", metavar="DIR")
+    _setting_flags(report, "report")
     report.add_argument("--from", dest="since", type=_when, metavar="ISO",
                         help="only readings at or after this time (e.g. 2026-01-31T08:00:00+00:00)")
     report.add_argument("--to", dest="until", type=_when, metavar="ISO", help="only readings before this time")
@@ -116,10 +99,14 @@ def _when(raw: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-_SETTING_ARGS = ("bootstrap_servers", "sensors", "count", "rate", "seed", "producer_workers", "producer_client",
-                 "input_topic", "sinks", "window_duration", "slide_duration", "watermark_delay", "trigger_interval",
-                 "starting_offsets", "max_offsets_per_trigger", "checkpoint_location", "parquet_dir", "report_formats",
-                 "report_dir")
+def _seconds(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a number of seconds above 0")
+    return value
 
 
 def _stop_on_signals() -> threading.Event:
@@ -141,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        overrides = {name: getattr(args, name, None) for name in _SETTING_ARGS}
+        overrides = {declared.name: getattr(args, declared.name, None) for declared in SETTINGS if declared.flag}
         settings = load_settings(env_file=args.env_file, overrides=overrides)
         return _COMMANDS[args.command](args, settings)
     except SensorstreamError as exc:
@@ -188,13 +175,8 @@ def _produce(args, settings) -> int:
     from sensorstream.producer import produce, worker_count
     from sensorstream.simulator import Simulator
 
-    for name, value in (("bad-ratio", args.bad_ratio), ("late-ratio", args.late_ratio)):
-        if not 0 <= value <= 1:
-            raise ConfigError(f"--{name}", None, f"{value} must be between 0 and 1")
-    if args.duration is not None and args.duration <= 0:
-        raise ConfigError("--duration", None, f"{args.duration} must be more than 0 seconds")
     stop = _stop_on_signals()
-    simulator = Simulator(settings.sensors, settings.seed, bad_ratio=args.bad_ratio, late_ratio=args.late_ratio)
+    simulator = Simulator(settings.sensors, settings.seed, bad_ratio=settings.bad_ratio, late_ratio=settings.late_ratio)
     total = settings.count or None
     interactive = sys.stderr.isatty()
 

@@ -1,5 +1,11 @@
 """The one settings object, and the only place that reads the environment.
 
+Each setting is declared once, as a field of `Settings` (`_setting(env, default, parser, help,
+flag=..., chart=...)`): its name, type, default, env var, flag, help, validation and whether it is
+a secret. `SETTINGS` lists the declarations; the CLI's flags, `config show`, and the tests that hold
+the README's settings table and the chart (values.yaml, values.schema.json, the ConfigMap) to them
+all derive from it. Adding a setting is one declaration plus its use.
+
 Precedence, lowest to highest: defaults <- env file (the original course's `config.env` keys) <-
 process environment <- command-line flags. `load_settings()` builds a frozen `Settings`; the
 converters `kafka_python_kwargs()`, `confluent_kafka_config()` and `spark_kafka_options()` turn it
@@ -63,7 +69,10 @@ _DURATION_UNITS = {
     "h": 3600, "hour": 3600, "hours": 3600,
     "d": 86400, "day": 86400, "days": 86400,
 }
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+# ASCII digits and spaces only, as the chart's schema (Go regular expressions) reads them.
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE | re.ASCII)
+#: Kafka's rule for topic names (the chart's schema says the same).
+_TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 
 
 def parse_duration(raw: str) -> timedelta:
@@ -89,30 +98,19 @@ def micros(delta: timedelta) -> int:
     return round(delta.total_seconds() * 1_000_000)
 
 
-def _optional_duration(raw: str) -> timedelta | None:
-    return parse_duration(raw) if str(raw).strip() else None
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """The parser, or None for an empty (or blank) value."""
+    return lambda raw: parse(raw) if str(raw).strip() else None
 
 
-def _positive_int(raw: str) -> int:
-    value = int(raw)
-    if value < 1:
-        raise ValueError(f"{raw!r} must be 1 or more")
-    return value
+def _at_least(low: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw)
+        if value < low:
+            raise ValueError(f"{raw!r} must be {low} or more")
+        return value
 
-
-def _non_negative_int(raw: str) -> int:
-    value = int(raw)
-    if value < 0:
-        raise ValueError(f"{raw!r} must be 0 or more")
-    return value
-
-
-def _optional_positive_int(raw: str) -> int | None:
-    return _positive_int(raw) if str(raw).strip() else None
-
-
-def _optional_int(raw: str) -> int | None:
-    return int(raw) if str(raw).strip() else None
+    return parse
 
 
 def _non_negative_float(raw: str) -> float:
@@ -137,6 +135,7 @@ def _choice_list(*allowed: str) -> Callable[[str], tuple[str, ...]]:
             raise ValueError(f"{raw!r}: choose one or more of {', '.join(allowed)} (comma-separated)")
         return items
 
+    parse.choices = allowed
     return parse
 
 
@@ -147,12 +146,14 @@ def _choice(*allowed: str) -> Callable[[str], str]:
             return next(a for a in allowed if a.upper() == value.upper())
         raise ValueError(f"{raw!r}: choose one of {', '.join(allowed)}")
 
+    parse.choices = allowed
     return parse
 
 
 def _optional_choice(*allowed: str) -> Callable[[str], str | None]:
-    strict = _choice(*allowed)
-    return lambda raw: strict(raw) if str(raw).strip() else None
+    parse = _optional(_choice(*allowed))
+    parse.choices = allowed
+    return parse
 
 
 def _text(raw: str) -> str:
@@ -166,57 +167,66 @@ def _non_empty(raw: str) -> str:
     return value
 
 
+def _topic(raw: str) -> str:
+    if not _TOPIC_RE.fullmatch(str(raw)):
+        raise ValueError(f"{raw!r} is not a Kafka topic name (letters, digits, '.', '_', '-'; 1 to 249)")
+    return str(raw)
+
+
 def _path(raw: str) -> Path:
     return Path(_non_empty(raw)).expanduser()
-
-
-def _optional_path(raw: str) -> Path | None:
-    return Path(raw).expanduser() if str(raw).strip() else None
 
 
 def _secret(raw: str) -> Secret:
     return Secret(str(raw))
 
 
+# --- the settings, each declared once -----------------------------------------------------------
+
+#: The `commands` of a flag that belongs to the program rather than to one command.
+EVERY_COMMAND = "sensorstream"
+
+
 @dataclass(frozen=True)
 class Setting:
-    """One setting: its attribute name, env var, default (as text), parser and help."""
+    """One setting, declared once as a field of `Settings` (the field's name is the setting's).
 
-    name: str
+    Everything else derives from this: the `Settings` attribute and its type (the field's
+    annotation), the env var, the command-line flag and its help, `config show`, and the checks
+    that hold the README's settings table and the chart (values.yaml, values.schema.json, the
+    ConfigMap) to it.
+
+    default  the value as text, as an env var would give it ("" = not set)
+    parse    text -> typed value, raising ValueError: the type and the validation
+    flag     the command-line flag that overrides it, in `commands` (EVERY_COMMAND: before the command)
+    chart    the values.yaml key the chart passes as this env var, when it passes one as is
+    """
+
     env: str
     default: str
     parse: Callable[[str], Any]
     help: str
+    flag: str | None = None
+    metavar: str | None = None
+    commands: tuple[str, ...] = ()
+    chart: str | None = None
     secret: bool = False
+    name: str = ""
 
     @property
-    def flag(self) -> str | None:
-        """The command-line flag that overrides this setting, if the CLI has one."""
-        return FLAGS.get(self.name)
+    def choices(self) -> tuple[str, ...] | None:
+        """The allowed values, for a setting that takes one (or several) of a fixed set."""
+        return getattr(self.parse, "choices", None)
+
+    @property
+    def flag_help(self) -> str:
+        return f"{self.help} [env {self.env}; default {self.default or 'unset'}]"
 
 
-#: The settings the command line can override, and their flags.
-FLAGS = {
-    "bootstrap_servers": "--bootstrap-servers",
-    "input_topic": "--topic",
-    "sensors": "--sensors",
-    "count": "--count",
-    "rate": "--rate",
-    "seed": "--seed",
-    "producer_workers": "--workers",
-    "producer_client": "--client",
-    "sinks": "--sinks",
-    "window_duration": "--window",
-    "slide_duration": "--slide",
-    "watermark_delay": "--watermark",
-    "trigger_interval": "--trigger",
-    "starting_offsets": "--starting-offsets",
-    "max_offsets_per_trigger": "--max-offsets-per-trigger",
-    "checkpoint_location": "--checkpoint-root",
-    "parquet_dir": "--parquet-dir",
-    "report_formats": "--format",
-    "report_dir": "--report-dir",
-}
+def _setting(env: str, default: str, parse: Callable[[str], Any], help: str, **more: Any) -> Any:
+    """A `Settings` field declaring one setting (see `Setting`)."""
+    return dataclasses.field(metadata={"setting": Setting(env, default, parse, help, **more)})
+
 
 SINKS = ("console", "kafka", "parquet")
 REPORT_FORMATS = ("csv", "parquet", "json")
@@ -226,105 +236,134 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 #: (librdkafka, the optional `fast` extra).
 PRODUCER_CLIENTS = ("kafka-python", "confluent-kafka")
 
-SETTINGS: tuple[Setting, ...] = (
-    # Kafka
-    Setting("bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", _non_empty,
-            "Kafka bootstrap servers, host:port[,host:port]"),
-    Setting("input_topic", "KAFKA_INPUT_TOPIC", "input_topic", _non_empty, "topic of raw readings"),
-    Setting("output_topic", "KAFKA_OUTPUT_TOPIC", "output_topic", _non_empty,
-            "topic of per-sensor window statistics"),
-    Setting("dead_letter_topic", "KAFKA_DEAD_LETTER_TOPIC", "dead_letter_topic", _non_empty,
-            "topic of malformed records, with the reason"),
-    Setting("security_protocol", "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", _choice(*SECURITY_PROTOCOLS),
-            "Kafka security protocol"),
-    Setting("sasl_mechanism", "KAFKA_SASL_MECHANISM", "", _optional_choice(*SASL_MECHANISMS),
-            "SASL mechanism (with SASL_* protocols)"),
-    Setting("sasl_username", "KAFKA_SASL_USERNAME", "", _text, "SASL user name"),
-    Setting("sasl_password", "KAFKA_SASL_PASSWORD", "", _secret, "SASL password", secret=True),
-    Setting("ssl_ca_location", "KAFKA_SSL_CA_LOCATION", "", _optional_path, "CA certificate (PEM) file"),
-    Setting("ssl_cert_location", "KAFKA_SSL_CERT_LOCATION", "", _optional_path,
-            "client certificate (PEM) file"),
-    Setting("ssl_key_location", "KAFKA_SSL_KEY_LOCATION", "", _optional_path, "client key (PEM) file"),
-    # Spark
-    Setting("spark_app_name", "SPARK_APP_NAME", "sensorstream", _non_empty, "Spark application name"),
-    Setting("spark_master", "SPARK_MASTER", "local[2]", _non_empty,
-            "Spark master when not launched by spark-submit"),
-    Setting("jars_dir", "SENSORSTREAM_JARS_DIR", "", _optional_path,
-            "folder of the connector jars (default: .sensorstream/jars/spark in the checkout)"),
-    # Streaming
-    Setting("checkpoint_location", "CHECKPOINT_LOCATION", "data/checkpoints", _path,
-            "root folder of the streaming checkpoints (one sub-folder per sink)"),
-    Setting("trigger_interval", "BATCH_DURATION", "1 second", parse_duration,
-            "micro-batch trigger interval (plain number = seconds)"),
-    Setting("window_duration", "WINDOW_DURATION", "5 minutes", parse_duration, "event-time window length"),
-    Setting("slide_duration", "SLIDE_DURATION", "", _optional_duration,
-            "window slide; empty = tumbling windows"),
-    Setting("watermark_delay", "WATERMARK_DELAY", "10 minutes", parse_duration,
-            "how late a reading may arrive and still count"),
-    Setting("starting_offsets", "STARTING_OFFSETS", "earliest", _choice("earliest", "latest"),
-            "where a new stream starts reading (a checkpoint overrides it)"),
-    Setting("max_offsets_per_trigger", "MAX_OFFSETS_PER_TRIGGER", "", _optional_positive_int,
-            "cap on records per micro-batch; empty = no cap"),
-    Setting("sinks", "STREAM_SINKS", "console,kafka", _choice_list(*SINKS),
-            "stream sinks: console, kafka, parquet"),
-    Setting("parquet_dir", "STREAM_PARQUET_DIR", "data/windows", _path,
-            "folder of the parquet sink"),
-    # Report
-    Setting("report_dir", "REPORT_DIR", "data/sensor_report", _path, "folder of the batch reports"),
-    Setting("report_formats", "REPORT_FORMATS", "csv", _choice_list(*REPORT_FORMATS),
-            "report formats: csv, parquet, json"),
-    # Producer
-    Setting("sensors", "PRODUCER_SENSORS", "10", _positive_int, "number of simulated sensors"),
-    Setting("rate", "PRODUCER_RATE", "0.5", _non_negative_float, "readings per second; 0 = as fast as possible"),
-    Setting("count", "PRODUCER_COUNT", "100", _non_negative_int, "readings to send; 0 = unlimited"),
-    Setting("seed", "PRODUCER_SEED", "", _optional_int, "simulator seed; empty = random"),
-    Setting("producer_workers", "PRODUCER_WORKERS", "0", _non_negative_int,
-            "producer processes, each owning a share of the sensors; 0 = one per CPU core at rate 0, else 1"),
-    Setting("producer_client", "PRODUCER_CLIENT", "kafka-python", _choice(*PRODUCER_CLIENTS),
-            "producer's Kafka client: kafka-python, or confluent-kafka (faster; pip install 'sensorstream[fast]')"),
-)
-
-_BY_NAME = {s.name: s for s in SETTINGS}
-
 
 @dataclass(frozen=True)
 class Settings:
-    bootstrap_servers: str
-    input_topic: str
-    output_topic: str
-    dead_letter_topic: str
-    security_protocol: str
-    sasl_mechanism: str | None
-    sasl_username: str
-    sasl_password: Secret
-    ssl_ca_location: Path | None
-    ssl_cert_location: Path | None
-    ssl_key_location: Path | None
-    spark_app_name: str
-    spark_master: str
-    jars_dir: Path | None
-    checkpoint_location: Path
-    trigger_interval: timedelta
-    window_duration: timedelta
-    slide_duration: timedelta | None
-    watermark_delay: timedelta
-    starting_offsets: str
-    max_offsets_per_trigger: int | None
-    sinks: tuple[str, ...]
-    parquet_dir: Path
-    report_dir: Path
-    report_formats: tuple[str, ...]
-    sensors: int
-    rate: float
-    count: int
-    seed: int | None
-    producer_workers: int
-    producer_client: str
+    """Every setting: one field each, declared with `_setting` (env var, default, parser, help...)."""
+
+    # Kafka
+    bootstrap_servers: str = _setting(
+        "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", _non_empty, "Kafka bootstrap servers, host:port[,host:port]",
+        flag="--bootstrap-servers", metavar="HOST:PORT", commands=(EVERY_COMMAND,))
+    input_topic: str = _setting(
+        "KAFKA_INPUT_TOPIC", "input_topic", _topic, "topic of raw readings",
+        flag="--topic", metavar="NAME", commands=("produce",), chart="topics.input.name")
+    output_topic: str = _setting(
+        "KAFKA_OUTPUT_TOPIC", "output_topic", _topic, "topic of per-sensor window statistics",
+        chart="topics.output.name")
+    dead_letter_topic: str = _setting(
+        "KAFKA_DEAD_LETTER_TOPIC", "dead_letter_topic", _topic, "topic of malformed records, with the reason",
+        chart="topics.deadLetter.name")
+    security_protocol: str = _setting(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", _choice(*SECURITY_PROTOCOLS), "Kafka security protocol",
+        chart="kafka.security.protocol")
+    sasl_mechanism: str | None = _setting(
+        "KAFKA_SASL_MECHANISM", "", _optional_choice(*SASL_MECHANISMS), "SASL mechanism (with SASL_* protocols)",
+        chart="kafka.security.saslMechanism")
+    sasl_username: str = _setting("KAFKA_SASL_USERNAME", "", _text, "SASL user name")
+    sasl_password: Secret = _setting("KAFKA_SASL_PASSWORD", "", _secret, "SASL password", secret=True)
+    ssl_ca_location: Path | None = _setting(
+        "KAFKA_SSL_CA_LOCATION", "", _optional(_path), "CA certificate (PEM) file")
+    ssl_cert_location: Path | None = _setting(
+        "KAFKA_SSL_CERT_LOCATION", "", _optional(_path), "client certificate (PEM) file")
+    ssl_key_location: Path | None = _setting(
+        "KAFKA_SSL_KEY_LOCATION", "", _optional(_path), "client key (PEM) file")
+    connect_timeout: timedelta = _setting(
+        "KAFKA_CONNECT_TIMEOUT", "10 seconds", parse_duration,
+        "how long a command waits for a broker before saying it is not reachable")
+    # Spark
+    spark_app_name: str = _setting(
+        "SPARK_APP_NAME", "sensorstream", _non_empty, "Spark application name", chart="settings.sparkAppName")
+    spark_master: str = _setting(
+        "SPARK_MASTER", "local[2]", _non_empty, "Spark master when not launched by spark-submit",
+        chart="report.sparkMaster")
+    jars_dir: Path | None = _setting(
+        "SENSORSTREAM_JARS_DIR", "", _optional(_path),
+        "folder of the connector jars (default: .sensorstream/jars/spark in the checkout)")
+    # Streaming
+    checkpoint_location: Path = _setting(
+        "CHECKPOINT_LOCATION", "data/checkpoints", _path,
+        "root folder of the streaming checkpoints (one sub-folder per sink)",
+        flag="--checkpoint-root", metavar="DIR", commands=("stream",), chart="stream.checkpoint.mountPath")
+    trigger_interval: timedelta = _setting(
+        "BATCH_DURATION", "1 second", parse_duration, "micro-batch trigger interval (plain number = seconds)",
+        flag="--trigger", metavar="DURATION", commands=("stream",), chart="stream.trigger")
+    window_duration: timedelta = _setting(
+        "WINDOW_DURATION", "5 minutes", parse_duration, "event-time window length",
+        flag="--window", metavar="DURATION", commands=("stream",), chart="stream.window")
+    slide_duration: timedelta | None = _setting(
+        "SLIDE_DURATION", "", _optional(parse_duration), "window slide; empty = tumbling windows",
+        flag="--slide", metavar="DURATION", commands=("stream",), chart="stream.slide")
+    watermark_delay: timedelta = _setting(
+        "WATERMARK_DELAY", "10 minutes", parse_duration, "how late a reading may arrive and still count",
+        flag="--watermark", metavar="DURATION", commands=("stream",), chart="stream.watermark")
+    starting_offsets: str = _setting(
+        "STARTING_OFFSETS", "earliest", _choice("earliest", "latest"),
+        "where a new stream starts reading (a checkpoint overrides it)",
+        flag="--starting-offsets", metavar="earliest|latest", commands=("stream",), chart="stream.startingOffsets")
+    max_offsets_per_trigger: int | None = _setting(
+        "MAX_OFFSETS_PER_TRIGGER", "", _optional(_at_least(1)), "cap on records per micro-batch; empty = no cap",
+        flag="--max-offsets-per-trigger", metavar="N", commands=("stream",), chart="stream.maxOffsetsPerTrigger")
+    sinks: tuple[str, ...] = _setting(
+        "STREAM_SINKS", "console,kafka", _choice_list(*SINKS), "stream sinks: console, kafka, parquet",
+        flag="--sinks", metavar=",".join(SINKS), commands=("stream",), chart="stream.sinks")
+    parquet_dir: Path = _setting(
+        "STREAM_PARQUET_DIR", "data/windows", _path, "folder of the parquet sink",
+        flag="--parquet-dir", metavar="DIR", commands=("stream",))
+    # Report
+    report_dir: Path = _setting(
+        "REPORT_DIR", "data/sensor_report", _path, "folder of the batch reports",
+        flag="--report-dir", metavar="DIR", commands=("report",), chart="report.reports.mountPath")
+    report_formats: tuple[str, ...] = _setting(
+        "REPORT_FORMATS", "csv", _choice_list(*REPORT_FORMATS), "report formats: csv, parquet, json",
+        flag="--format", metavar=",".join(REPORT_FORMATS), commands=("report",), chart="report.formats")
+    # Producer
+    sensors: int = _setting(
+        "PRODUCER_SENSORS", "10", _at_least(1), "number of simulated sensors",
+        flag="--sensors", metavar="N", commands=("produce",), chart="producer.sensors")
+    rate: float = _setting(
+        "PRODUCER_RATE", "0.5", _non_negative_float, "readings per second; 0 = as fast as possible",
+        flag="--rate", metavar="PER_S", commands=("produce",), chart="producer.rate")
+    count: int = _setting(
+        "PRODUCER_COUNT", "100", _at_least(0), "readings to send; 0 = unlimited",
+        flag="--count", metavar="N", commands=("produce",))
+    seed: int | None = _setting(
+        "PRODUCER_SEED", "", _optional(int), "simulator seed; empty = random",
+        flag="--seed", metavar="N", commands=("produce",), chart="producer.seed")
+    bad_ratio: float = _setting(
+        "PRODUCER_BAD_RATIO", "0", _ratio,
+        "share of malformed records (broken JSON, wrong types, missing fields, out of range), 0 to 1",
+        flag="--bad-ratio", metavar="F", commands=("produce",), chart="producer.badRatio")
+    late_ratio: float = _setting(
+        "PRODUCER_LATE_RATIO", "0", _ratio,
+        "share of readings with out-of-order timestamps (30 s to 15 min late), 0 to 1",
+        flag="--late-ratio", metavar="F", commands=("produce",), chart="producer.lateRatio")
+    producer_workers: int = _setting(
+        "PRODUCER_WORKERS", "0", _at_least(0),
+        "producer processes, each owning a share of the sensors; 0 = one per CPU core at rate 0, else 1",
+        flag="--workers", metavar="N", commands=("produce",))
+    producer_client: str = _setting(
+        "PRODUCER_CLIENT", "kafka-python", _choice(*PRODUCER_CLIENTS),
+        "producer's Kafka client: kafka-python, or confluent-kafka (faster; pip install 'sensorstream[fast]')",
+        flag="--client", metavar="|".join(PRODUCER_CLIENTS), commands=("produce",))
     #: where each value came from: "default", "env file", "environment" or "flag"
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def replace(self, **changes: Any) -> "Settings":
         return dataclasses.replace(self, **changes)
+
+
+#: Every setting, in the order of the declarations.
+SETTINGS: tuple[Setting, ...] = tuple(
+    dataclasses.replace(f.metadata["setting"], name=f.name)
+    for f in dataclasses.fields(Settings) if "setting" in f.metadata
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def declaration(name: str) -> Setting:
+    """The declaration of one setting, by its name."""
+    return _BY_NAME[name]
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -364,17 +403,17 @@ def load_settings(
     file_values = read_env_file(Path(env_file)) if env_file else {}
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for setting in SETTINGS:
-        raw, source = setting.default, "default"
-        if setting.env in file_values:
-            raw, source = file_values[setting.env], "env file"
-        if setting.env in environ:
-            raw, source = environ[setting.env], "environment"
-        override = (overrides or {}).get(setting.name)
+    for declared in SETTINGS:
+        raw, source = declared.default, "default"
+        if declared.env in file_values:
+            raw, source = file_values[declared.env], "env file"
+        if declared.env in environ:
+            raw, source = environ[declared.env], "environment"
+        override = (overrides or {}).get(declared.name)
         if override is not None:
             raw, source = override, "flag"
-        values[setting.name] = _parse(setting, raw)
-        sources[setting.name] = source
+        values[declared.name] = _parse(declared, raw)
+        sources[declared.name] = source
     settings = Settings(**values, sources=sources)
     _check_consistency(settings)
     return settings
@@ -389,26 +428,30 @@ def _parse(setting: Setting, raw: Any) -> Any:
         problem = str(exc)
         if problem.startswith(("invalid literal", "could not convert")):
             problem = f"{raw!r} is not a number"
-        raise ConfigError(setting.flag or setting.name, setting.env, problem) from None
+        raise invalid(setting.name, problem) from None
+
+
+def invalid(name: str, problem: str) -> ConfigError:
+    """The error for an invalid value of a setting: names its flag (or name) and its env var."""
+    declared = _BY_NAME[name]
+    return ConfigError(declared.flag or declared.name, declared.env, problem)
 
 
 def _check_consistency(settings: Settings) -> None:
     if settings.slide_duration and settings.slide_duration > settings.window_duration:
-        raise ConfigError("--slide", "SLIDE_DURATION", "must not be longer than the window")
+        raise invalid("slide_duration", "must not be longer than the window")
     if settings.security_protocol.startswith("SASL") and not settings.sasl_mechanism:
-        raise ConfigError("sasl_mechanism", "KAFKA_SASL_MECHANISM",
-                          f"required with KAFKA_SECURITY_PROTOCOL={settings.security_protocol}")
+        raise invalid("sasl_mechanism", f"required with {declaration('security_protocol').env}={settings.security_protocol}")
     if bool(settings.ssl_cert_location) != bool(settings.ssl_key_location):
-        raise ConfigError("ssl_key_location", "KAFKA_SSL_KEY_LOCATION",
-                          "client certificate and key go together: set both or neither")
+        raise invalid("ssl_key_location", "client certificate and key go together: set both or neither")
 
 
 def describe(settings: Settings) -> list[tuple[str, str, str, str]]:
     """(setting, env var, shown value, source) for every setting; secrets redacted."""
     rows = []
-    for setting in SETTINGS:
-        value = getattr(settings, setting.name)
-        if setting.secret:
+    for declared in SETTINGS:
+        value = getattr(settings, declared.name)
+        if declared.secret:
             shown = "********" if value else "(not set)"
         elif isinstance(value, timedelta):
             shown = spark_interval(value)
@@ -418,60 +461,47 @@ def describe(settings: Settings) -> list[tuple[str, str, str, str]]:
             shown = "(not set)"
         else:
             shown = str(value)
-        rows.append((setting.name, setting.env, shown, settings.sources.get(setting.name, "default")))
+        rows.append((declared.name, declared.env, shown, settings.sources.get(declared.name, "default")))
     return rows
-
-
-def env_var(name: str) -> str:
-    """The env var of a setting, for messages and --help."""
-    return _BY_NAME[name].env
-
-
-def setting_help(name: str) -> str:
-    setting = _BY_NAME[name]
-    return f"{setting.help} [env {setting.env}; default {setting.default or 'unset'}]"
-
-
-def setting_flag(name: str) -> str:
-    return FLAGS[name]
 
 
 # --- converters to client options -------------------------------------------------------------
 
+#: Where each client takes the security settings: kafka-python's keyword names, librdkafka's names.
+_KAFKA_PYTHON_NAMES = {"mechanism": "sasl_mechanism", "username": "sasl_plain_username",
+                       "password": "sasl_plain_password", "ca": "ssl_cafile", "cert": "ssl_certfile",
+                       "key": "ssl_keyfile"}
+_LIBRDKAFKA_NAMES = {"mechanism": "sasl.mechanism", "username": "sasl.username", "password": "sasl.password",
+                     "ca": "ssl.ca.location", "cert": "ssl.certificate.location", "key": "ssl.key.location"}
+
+
+def _security_options(settings: Settings, names: Mapping[str, str]) -> dict[str, str]:
+    """The SASL and TLS settings under one client's option names."""
+    options = {}
+    if settings.sasl_mechanism:
+        options[names["mechanism"]] = settings.sasl_mechanism
+        options[names["username"]] = settings.sasl_username
+        options[names["password"]] = settings.sasl_password.reveal()
+    if settings.ssl_ca_location:
+        options[names["ca"]] = str(settings.ssl_ca_location)
+    if settings.ssl_cert_location:
+        options[names["cert"]] = str(settings.ssl_cert_location)
+        options[names["key"]] = str(settings.ssl_key_location)
+    return options
+
+
 def kafka_python_kwargs(settings: Settings) -> dict[str, Any]:
     """Connection and security options for kafka-python clients."""
-    kwargs: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers.split(","),
-        "security_protocol": settings.security_protocol,
-    }
-    if settings.sasl_mechanism:
-        kwargs["sasl_mechanism"] = settings.sasl_mechanism
-        kwargs["sasl_plain_username"] = settings.sasl_username
-        kwargs["sasl_plain_password"] = settings.sasl_password.reveal()
-    if settings.ssl_ca_location:
-        kwargs["ssl_cafile"] = str(settings.ssl_ca_location)
-    if settings.ssl_cert_location:
-        kwargs["ssl_certfile"] = str(settings.ssl_cert_location)
-        kwargs["ssl_keyfile"] = str(settings.ssl_key_location)
-    return kwargs
+    return {"bootstrap_servers": settings.bootstrap_servers.split(","),
+            "security_protocol": settings.security_protocol,
+            **_security_options(settings, _KAFKA_PYTHON_NAMES)}
 
 
 def confluent_kafka_config(settings: Settings) -> dict[str, str]:
     """The same connection and security options in librdkafka's names, for confluent-kafka clients."""
-    config = {
-        "bootstrap.servers": settings.bootstrap_servers,
-        "security.protocol": settings.security_protocol.lower(),
-    }
-    if settings.sasl_mechanism:
-        config["sasl.mechanism"] = settings.sasl_mechanism
-        config["sasl.username"] = settings.sasl_username
-        config["sasl.password"] = settings.sasl_password.reveal()
-    if settings.ssl_ca_location:
-        config["ssl.ca.location"] = str(settings.ssl_ca_location)
-    if settings.ssl_cert_location:
-        config["ssl.certificate.location"] = str(settings.ssl_cert_location)
-        config["ssl.key.location"] = str(settings.ssl_key_location)
-    return config
+    return {"bootstrap.servers": settings.bootstrap_servers,
+            "security.protocol": settings.security_protocol.lower(),
+            **_security_options(settings, _LIBRDKAFKA_NAMES)}
 
 
 _JAAS_MODULES = {

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from sensorstream.config import default_state_dir
 from sensorstream.errors import DependencyError
 
 MIN_JAVA = 17
@@ -36,6 +37,12 @@ def java_major_version(java: str) -> int:
         raise DependencyError(f"cannot tell the version of {java}; {JAVA_HINT}")
     major = int(match.group(1))
     return int(match.group(2) or 0) if major == 1 else major
+
+
+def jars_folder(kind: str) -> Path:
+    """The folder `make jars` fills with one kind of jars: "spark" (the Kafka connector) or "kafka"
+    (the broker), under the local state folder (.sensorstream/jars/<kind> in the checkout)."""
+    return default_state_dir() / "jars" / kind
 
 
 def require_jars(folder: Path, what: str, marker: str) -> list[Path]:

@@ -31,14 +31,14 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.partitioner import DefaultPartitioner
 
 from sensorstream.brokers import require_topics
-from sensorstream.config import Settings, confluent_kafka_config, env_var, kafka_python_kwargs
+from sensorstream.config import Settings, confluent_kafka_config, declaration, kafka_python_kwargs
 from sensorstream.errors import DependencyError, SensorstreamError
 from sensorstream.simulator import Simulator
 
@@ -206,11 +206,36 @@ def _sender(settings: Settings) -> Callable[..., DeliveryStats]:
             import confluent_kafka  # noqa: F401 - only to know it is there
         except ImportError:
             raise DependencyError(
-                f"the confluent-kafka producer client ({env_var('producer_client')}=confluent-kafka or --client) "
+                f"the confluent-kafka producer client ({declaration('producer_client').env}=confluent-kafka or --client) "
                 "is not installed: pip install 'sensorstream[fast]', or use --client kafka-python"
             ) from None
         return _send_confluent
     return _send
+
+
+def _chunks(stats: DeliveryStats, count: int, rate: float, duration: float | None, stop,
+            report: Callable[[DeliveryStats], None] | None, report_interval: float) -> Iterator[int]:
+    """How many records a sending loop sends next, chunk by chunk, until `count` are sent, `duration`
+    has passed or `stop` is set. Between chunks: `report(stats)` every `report_interval` s, and a
+    wait that paces the sends to `rate` (0: no wait, chunks of CHUNK records; else one at a time)."""
+    deadline = time.monotonic() + duration if duration else None
+    next_report = time.monotonic() + report_interval
+    while not stop.is_set():
+        batch = CHUNK if rate == 0 else 1
+        if count:
+            batch = min(batch, count - stats.sent)
+            if batch <= 0:
+                return
+        if deadline and time.monotonic() >= deadline:
+            return
+        yield batch
+        if report and time.monotonic() >= next_report:
+            report(stats)
+            next_report = time.monotonic() + report_interval
+        if rate > 0:
+            wait = stats.started + stats.sent / rate - time.monotonic()
+            if wait > 0:
+                stop.wait(wait)
 
 
 def _send(settings: Settings, simulator: Simulator, count: int, rate: float, duration: float | None,
@@ -241,17 +266,8 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
             beat()
 
     send, next_record, by_kind = producer.send, simulator.next_record, stats.by_kind
-    deadline = time.monotonic() + duration if duration else None
-    next_report = time.monotonic() + report_interval
     try:
-        while not stop.is_set():
-            batch = CHUNK if rate == 0 else 1
-            if count:
-                batch = min(batch, count - stats.sent)
-                if batch <= 0:
-                    break
-            if deadline and time.monotonic() >= deadline:
-                break
+        for batch in _chunks(stats, count, rate, duration, stop, report, report_interval):
             # A chunk of records first, then their sends: alternating the simulator's code and the
             # client's record by record costs about half as much again (measured; caches).
             for record in [next_record() for _ in range(batch)]:
@@ -267,13 +283,6 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
                     stats.record_failure(exc)
                     log.warning("delivery failed: %s", exc)
             settle()
-            if report and time.monotonic() >= next_report:
-                report(stats)
-                next_report = time.monotonic() + report_interval
-            if rate > 0:
-                wait = stats.started + stats.sent / rate - time.monotonic()
-                if wait > 0:
-                    stop.wait(wait)
     finally:
         try:
             producer.flush(timeout=FLUSH_TIMEOUT_S)
@@ -314,17 +323,8 @@ def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: 
                                 "or use --client kafka-python") from None
     keys: dict[str, bytes] = {}
     send, poll, next_record, by_kind = producer.produce, producer.poll, simulator.next_record, stats.by_kind
-    deadline = time.monotonic() + duration if duration else None
-    next_report = time.monotonic() + report_interval
     try:
-        while not stop.is_set():
-            batch = CHUNK if rate == 0 else 1
-            if count:
-                batch = min(batch, count - stats.sent)
-                if batch <= 0:
-                    break
-            if deadline and time.monotonic() >= deadline:
-                break
+        for batch in _chunks(stats, count, rate, duration, stop, report, report_interval):
             for record in [next_record() for _ in range(batch)]:
                 key = keys.get(record.key)
                 if key is None:
@@ -348,13 +348,6 @@ def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: 
             poll(0)
             if stats.acked > acked:
                 beat()
-            if report and time.monotonic() >= next_report:
-                report(stats)
-                next_report = time.monotonic() + report_interval
-            if rate > 0:
-                wait = stats.started + stats.sent / rate - time.monotonic()
-                if wait > 0:
-                    stop.wait(wait)
     finally:
         acked = stats.acked
         if producer.flush(FLUSH_TIMEOUT_S):

@@ -29,7 +29,8 @@ from pyspark.sql.types import StructType
 from sensorstream.aggregate import sensor_report
 from sensorstream.brokers import require_topics
 from sensorstream.config import Settings, spark_kafka_options
-from sensorstream.schema import METRICS, parse
+from sensorstream.readings import METRICS, UNITS
+from sensorstream.schema import parse
 from sensorstream.tables import format_table
 
 REPORT_NAME = "sensor_report"
@@ -170,14 +171,13 @@ def run(spark: SparkSession, settings: Settings, since: datetime | None = None,
     return ReportResult(folder, files, columns, rows, records, valid, rejected)
 
 
-_UNITS = {"temperature": "°C", "humidity": "%", "pressure": "hPa"}
 
 
 def console_table(result: ReportResult) -> str:
     """The report as a terminal-width table: avg (min..max) per metric; the files have every column."""
     index = {name: i for i, name in enumerate(result.columns)}
     columns = ["sensor_id", "readings",
-               *[f"{m} {_UNITS[m]} avg (min..max)" for m in METRICS], "missing_seq", "invalid"]
+               *[f"{m} {UNITS[m]} avg (min..max)" for m in METRICS], "missing_seq", "invalid"]
     rows = []
     for row in result.rows:
         def stat(kind: str, metric: str) -> float | None:

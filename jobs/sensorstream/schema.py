@@ -1,4 +1,6 @@
-"""A reading's fields, their physical ranges, and the one parse + validate both jobs use.
+"""The reading's Spark schema, and the one parse + validate both jobs use.
+
+The fields, units and physical ranges themselves are `readings.py`'s (re-exported here for the jobs).
 
 `parse(kafka_df)` is a pure DataFrame function that works the same on a streaming and a batch
 DataFrame read from Kafka: one row per record, with `reason` null for a valid reading and the
@@ -30,14 +32,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, VariantType
 
-#: The measured quantities, in °C, % relative humidity and hPa, with their physical ranges.
-METRICS = ("temperature", "humidity", "pressure")
-RANGES = {
-    "temperature": (-40.0, 85.0),
-    "humidity": (0.0, 100.0),
-    "pressure": (300.0, 1100.0),
-}
-REQUIRED = ("sensor_id", "timestamp", *METRICS)
+from sensorstream.readings import FIELDS, METRICS, RANGES, REQUIRED  # noqa: F401 - METRICS, RANGES: re-exported
+
 #: The reason kinds, in the order they are checked (a reason is "<kind>" or "<kind>: <detail>").
 REASON_KINDS = ("invalid JSON", "missing field", "wrong type", "bad timestamp", "out of range")
 
@@ -48,15 +44,9 @@ TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]
 WHITESPACE = " \t\r\n"
 
 #: The JSON a producer sends. seq and event_id are optional for foreign producers.
-READING_SCHEMA = StructType([
-    StructField("sensor_id", StringType()),
-    StructField("timestamp", StringType()),
-    StructField("temperature", DoubleType()),
-    StructField("humidity", DoubleType()),
-    StructField("pressure", DoubleType()),
-    StructField("seq", LongType()),
-    StructField("event_id", StringType()),
-])
+_FIELD_TYPES = {"sensor_id": StringType(), "timestamp": StringType(), **{m: DoubleType() for m in METRICS},
+                "seq": LongType(), "event_id": StringType()}
+READING_SCHEMA = StructType([StructField(name, _FIELD_TYPES[name]) for name in FIELDS])
 _CORRUPT = "_corrupt_record"
 _PARSE_SCHEMA = StructType([*READING_SCHEMA.fields, StructField(_CORRUPT, StringType())])
 #: Every field as text: present (and not null) whatever its JSON type.

@@ -29,12 +29,18 @@ from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii as _json_string
 from typing import Callable, NamedTuple
 
+from sensorstream.readings import METRICS, RANGES
+
 FAULT_SPIKE = 0.004
 FAULT_STUCK = 0.003
 FAULT_DROPOUT = 0.005
 MALFORMED_KINDS = ("broken_json", "wrong_type", "missing_field", "out_of_range")
 
 _TWO_PI = 2 * math.pi
+#: The physical ranges the values are clamped to, so a simulated reading is always valid.
+_T_LOW, _T_HIGH = RANGES["temperature"]
+_H_LOW, _H_HIGH = RANGES["humidity"]
+_P_LOW, _P_HIGH = RANGES["pressure"]
 _SECONDS_PER_DAY = 86400
 _UUID_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))  # version and variant bits of a UUID
 _UUID_V4 = (0x4000 << 64) | (0x8000 << 48)
@@ -186,9 +192,9 @@ class Simulator:
             temperature += rng.choice((-1, 1)) * rng.uniform(12, 25)
         elif fault < FAULT_SPIKE + FAULT_STUCK:
             sensor.stuck_left = rng.randint(3, 8)
-        values = (round(max(-40.0, min(85.0, temperature)), 2),
-                  round(max(0.0, min(100.0, humidity)), 2),
-                  round(max(850.0, min(1085.0, pressure)), 2))
+        values = (round(max(_T_LOW, min(_T_HIGH, temperature)), 2),
+                  round(max(_H_LOW, min(_H_HIGH, humidity)), 2),
+                  round(max(_P_LOW, min(_P_HIGH, pressure)), 2))
         sensor.last = values
         return values
 
@@ -246,10 +252,10 @@ def malformed(reading: Reading, kind: str, rng: random.Random) -> bytes:
         text = json.dumps(record)
         return text[: rng.randint(5, len(text) - 2)].encode()
     if kind == "wrong_type":
-        field = rng.choice(("temperature", "humidity", "pressure"))
+        field = rng.choice(METRICS)
         record[field] = rng.choice(("hot", "n/a", "", "21,5"))
     elif kind == "missing_field":
-        del record[rng.choice(("timestamp", "temperature", "humidity", "pressure", "sensor_id"))]
+        del record[rng.choice(("timestamp", *METRICS, "sensor_id"))]
     elif kind == "out_of_range":
         field, value = rng.choice((("temperature", 250.0), ("humidity", 140.0), ("pressure", 12.0),
                                    ("temperature", -120.0)))

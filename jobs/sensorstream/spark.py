@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sensorstream.config import Settings, default_state_dir
-from sensorstream.jvm import find_java, require_jars
+from sensorstream.config import Settings
+from sensorstream.jvm import find_java, jars_folder, require_jars
 
 CONNECTOR_MARKER = "spark-sql-kafka-0-10_"
 _LOG4J2 = Path(__file__).with_name("log4j2-spark.properties")
@@ -39,7 +39,7 @@ def connector_jars(settings: Settings) -> list[Path]:
     builtin = _spark_home_jars()
     if builtin and any(builtin.glob(f"{CONNECTOR_MARKER}*.jar")):
         return []
-    folder = settings.jars_dir or default_state_dir() / "jars" / "spark"
+    folder = settings.jars_dir or jars_folder("spark")
     return require_jars(folder, "Spark Kafka connector", CONNECTOR_MARKER)
 
 

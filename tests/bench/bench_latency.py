@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from helpers import consume_all  # noqa: E402
+from support.broker import consume_all  # noqa: E402
 
 from sensorstream import streaming  # noqa: E402
 from sensorstream.config import load_settings  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from .support import VALUES_SETS, crd_schemas, crds_dir, helm_path, render
+from support.chart import VALUES_SETS, crd_schemas, crds_dir, helm_path, render
 
 
 @pytest.fixture(scope="session")

@@ -4,23 +4,16 @@ exist, a main file where the Dockerfile puts it, one Spark and one Kafka version
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
 
 import pytest
 import yaml
 
-from .support import CHART, K8S, KUBE_VERSION, REHEARSE, ROOT, VALUES_SETS, by_kind, pod_specs
+from support.chart import KUBE_VERSION, REHEARSE, VALUES_SETS, by_kind, pod_specs
+from support.places import CHART, K8S, ROOT, pom_property
 
 pytestmark = pytest.mark.chart
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
-
-
-def pom_property(name: str) -> str:
-    return ET.parse(ROOT / "jobs/jvm/pom.xml").getroot().find(f"m:properties/m:{name}", POM_NS).text
-
-
 def dockerfile_arg(name: str) -> str:
     (value,) = re.findall(rf"^ARG {name}=(\S+)$", DOCKERFILE, re.MULTILINE)
     return value
@@ -115,8 +108,6 @@ def test_checkpoint_and_reports_claims_are_where_the_settings_point(rendered):
     driver_mounts = {m["mountPath"] for m in app["spec"]["driver"]["volumeMounts"]}
     executor_mounts = {m["mountPath"] for m in app["spec"]["executor"]["volumeMounts"]}
     assert configmap["data"]["CHECKPOINT_LOCATION"] in driver_mounts & executor_mounts
-    args = app["spec"]["arguments"]
-    assert args[args.index("--checkpoint-root") + 1] == configmap["data"]["CHECKPOINT_LOCATION"]
     (cronjob,) = by_kind(docs, "CronJob")
     container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert configmap["data"]["REPORT_DIR"] in {m["mountPath"] for m in container["volumeMounts"]}

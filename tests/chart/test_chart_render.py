@@ -8,7 +8,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .support import CHART, KUBE_VERSION, NAMESPACE, RELEASE, VALUES_SETS, by_kind, pod_specs, run_helm
+from support.chart import KUBE_VERSION, NAMESPACE, RELEASE, VALUES_SETS, by_kind, pod_specs, render, run_helm
+from support.places import CHART
 
 pytestmark = pytest.mark.chart
 
@@ -125,6 +126,17 @@ def test_existing_kafka_creates_no_cluster_and_reads_credentials_from_secrets(re
     for role in ("driver", "executor"):
         names = {e["name"] for e in app["spec"][role]["env"]}
         assert {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"} <= names
+
+
+def test_two_releases_in_one_namespace_name_their_kafka_node_pools_apart(helm):
+    pools = {}
+    for release in ("sensorstream", "other"):
+        docs = render(helm, [], sets=[f"fullnameOverride={release}"])
+        (pool,) = by_kind(docs, "KafkaNodePool")
+        (kafka,) = by_kind(docs, "Kafka")
+        assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
+        pools[release] = pool["metadata"]["name"]
+    assert pools["sensorstream"] != pools["other"], pools
 
 
 def test_kind_uses_ephemeral_kafka_storage_and_the_default_a_claim(rendered):

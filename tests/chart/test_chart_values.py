@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .support import run_helm, template_args
+from support.chart import run_helm, template_args
 
 pytestmark = pytest.mark.chart
 

@@ -16,11 +16,11 @@ import shutil
 import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from .support import CHART, K8S, ROOT
+from support.chart import REHEARSE
+from support.places import CHART, K8S, ROOT
 
 pytestmark = [pytest.mark.kind, pytest.mark.slow]
 
@@ -28,15 +28,6 @@ CLUSTER = os.environ.get("SENSORSTREAM_E2E_CLUSTER", "sensorstream-e2e")
 NAMESPACE = "sensorstream"
 RELEASE = "sensorstream"
 DRIVER_POD = f"{RELEASE}-stream-driver"
-HEADER = re.compile(r"\bwindow_start\b")
-ROW = re.compile(r"\bsensor_\d+\b")
-
-
-def kind_path() -> str | None:
-    for candidate in (os.environ.get("KIND"), str(ROOT / ".sensorstream" / "tools" / "bin" / "kind"), shutil.which("kind")):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def docker_problem() -> str | None:
@@ -69,7 +60,7 @@ def cluster(helm, tmp_path_factory):
     problem = docker_problem()
     if problem:
         pytest.skip(f"kind e2e needs a Docker engine: {problem}")
-    kind = kind_path()
+    kind = REHEARSE.find_tool("kind")
     if not kind:
         pytest.skip("kind e2e needs kind: build it with `make kind` (or put kind on PATH)")
     if not shutil.which("kubectl"):
@@ -146,14 +137,10 @@ def test_spark_application_runs_and_prints_window_rows(api):
             log = core.read_namespaced_pod_log(DRIVER_POD, NAMESPACE)
         except api.ApiException:  # the driver pod may be between restarts
             return None
-        header_seen = False
-        rows = []
+        rows = REHEARSE.WindowRows()  # the rehearsal's reading of the same log
         for line in log.splitlines():
-            if HEADER.search(line):
-                header_seen = True
-            elif header_seen and ROW.search(line):
-                rows.append(line)
-        return rows
+            rows(line)
+        return rows.rows
 
     rows = wait_for(f"window rows in the log of {DRIVER_POD}", window_rows, timeout=600)
     assert all("sensor_" in row for row in rows)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from .support import REHEARSE
+from support.chart import REHEARSE
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 

@@ -21,6 +21,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -267,7 +268,8 @@ class LocalKafka:
 
     def _wait_ready(self, expected: int) -> None:
         self.progress("waiting for the broker to answer")
-        settings = load_settings(environ={}).replace(bootstrap_servers=self.bootstrap)
+        settings = load_settings(environ={}).replace(bootstrap_servers=self.bootstrap,
+                                                     connect_timeout=timedelta(seconds=5))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             dead = [n for n in self.status() if not n.running]
@@ -277,7 +279,7 @@ class LocalKafka:
                     f"and stdout.log ({self._last_error(dead[0].node_id)})"
                 )
             try:
-                with admin_client(settings, timeout_s=5) as admin:
+                with admin_client(settings) as admin:
                     if len(admin.describe_cluster()["brokers"]) >= expected:
                         return
             except BrokerUnavailableError:

@@ -1,21 +1,16 @@
-"""Shared by the chart tests: where things are, how to run helm, how to read the chart's inputs."""
+"""The chart tests' support: helm, rendering, the operators' CRDs, the rehearsal module (k8s/rehearse.py)."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "sensorstream"
-K8S = ROOT / "k8s"
-RELEASE = "sensorstream"
-NAMESPACE = "sensorstream"
+from .places import CHART, K8S, ROOT
 
 #: Values sets the chart must render validly: name -> values files (none = the chart's defaults).
 VALUES_SETS = {
@@ -36,34 +31,36 @@ def load_rehearse():
 
 
 REHEARSE = load_rehearse()
+#: The release and namespace the chart is rendered with, the rehearsal's.
+RELEASE, NAMESPACE = REHEARSE.RELEASE, REHEARSE.NAMESPACE
 #: The Kubernetes version of kind's node image; rendered objects are validated against its schemas.
 KUBE_VERSION = REHEARSE.KUBE_VERSION
 
 
 def helm_path() -> str | None:
     """$HELM, else the one `make helm` builds, else PATH."""
-    for candidate in (os.environ.get("HELM"), str(ROOT / ".sensorstream" / "tools" / "bin" / "helm"),
-                      shutil.which("helm")):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    return REHEARSE.find_tool("helm")
 
 
 def run_helm(helm: str, *args: str, chart: Path = CHART) -> subprocess.CompletedProcess:
     return subprocess.run([helm, *args], capture_output=True, text=True, cwd=ROOT)
 
 
-def template_args(values_files: list[Path], sets: list[str] = (), chart: Path = CHART) -> list[str]:
+def template_args(values_files: list[Path], sets: list[str] = (), chart: Path = CHART,
+                  set_json: list[str] = ()) -> list[str]:
     args = ["template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
     for path in values_files:
         args += ["--values", str(path)]
     for item in sets:
         args += ["--set", item]
+    for item in set_json:
+        args += ["--set-json", item]
     return args
 
 
-def render(helm: str, values_files: list[Path], sets: list[str] = (), chart: Path = CHART) -> list[dict]:
-    done = run_helm(helm, *template_args(values_files, sets, chart))
+def render(helm: str, values_files: list[Path], sets: list[str] = (), chart: Path = CHART,
+           set_json: list[str] = ()) -> list[dict]:
+    done = run_helm(helm, *template_args(values_files, sets, chart, set_json))
     assert done.returncode == 0, f"helm template failed:\n{done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
@@ -101,6 +98,23 @@ def pod_specs(doc: dict) -> list[tuple[str, dict]]:
     if kind == "Pod":
         return [("Pod", doc["spec"])]
     return []
+
+
+def workload_env(docs: list[dict]) -> dict[str, set[str]]:
+    """Env var -> the values the rendered workloads give it (ConfigMaps they load, then their own env
+    entries with a value; Secret references are left out)."""
+    configmaps = {d["metadata"]["name"]: d.get("data") or {} for d in by_kind(docs, "ConfigMap")}
+    containers = [c for d in docs for _, pod in pod_specs(d) for c in pod["containers"]]
+    containers += [app["spec"][role] for app in by_kind(docs, "SparkApplication") for role in ("driver", "executor")]
+    env: dict[str, set[str]] = {}
+    for container in containers:
+        mine = {}
+        for source in container.get("envFrom") or []:
+            mine.update(configmaps.get((source.get("configMapRef") or {}).get("name"), {}))
+        mine.update({e["name"]: e["value"] for e in container.get("env") or [] if "value" in e})
+        for name, value in mine.items():
+            env.setdefault(name, set()).add(value)
+    return env
 
 
 def by_kind(docs: list[dict], kind: str) -> list[dict]:

@@ -1,4 +1,5 @@
-"""Independent Python reference computations and small builders the tests share."""
+"""Independent Python references (windows, reports, the validation contract), sample records,
+simulated clocks."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from collections import defaultdict
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 
-from kafka import KafkaConsumer, TopicPartition
+from sensorstream.readings import METRICS, RANGES
+from sensorstream.simulator import Simulator
 
 T0 = datetime(2026, 1, 31, 8, 0, tzinfo=timezone.utc)
 
@@ -52,7 +54,7 @@ def reference_windows(readings: Iterable[dict], window: timedelta) -> dict[tuple
 
 def _metric_stats(rows: list[dict], stddev: bool = False) -> dict:
     stats = {}
-    for m in ("temperature", "humidity", "pressure"):
+    for m in METRICS:
         values = [row[m] for row in rows]
         stats[f"avg_{m}"] = math.fsum(values) / len(values)
         stats[f"min_{m}"] = min(values)
@@ -91,7 +93,6 @@ def decode(value: bytes) -> dict:
 # The README's validation contract, in plain Python, independent of Spark: the oracle for schema.py.
 _REFERENCE_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
                                   r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?")
-_REFERENCE_RANGES = {"temperature": (-40.0, 85.0), "humidity": (0.0, 100.0), "pressure": (300.0, 1100.0)}
 
 
 def _no_constants(name: str):
@@ -110,14 +111,14 @@ def reference_reason(raw: bytes | None) -> str | None:
         return "invalid JSON"
     if not isinstance(record, dict):
         return "invalid JSON"
-    for field in ("sensor_id", "timestamp", *_REFERENCE_RANGES):
+    for field in ("sensor_id", "timestamp", *RANGES):
         value = record.get(field)
         if value is None or (field == "sensor_id" and isinstance(value, str) and not value.strip(" \t\r\n")):
             return f"missing field: {field}"
     for field in ("sensor_id", "timestamp"):
         if not isinstance(record[field], str):
             return f"wrong type: {field}"
-    for field in _REFERENCE_RANGES:
+    for field in RANGES:
         if not _is_number(record[field]):
             return f"wrong type: {field}"
     seq = record.get("seq")
@@ -132,7 +133,7 @@ def reference_reason(raw: bytes | None) -> str | None:
             raise ValueError(stamp)
     except ValueError:
         return f"bad timestamp: {stamp}"
-    for field, (low, high) in _REFERENCE_RANGES.items():
+    for field, (low, high) in RANGES.items():
         if not low <= record[field] <= high:
             return f"out of range: {field}"
     return None
@@ -175,18 +176,14 @@ FOREIGN = [
 ]
 
 
-def consume_all(settings, topic):
-    """Every record of a topic, from the beginning to the end offsets as they are now."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","), enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning()
-        end = consumer.end_offsets(partitions)
-        records = []
-        while any(consumer.position(tp) < end[tp] for tp in partitions):
-            for batch in consumer.poll(timeout_ms=1000).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
+class RecordingSimulator(Simulator):
+    """The simulator, keeping a copy of every record it hands out (what was sent)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sent = []
+
+    def next_record(self):
+        record = super().next_record()
+        self.sent.append(record)
+        return record

@@ -1,0 +1,12 @@
+"""Everything the tests share, in one place; test modules import from here, never from each other.
+
+    places    where things are (the checkout, the chart, the jars) and the pins of pom.xml and
+              pyproject.toml
+    readings  independent Python references (windows, reports, the validation contract), sample
+              records, simulated clocks
+    broker    settings isolated on the session broker, reading a topic back
+    cli       the `sensorstream` command as a subprocess, and its one-line errors
+    chart     helm, the rendered chart, the operators' CRDs, the rehearsal module
+
+The fixtures built on these are in tests/conftest.py and tests/chart/conftest.py.
+"""
