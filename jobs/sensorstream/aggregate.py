@@ -8,6 +8,7 @@ stream folded them batch by batch or `window_stats` computed them in one pass, s
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 from pyspark.sql import Column, DataFrame
@@ -129,13 +130,21 @@ def micro_batch(records: DataFrame, window: timedelta, slide: timedelta | None =
     the driver's call (windows.py): the plan holds no watermark, so it is the same every batch and
     Spark compiles it once.
     """
+    keyed, keys, aggregates = _micro_batch_columns(window, slide)
+    return records.select(*keyed).groupBy(*keys).agg(*aggregates)
+
+
+@functools.cache
+def _micro_batch_columns(window: timedelta, slide: timedelta | None) -> tuple[tuple[Column, ...], tuple[str, ...],
+                                                                              tuple[Column, ...]]:
+    """micro_batch's expressions, built once: the stream applies them to every micro-batch."""
     valid = F.col("reason").isNull()
     # rejects have no event time; give them one so that window() keeps them (it drops nulls)
     when = F.coalesce(F.col("event_time"), F.timestamp_seconds(F.lit(0)))
     window_col = window_column(when, window, slide)
     start = F.unix_micros(window_col["start"])
     step_us = micros(slide or window)
-    keyed = records.select(
+    keyed = (
         F.when(valid, F.lit("window")).otherwise(F.lit("reject")).alias("kind"),
         F.when(valid, start).alias("window_start_us"),
         F.when(valid, F.col("sensor_id")).alias("sensor_id"),
@@ -149,9 +158,6 @@ def micro_batch(records: DataFrame, window: timedelta, slide: timedelta | None =
     )
     # A reject's fields are part of its (unique) key: text in an aggregation buffer would take
     # Spark off its hash aggregation onto sorting every row.
-    return keyed.groupBy("kind", "window_start_us", "sensor_id", "source_partition", "source_offset",
-                         "reject_key", "dead_letter").agg(
-        F.count_if("newest").alias("records"),
-        *partial_columns(),
-        F.max("event_us").alias("max_event_us"),
-    )
+    keys = ("kind", "window_start_us", "sensor_id", "source_partition", "source_offset", "reject_key", "dead_letter")
+    aggregates = (F.count_if("newest").alias("records"), *partial_columns(), F.max("event_us").alias("max_event_us"))
+    return keyed, keys, aggregates

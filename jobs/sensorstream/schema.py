@@ -28,6 +28,8 @@ inside a string, or a sensor_id of "123").
 
 from __future__ import annotations
 
+import functools
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, VariantType
@@ -223,55 +225,63 @@ def parse(kafka_df: DataFrame) -> DataFrame:
 
     A valid reading has reason null and its fields; a reject has its reason, the sensor it names
     (or null) and null reading fields. Both keep the source record's value and coordinates.
-
-    Projections kept apart on purpose (each output used twice, so Spark does not merge them): the
-    typed parse; the cheap checks, in whole-stage generated code; the parses the reasons need,
-    made once and only for the records that failed the checks; the reasons; and the output
-    columns, fused with what the caller does next.
     """
-    staged = kafka_df.select(
-        F.col("value").cast("string").alias("raw"),  # the same bytes, not checked for UTF-8 here
-        F.col("topic").alias("source_topic"),
-        F.col("partition").alias("source_partition"),
-        F.col("offset").alias("source_offset"),
-        F.col("timestamp").alias("kafka_timestamp"),
-    ).select("*", F.from_json("raw", _PARSE_SCHEMA, _TYPED).alias("p"))
-    raw, p = F.col("raw"), F.col("p")
-    staged = staged.withColumn("event_time", p["timestamp"].try_cast("timestamp"))
-    staged = staged.withColumn("formed", _well_formed(raw, p, F.col("event_time")))
-    staged = staged.withColumn("fast", F.col("formed") & _in_range(p))
+    for projection in _projections():
+        kafka_df = kafka_df.select(*projection)
+    return kafka_df
+
+
+@functools.cache
+def _projections() -> tuple[tuple[Column | str, ...], ...]:
+    """parse's projections, built once: a few hundred calls into the JVM, and the stream parses
+    every micro-batch (expressions are not bound to a DataFrame, so they can be reused).
+
+    Kept apart on purpose (each output used twice, so Spark does not merge them): the typed
+    parse; the cheap checks, in whole-stage generated code; the parses the reasons need, made
+    once and only for the records that failed the checks; the reasons; and the output columns,
+    fused with what the caller does next.
+    """
+    raw, p, event_time = F.col("raw"), F.col("p"), F.col("event_time")
+    fast, formed = F.col("fast"), F.col("formed")
 
     def explain(again: Column) -> Column:
         return F.struct(
-            _reason(again, p, F.col("event_time")).alias("reason"),
+            _reason(again, p, event_time).alias("reason"),
             _reject_sensor(again).alias("named"),
             F.when(~again["utf8"], F.base64(raw.cast("binary"))).alias("value_base64"),
         )
 
     out_of_range = F.struct(_range_reason(p).alias("reason"), p["sensor_id"].alias("named"),
                             F.lit(None).cast("string").alias("value_base64"))
-    # transform over a one-element array binds the parses to a name: made once, read many times
-    staged = staged.withColumn("slow", F.when(F.col("fast"), None)
-                               .when(F.col("formed") & _finite(p), out_of_range)
-                               .otherwise(F.transform(F.array(_parse_again(raw)), explain)[0]))
-
     reason = F.col("slow.reason")
     valid = reason.isNull()
 
     def reading(column: Column) -> Column:
         return F.when(valid, column)
 
-    return staged.select(
-        reason.alias("reason"),
-        F.when(F.col("fast"), p["sensor_id"]).when(valid, _trim(p["sensor_id"])).otherwise(F.col("slow.named"))
-        .alias("sensor_id"),
-        reading(F.col("event_time")).alias("event_time"),
-        *[reading(p[m]).alias(m) for m in METRICS],
-        reading(p["seq"]).alias("seq"),
-        reading(p["event_id"]).alias("event_id"),
-        raw.alias("value"),
-        F.when(~valid, F.col("slow.value_base64")).alias("value_base64"),
-        "source_topic", "source_partition", "source_offset", "kafka_timestamp",
+    return (
+        (F.col("value").cast("string").alias("raw"),  # the same bytes, not checked for UTF-8 here
+         F.col("topic").alias("source_topic"),
+         F.col("partition").alias("source_partition"),
+         F.col("offset").alias("source_offset"),
+         F.col("timestamp").alias("kafka_timestamp")),
+        ("*", F.from_json(raw, _PARSE_SCHEMA, _TYPED).alias("p")),
+        ("*", p["timestamp"].try_cast("timestamp").alias("event_time")),
+        ("*", _well_formed(raw, p, event_time).alias("formed")),
+        ("*", (formed & _in_range(p)).alias("fast")),
+        # transform over a one-element array binds the parses to a name: made once, read many times
+        ("*", F.when(fast, None).when(formed & _finite(p), out_of_range)
+         .otherwise(F.transform(F.array(_parse_again(raw)), explain)[0]).alias("slow")),
+        (reason.alias("reason"),
+         F.when(fast, p["sensor_id"]).when(valid, _trim(p["sensor_id"])).otherwise(F.col("slow.named"))
+         .alias("sensor_id"),
+         reading(event_time).alias("event_time"),
+         *[reading(p[m]).alias(m) for m in METRICS],
+         reading(p["seq"]).alias("seq"),
+         reading(p["event_id"]).alias("event_id"),
+         raw.alias("value"),
+         F.when(~valid, F.col("slow.value_base64")).alias("value_base64"),
+         "source_topic", "source_partition", "source_offset", "kafka_timestamp"),
     )
 
 
