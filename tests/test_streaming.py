@@ -131,6 +131,35 @@ def test_stream_stops_when_asked(kafka_settings, spark):
     assert not spark.streams.active
 
 
+def test_a_stop_during_a_batch_ends_quietly_and_the_batch_runs_again(kafka_settings, spark, monkeypatch):
+    """Ctrl+C while a micro-batch's Spark job runs: Spark cancels the job; run() returns without an
+    error (no Java stack trace, which Spark's own error matching cannot even read), and the batch,
+    never committed, is processed in full by the next run."""
+    import threading
+
+    from pyspark.sql import functions as F
+
+    sim = RecordingSimulator(sensors=3, seed=5, clock=stepping_clock(step=timedelta(seconds=1)))
+    assert produce(kafka_settings, sim, count=30, rate=0).acked == 30
+    stop = threading.Event()
+    real = streaming.micro_batch
+
+    def slow(records, *args):  # each record takes a second: the stop lands in the middle of the job
+        threading.Timer(2, stop.set).start()
+        return real(records.where(F.expr("reflect('java.lang.Thread', 'sleep', 1000L) is null")), *args)
+
+    monkeypatch.setattr(streaming, "micro_batch", slow)
+    said = []
+    streaming.run(spark, kafka_settings.replace(sinks=("kafka",)), stop=stop, say=said.append)
+    assert any("stopped during a micro-batch" in line for line in said), said
+    assert not consume_all(kafka_settings, kafka_settings.output_topic)
+
+    monkeypatch.setattr(streaming, "micro_batch", real)
+    streaming.run(spark, kafka_settings.replace(sinks=("kafka",)), available_now=True, say=lambda _: None)
+    latest = {r.key: json.loads(r.value) for r in consume_all(kafka_settings, kafka_settings.output_topic)}
+    assert sum(w["num_readings"] for w in latest.values()) == 30
+
+
 def test_restart_resumes_and_the_watermark_decides_what_is_too_late(kafka_settings, spark):
     """Second run on the same checkpoint: only new records are read; a reading older than the
     watermark leaves its (closed) window alone, one within the watermark updates its window."""

@@ -210,8 +210,10 @@ class _Batches:
     """The foreachBatch handler: one Spark job per batch, then the open windows, the sinks, a log line."""
 
     def __init__(self, spark: SparkSession, settings: Settings, state: Path, output: _Output,
-                 say: Callable[[str], None], on_progress: Callable[[BatchProgress], None] | None = None):
+                 say: Callable[[str], None], on_progress: Callable[[BatchProgress], None] | None = None,
+                 stopping: threading.Event | None = None):
         self.settings = settings
+        self.stopping = stopping or threading.Event()
         self.on_progress = on_progress
         self.windows = OpenWindows(state, settings.window_duration, settings.watermark_delay)
         self.output = output
@@ -220,6 +222,17 @@ class _Batches:
         self.previous_start: float | None = None
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
+        try:
+            self._batch(records, batch_id)
+        except Exception as exc:
+            # What goes back to the JVM must be short: Spark matches a foreachBatch error's text
+            # against a backtracking regex, which overflows the stack on a long Java stack trace.
+            if self.stopping.is_set():
+                raise SensorstreamError(f"batch {batch_id} interrupted by the stop") from None
+            lines = str(exc).strip().splitlines()
+            raise SensorstreamError(f"batch {batch_id} failed: {(lines[0] if lines else repr(exc))[:300]}") from None
+
+    def _batch(self, records: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         summary = micro_batch(records, self.settings.window_duration, self.settings.slide_duration).persist()
         try:
@@ -281,11 +294,13 @@ class BatchProgress:
 
 def start_query(spark: SparkSession, settings: Settings, output: _Output, available_now: bool = False,
                 reset_checkpoint: bool = False, say: Callable[[str], None] = lambda m: None,
-                on_progress: Callable[[BatchProgress], None] | None = None) -> StreamingQuery:
-    """Start the one streaming query: source -> parse -> `_Batches`."""
+                on_progress: Callable[[BatchProgress], None] | None = None,
+                stopping: threading.Event | None = None) -> StreamingQuery:
+    """Start the one streaming query: source -> parse -> `_Batches`. Set `stopping` before stopping
+    the query: a batch it interrupts then ends quietly (it is not committed, so it runs again)."""
     preflight(settings)
     checkpoint = prepare_checkpoint(settings, QUERY, reset_checkpoint)
-    handler = _Batches(spark, settings, checkpoint / "open_windows", output, say, on_progress)
+    handler = _Batches(spark, settings, checkpoint / "open_windows", output, say, on_progress, stopping)
     trigger = {"availableNow": True} if available_now else {"processingTime": spark_interval(settings.trigger_interval)}
     return (parse(read_source(spark, settings)).writeStream.queryName(f"sensorstream_{QUERY}")
             .foreachBatch(handler).option("checkpointLocation", str(checkpoint)).trigger(**trigger).start())
@@ -301,7 +316,7 @@ def run(spark: SparkSession, settings: Settings, available_now: bool = False, re
     stop = stop or threading.Event()
     output = _Output(settings)
     try:
-        query = start_query(spark, settings, output, available_now, reset_checkpoint, say, on_progress)
+        query = start_query(spark, settings, output, available_now, reset_checkpoint, say, on_progress, stop)
         say(f"streaming {settings.input_topic} -> {', '.join(settings.sinks)} (+ dead letters to "
             f"{settings.dead_letter_topic}); window {spark_interval(settings.window_duration)}, watermark "
             f"{spark_interval(settings.watermark_delay)}; checkpoint in {settings.checkpoint_location}")
@@ -311,8 +326,10 @@ def run(spark: SparkSession, settings: Settings, available_now: bool = False, re
         finally:
             if query.isActive:
                 query.stop()
-        if query.exception():
+        if query.exception() and not stop.is_set():
             raise _query_error(query)
+        if query.exception():
+            say("stopped during a micro-batch; it was not committed and runs again when the stream restarts")
     finally:
         output.close()
     say("stream stopped" + (" (topic drained)" if available_now and not stop.is_set() else ""))
