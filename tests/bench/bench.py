@@ -198,8 +198,10 @@ def print_table(results: dict) -> None:
     if "latency" in stages:
         lat = stages["latency"]
         print(f"latency   {lat['rate']:,}/s for {lat['seconds']:.0f} s, trigger {lat['trigger_s']} s: "
-              f"p50 {lat['latency_p50_s']:.2f} s, p99 {lat['latency_p99_s']:.2f} s ({lat['samples']} window records); "
-              f"batch p50 {lat['batch_p50_s']:.2f} s; last batches' rows {lat['last_batches_rows']}")
+              f"p50 {lat['latency_p50_s']:.2f} s, p99 {lat['latency_p99_s']:.2f} s, max {lat['latency_max_s']:.2f} s "
+              f"({lat['samples']} window records, {lat['closing_samples']} closing a window); "
+              f"batch p50 {lat['batch_p50_s']:.2f} s; last batches' rows {lat['last_batches_rows']}; "
+              f"load sent with {lat['load_client']}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@ topics keep Kafka's append time (LogAppendTime). The stream runs with the defaul
 
 Latency of a window record = its append time on the output topic minus the append time of the
 newest reading it covers (a window record with num_readings n covers the first n readings of its
-sensor and window, in offset order: no reading is late or malformed here). The first 10 s are
+sensor and window, in offset order: no reading is late or malformed here). A window's newest
+reading usually arrived just before the batch began; not so for its last update (closing): its
+last reading may have waited up to one trigger interval for the next batch. Those samples are
+counted apart (closing_samples, closing_max_s). The first 10 s are
 warm-up and left out. Also printed: micro-batch durations and the last batches' input rows
 (steady when they stay near rate x batch interval: no growing backlog).
 """
@@ -51,9 +54,24 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def load_client() -> str:
+    """The producer client that sends the load: confluent-kafka when installed (the `fast` extra).
+
+    The load generator shares this machine's two cores with the stream it measures, and the C
+    client spends about a quarter of kafka-python's CPU per reading; in production the producer
+    runs elsewhere.
+    """
+    try:
+        import confluent_kafka  # noqa: F401
+    except ImportError:
+        return "kafka-python"
+    return "confluent-kafka"
+
+
 def measure_latency(spark, base, bootstrap: str, folder: Path, rate: int, seconds: float,
-                    trigger: float, say=lambda m: None) -> dict:
+                    trigger: float, say=lambda m: None, client: str | None = None) -> dict:
     """Run the stream against a steady producer; latency percentiles and batch figures."""
+    client = client or load_client()
     tag = uuid.uuid4().hex[:8]
     settings = base.replace(input_topic=f"lat-in-{tag}", output_topic=f"lat-out-{tag}",
                             dead_letter_topic=f"lat-dlq-{tag}", checkpoint_location=folder / f"ck-{tag}",
@@ -82,10 +100,10 @@ def measure_latency(spark, base, bootstrap: str, folder: Path, rate: int, second
     thread.start()
     while not batches and thread.is_alive():  # the first (empty) batch: the query is up
         time.sleep(0.2)
-    say(f"  stream up; producing {rate:,}/s for {seconds:.0f} s, trigger {trigger} s")
+    say(f"  stream up; producing {rate:,}/s for {seconds:.0f} s ({client}), trigger {trigger} s")
     started = time.time()
     subprocess.run([str(ROOT / ".venv" / "bin" / "sensorstream"), "produce", "--rate", str(rate), "--count", "0",
-                    "--duration", str(seconds), "--workers", "1", "--topic", settings.input_topic],
+                    "--duration", str(seconds), "--workers", "1", "--client", client, "--topic", settings.input_topic],
                    check=True, capture_output=True, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
     time.sleep(max(2.0, 3 * trigger))
     stop.set()
@@ -99,17 +117,22 @@ def measure_latency(spark, base, bootstrap: str, folder: Path, rate: int, second
         moment = datetime.fromisoformat(value["timestamp"])
         start = moment.replace(second=0, microsecond=0, minute=moment.minute - moment.minute % 5)
         readings[(value["sensor_id"], start.strftime("%Y-%m-%dT%H:%M:%SZ"))].append(record.timestamp)
-    latencies = []
+    latencies, closing = [], []
     for record in consume_all(settings, settings.output_topic):
         if record.timestamp / 1000 < started + WARM_UP_S:
             continue
         window = json.loads(record.value)
-        covered = readings[(window["sensor_id"], window["window_start"])][window["num_readings"] - 1]
-        latencies.append((record.timestamp - covered) / 1000)
+        covered = readings[(window["sensor_id"], window["window_start"])]
+        latency = (record.timestamp - covered[window["num_readings"] - 1]) / 1000
+        latencies.append(latency)
+        if window["num_readings"] == len(covered):  # the window's last update: its newest reading may
+            closing.append(latency)                 # have waited for the next trigger, up to one interval
     steady = [b for b in batches if b.records > 0][3:]
     return {
-        "rate": rate, "seconds": seconds, "trigger_s": trigger, "samples": len(latencies),
+        "rate": rate, "seconds": seconds, "trigger_s": trigger, "load_client": client, "samples": len(latencies),
         "latency_p50_s": percentile(latencies, 0.5), "latency_p99_s": percentile(latencies, 0.99),
+        "latency_max_s": max(latencies), "closing_samples": len(closing),
+        "closing_max_s": max(closing, default=None),
         "batch_p50_s": statistics.median(b.seconds for b in steady),
         "batch_p99_s": percentile([b.seconds for b in steady], 0.99),
         "last_batches_rows": [b.records for b in steady[-5:]],
