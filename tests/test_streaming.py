@@ -151,7 +151,7 @@ def test_a_stop_during_a_batch_ends_quietly_and_the_batch_runs_again(kafka_setti
     monkeypatch.setattr(streaming, "micro_batch", slow)
     said = []
     streaming.run(spark, kafka_settings.replace(sinks=("kafka",)), stop=stop, say=said.append)
-    assert any("stopped during a micro-batch" in line for line in said), said
+    assert any("stopped during micro-batch" in line for line in said), said
     assert not consume_all(kafka_settings, kafka_settings.output_topic)
 
     monkeypatch.setattr(streaming, "micro_batch", real)

@@ -228,7 +228,12 @@ class _Batches:
             # What goes back to the JVM must be short: Spark matches a foreachBatch error's text
             # against a backtracking regex, which overflows the stack on a long Java stack trace.
             if self.stopping.is_set():
-                raise SensorstreamError(f"batch {batch_id} interrupted by the stop") from None
+                self.say(f"stopped during micro-batch {batch_id}; it was not committed and runs again when the "
+                         "stream restarts")
+                # the words by which Spark tells a stop from a failure (StreamExecution.PROXY_ERROR)
+                raise SensorstreamError(f"batch {batch_id} interrupted by the stop: py4j.protocol.Py4JJavaError: "
+                                        "An error occurred while calling the batch: java.lang.InterruptedException"
+                                        ) from None
             lines = str(exc).strip().splitlines()
             raise SensorstreamError(f"batch {batch_id} failed: {(lines[0] if lines else repr(exc))[:300]}") from None
 
@@ -326,10 +331,8 @@ def run(spark: SparkSession, settings: Settings, available_now: bool = False, re
         finally:
             if query.isActive:
                 query.stop()
-        if query.exception() and not stop.is_set():
+        if query.exception() and not stop.is_set():  # after a stop: a batch it interrupted (said above)
             raise _query_error(query)
-        if query.exception():
-            say("stopped during a micro-batch; it was not committed and runs again when the stream restarts")
     finally:
         output.close()
     say("stream stopped" + (" (topic drained)" if available_now and not stop.is_set() else ""))
