@@ -284,11 +284,7 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
                     log.warning("delivery failed: %s", exc)
             settle()
     finally:
-        try:
-            producer.flush(timeout=FLUSH_TIMEOUT_S)
-        except KafkaError as exc:
-            log.warning("flush: %s", exc)
-        producer.close(timeout=FLUSH_TIMEOUT_S)
+        _close(producer)
         settle()
         # Anything neither acked nor failed by now was lost with the closing client: say so.
         for future in pending:
@@ -296,6 +292,30 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
         pending.clear()
         stats.finished = time.monotonic()
     return stats
+
+
+def _close(producer: KafkaProducer) -> None:
+    """Flush for up to FLUSH_TIMEOUT_S, then close; records still unacknowledged then fail.
+
+    kafka-python 2.3's `close()` flushes first and raises KafkaTimeoutError while any record is
+    unacknowledged (brokers down, no quorum), leaving its sender thread running and its `__del__`
+    raising again at exit, so the totals were never printed. Past the flush timeout the sender is
+    closed forcefully instead: it fails every batch still pending (their futures say so), and the
+    loop counts them as failed. They may still have reached the topic: a record whose
+    acknowledgement never came has an unknown outcome, and is counted as failed, never as acked.
+    """
+    try:
+        producer.flush(timeout=FLUSH_TIMEOUT_S)
+    except KafkaError as exc:
+        log.warning("flush: %s; giving up on the records still unacknowledged", exc)
+        sender = producer._sender  # no public way to stop it without another flush
+        if sender is not None:
+            sender.force_close()
+            sender.join(FLUSH_TIMEOUT_S)
+    try:
+        producer.close(timeout=FLUSH_TIMEOUT_S)
+    except KafkaError as exc:
+        log.warning("close: %s", exc)
 
 
 def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: float, duration: float | None,
