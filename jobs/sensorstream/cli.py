@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="process what is in the topic now, then stop (demos, tests)")
     stream.add_argument("--reset-checkpoint", action="store_true",
                         help="delete this job's checkpoints first and start from --starting-offsets")
+    stream.add_argument("--skip-lost-records", action="store_true",
+                        help="go on when input records were deleted (retention, delete-records) before the stream "
+                             "read them, saying how many are skipped (default: stop with an error)")
 
     report = commands.add_parser("report", help="Spark batch: per-sensor report of the whole input topic",
                                  description="Read the input topic (earliest to latest), validate with the "
@@ -124,6 +127,15 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
+def _stop_now_on_sigterm() -> None:
+    """SIGTERM stops a batch command at once, through its clean-up (a report half-assembled is
+    removed), as Ctrl+C does: KeyboardInterrupt is what py4j lets through a call into Spark."""
+    def handler(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -134,8 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SensorstreamError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        why = f"stopped by {exc.args[0]}; nothing half-written is left (run it again)" if exc.args else "interrupted"
+        print(f"{PROG}: {why}", file=sys.stderr)
         return 130
 
 
@@ -210,7 +223,7 @@ def _stream(args, settings) -> int:
     spark = get_session(settings)
     stop = _stop_on_signals()  # after the SparkContext, which installs a SIGINT handler of its own
     streaming.run(spark, settings, available_now=args.available_now, reset_checkpoint=args.reset_checkpoint,
-                  stop=stop, say=_say)
+                  stop=stop, say=_say, skip_lost_records=args.skip_lost_records)
     return 0
 
 
@@ -221,6 +234,7 @@ def _report(args, settings) -> int:
     report.preflight(settings)
     _say("starting Spark...")
     spark = get_session(settings)
+    _stop_now_on_sigterm()
     _say(f"reading {settings.input_topic} at {settings.bootstrap_servers} (earliest to latest)")
     result = report.run(spark, settings, since=args.since, until=args.until)
     print(report.console_table(result))

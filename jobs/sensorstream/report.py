@@ -29,6 +29,7 @@ from pyspark.sql.types import StructType
 from sensorstream.aggregate import sensor_report
 from sensorstream.brokers import require_topics
 from sensorstream.config import Settings, spark_kafka_options
+from sensorstream.errors import SensorstreamError
 from sensorstream.readings import METRICS, UNITS
 from sensorstream.schema import parse
 from sensorstream.tables import format_table
@@ -130,6 +131,10 @@ def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], rep
                  .parquet(str(staging / f"{REPORT_NAME}.parquet")))
         (staging / "quality.json").write_text(json.dumps(quality, indent=2, default=str) + "\n")
         os.rename(staging, final)
+    except OSError as exc:  # disk full, read-only, no permission: one line, nothing left visible
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SensorstreamError(f"cannot write the report to {report_dir}: {exc.strerror or exc}; free space "
+                                "there or choose another folder with --report-dir (env REPORT_DIR)") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
