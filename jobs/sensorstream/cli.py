@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 a sensorstream error (one line on stderr), 2 bad usage or 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -127,11 +128,15 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _stop_now_on_sigterm() -> None:
-    """SIGTERM stops a batch command at once, through its clean-up (a report half-assembled is
-    removed), as Ctrl+C does: KeyboardInterrupt is what py4j lets through a call into Spark."""
+def _exit_on_sigterm(clean_up) -> None:
+    """SIGTERM ends a batch command at once: `clean_up()`, one line, exit 130. Not by raising into
+    the running Spark call, which py4j would log as a traceback."""
     def handler(signum, _frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        clean_up()
+        print(f"{PROG}: stopped by {signal.Signals(signum).name}; nothing half-written is left (run it again)",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)  # the Spark JVM exits when this process does (its stdin closes)
 
     signal.signal(signal.SIGTERM, handler)
 
@@ -146,9 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SensorstreamError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt as exc:
-        why = f"stopped by {exc.args[0]}; nothing half-written is left (run it again)" if exc.args else "interrupted"
-        print(f"{PROG}: {why}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
 
 
@@ -219,6 +223,8 @@ def _stream(args, settings) -> int:
     from sensorstream.spark import get_session
 
     streaming.preflight(settings)
+    if not args.reset_checkpoint:  # a checkpoint that no longer fits the topic: one line, before Spark starts
+        streaming.check_checkpoint(settings, args.skip_lost_records)
     _say("starting Spark...")
     spark = get_session(settings)
     stop = _stop_on_signals()  # after the SparkContext, which installs a SIGINT handler of its own
@@ -231,10 +237,10 @@ def _report(args, settings) -> int:
     from sensorstream import report
     from sensorstream.spark import get_session
 
+    _exit_on_sigterm(report.abandon)
     report.preflight(settings)
     _say("starting Spark...")
     spark = get_session(settings)
-    _stop_now_on_sigterm()
     _say(f"reading {settings.input_topic} at {settings.bootstrap_servers} (earliest to latest)")
     result = report.run(spark, settings, since=args.since, until=args.until)
     print(report.console_table(result))

@@ -35,6 +35,8 @@ from sensorstream.schema import parse
 from sensorstream.tables import format_table
 
 REPORT_NAME = "sensor_report"
+#: The hidden folder a report is being assembled in, while it is (for `abandon`).
+_assembling: Path | None = None
 #: sensor_report's per-reason counts feed quality.json, not the report files.
 _REJECTED = "rejected"
 
@@ -113,6 +115,8 @@ def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], rep
     staging = report_dir / f".{final.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    global _assembling
+    _assembling = staging
     columns = schema.fieldNames()
     try:
         for fmt in formats:
@@ -138,8 +142,16 @@ def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], rep
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        _assembling = None
     files = sorted(p for p in final.iterdir())
     return final, files
+
+
+def abandon() -> None:
+    """Remove the report being assembled, if any (a stop before it was renamed into place)."""
+    if _assembling is not None:
+        shutil.rmtree(_assembling, ignore_errors=True)
 
 
 def preflight(settings: Settings) -> None:

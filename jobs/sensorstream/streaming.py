@@ -209,6 +209,12 @@ def preflight(settings: Settings) -> None:
     require_topics(settings, topics)
 
 
+def check_checkpoint(settings: Settings, skip_lost_records: bool = False) -> list[offsets.Gap]:
+    """The stream's checkpoint held against its input topic (offsets.py): CheckpointError naming the
+    fix, or the gaps `skip_lost_records` allows."""
+    return offsets.check(settings, Path(settings.checkpoint_location) / QUERY, skip_lost_records)
+
+
 class _Batches:
     """The foreachBatch handler: one Spark job per batch, then the open windows, the sinks, a log line."""
 
@@ -294,7 +300,7 @@ def start_query(spark: SparkSession, settings: Settings, output: _Output, availa
     """
     preflight(settings)
     checkpoint = prepare_checkpoint(settings, QUERY, reset_checkpoint)
-    gaps = offsets.check(settings, checkpoint, skip_lost_records)
+    gaps = check_checkpoint(settings, skip_lost_records)
     if gaps:
         say(f"skipping {sum(g.count for g in gaps):,} record(s) of {settings.input_topic} deleted before the stream "
             "read them (" + ", ".join(f"partition {g.partition} offsets {g.first}-{g.end - 1}" for g in gaps) + ")")

@@ -78,12 +78,11 @@ def test_report_disk_full(topic, tmp_path, figures):
     try:
         env = {**env, "REPORT_DIR": str(mount / "reports")}
         filler = mount / "filler"
-        with open(filler, "wb") as out:
+        with open(filler, "wb", buffering=0) as out:
             try:
                 while True:
                     out.write(b"x" * 4096)
-                    out.flush()
-            except OSError:
+            except OSError:  # No space left on device: full
                 pass
         full = cli(env, *REPORT, timeout=600)
         reports = mount / "reports"
