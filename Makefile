@@ -12,7 +12,7 @@ HELM := $(STATE)/tools/bin/helm
 JARS_STAMP := $(STATE)/jars/.resolved
 MVN_FLAGS := -B -q -f jobs/jvm/pom.xml
 
-.PHONY: help setup jars demo test test-fast up down status bench bench-report clean distclean
+.PHONY: help setup jars demo test test-fast test-faults up down status bench bench-report clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -74,6 +74,9 @@ test: setup helm ## the whole test suite: real Kafka broker, real Spark, chart c
 
 test-fast: setup helm ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"
+
+test-faults: setup ## fault injection on a real 3-broker cluster: kills, restarts, gaps, disk full (~15 min; needs root for a tmpfs)
+	$(PY) -m pytest -m faults tests/faults
 
 bench: setup ## every stage against Spark's or Kafka's own floor, same run (~10 min; table + data/bench/<UTC>.json)
 	$(PY) tests/bench/bench.py

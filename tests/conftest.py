@@ -4,14 +4,24 @@ What the fixtures are built from is in tests/support/."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from sensorstream.config import Settings
 from sensorstream.local.broker import LocalKafka, free_port
 from support.broker import base_settings, isolated_settings
+from support.cli import isolated_env
 from support.places import KAFKA_JARS, SPARK_JARS
+
+
+def pytest_collection_modifyitems(config, items):
+    """The fault tests (marker `faults`, tests/faults/) run only when asked for by name (`-m faults`,
+    `make test-faults`): they start a three-broker cluster and kill parts of it."""
+    if "faults" in (config.option.markexpr or ""):
+        return
+    faults = [item for item in items if item.get_closest_marker("faults")]
+    if faults:
+        config.hook.pytest_deselected(items=faults)
+        items[:] = [item for item in items if not item.get_closest_marker("faults")]
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +52,4 @@ def spark():
 @pytest.fixture
 def cli_env(tmp_path) -> dict[str, str]:
     """An environment for running the CLI as a subprocess, isolated from the developer's settings."""
-    keep = ("PATH", "HOME", "JAVA_HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")  # PYTHONPATH: the code under test
-    env = {k: v for k, v in os.environ.items() if k in keep}
-    env["SENSORSTREAM_STATE_DIR"] = str(tmp_path / "state")
-    env["SENSORSTREAM_JARS_DIR"] = str(SPARK_JARS)
-    return env
+    return isolated_env(tmp_path / "state")

@@ -153,7 +153,7 @@ def _micro_batch_columns(window: timedelta, slide: timedelta | None) -> tuple[tu
         (F.unix_micros(when) < start + F.lit(step_us)).alias("newest"),
         F.unix_micros(F.col("event_time")).alias("event_us"),
         *[F.col(m) for m in METRICS],
-        F.when(~valid, F.col("sensor_id")).alias("reject_key"),
+        F.when(~valid, F.concat_ws("|", "source_topic", "source_partition", "source_offset")).alias("reject_key"),
         F.when(~valid, reject_json()).alias("dead_letter"),
     )
     # A reject's fields are part of its (unique) key: text in an aggregation buffer would take

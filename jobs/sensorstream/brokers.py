@@ -12,10 +12,10 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError, NoBrokersAvailable
+from kafka.errors import KafkaError, NoBrokersAvailable, NodeNotReadyError
 
 from sensorstream.config import Settings, kafka_python_kwargs
-from sensorstream.errors import BrokerUnavailableError, TopicMissingError
+from sensorstream.errors import BrokerUnavailableError, QuorumLostError, TopicMissingError
 
 @contextmanager
 def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
@@ -40,6 +40,8 @@ def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
             except (NoBrokersAvailable, KafkaError, OSError) as exc:
                 last = exc
                 if time.monotonic() >= deadline:
+                    if isinstance(last, NodeNotReadyError):  # a broker answered; no controller did
+                        raise QuorumLostError(settings.bootstrap_servers) from None
                     raise BrokerUnavailableError(settings.bootstrap_servers, type(last).__name__) from None
                 time.sleep(0.5)
     finally:

@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 a sensorstream error (one line on stderr), 2 bad usage or 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="process what is in the topic now, then stop (demos, tests)")
     stream.add_argument("--reset-checkpoint", action="store_true",
                         help="delete this job's checkpoints first and start from --starting-offsets")
+    stream.add_argument("--skip-lost-records", action="store_true",
+                        help="go on when input records were deleted (retention, delete-records) before the stream "
+                             "read them, saying how many are skipped (default: stop with an error)")
 
     report = commands.add_parser("report", help="Spark batch: per-sensor report of the whole input topic",
                                  description="Read the input topic (earliest to latest), validate with the "
@@ -122,6 +126,19 @@ def _stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     return stop
+
+
+def _exit_on_sigterm(clean_up) -> None:
+    """SIGTERM ends a batch command at once: `clean_up()`, one line, exit 130. Not by raising into
+    the running Spark call, which py4j would log as a traceback."""
+    def handler(signum, _frame):
+        clean_up()
+        print(f"{PROG}: stopped by {signal.Signals(signum).name}; nothing half-written is left (run it again)",
+              file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)  # the Spark JVM exits when this process does (its stdin closes)
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -206,11 +223,13 @@ def _stream(args, settings) -> int:
     from sensorstream.spark import get_session
 
     streaming.preflight(settings)
+    if not args.reset_checkpoint:  # a checkpoint that no longer fits the topic: one line, before Spark starts
+        streaming.check_checkpoint(settings, args.skip_lost_records)
     _say("starting Spark...")
     spark = get_session(settings)
     stop = _stop_on_signals()  # after the SparkContext, which installs a SIGINT handler of its own
     streaming.run(spark, settings, available_now=args.available_now, reset_checkpoint=args.reset_checkpoint,
-                  stop=stop, say=_say)
+                  stop=stop, say=_say, skip_lost_records=args.skip_lost_records)
     return 0
 
 
@@ -218,6 +237,7 @@ def _report(args, settings) -> int:
     from sensorstream import report
     from sensorstream.spark import get_session
 
+    _exit_on_sigterm(report.abandon)
     report.preflight(settings)
     _say("starting Spark...")
     spark = get_session(settings)

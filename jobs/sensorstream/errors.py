@@ -4,8 +4,10 @@
      ├── ConfigError(ValueError)              a setting is invalid; names the setting and its env var (exit 2)
      ├── DependencyError(RuntimeError)        Java missing or too old, a jar folder missing
      ├── BrokerUnavailableError(ConnectionError)  no Kafka broker answers at the bootstrap servers
+ │    └── QuorumLostError                  brokers answer, but the cluster has no active controller
      ├── TopicMissingError(LookupError)       a topic the job needs does not exist
-     ├── CheckpointError(RuntimeError)        a checkpoint folder belongs to another query
+     ├── CheckpointError(RuntimeError)        a checkpoint folder belongs to another query, is damaged, or no
+ │                                         longer matches its input topic
      └── LocalStackError(RuntimeError)        the embedded local broker failed to start or stop
 
 Every message is one line and says what to do next.
@@ -43,6 +45,19 @@ class BrokerUnavailableError(SensorstreamError, ConnectionError):
         super().__init__(
             f"Kafka is not reachable at {bootstrap_servers}{extra}; start the local broker with "
             "`sensorstream local up` or set KAFKA_BOOTSTRAP_SERVERS / --bootstrap-servers"
+        )
+
+
+class QuorumLostError(BrokerUnavailableError):
+    """Brokers answer metadata, but none is the active controller: the KRaft quorum is lost."""
+
+    def __init__(self, bootstrap_servers: str):
+        self.bootstrap_servers = bootstrap_servers
+        SensorstreamError.__init__(
+            self,
+            f"Kafka at {bootstrap_servers} answers but has no active controller: its controller quorum is lost "
+            "(a majority of the controllers is down, or still electing); start the stopped brokers "
+            "(`sensorstream local up` restarts the local ones) and retry",
         )
 
 

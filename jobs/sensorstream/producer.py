@@ -45,6 +45,10 @@ from sensorstream.simulator import Simulator
 log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 30.0
+#: A record not acknowledged within this fails (counted as failed). Shorter than the stop's flush, so
+#: a stop always ends with every record acked or failed, never still pending; and shorter than the
+#: 30 s a Kubernetes pod gets to stop.
+DELIVERY_TIMEOUT_MS = 25_000
 #: At full speed, records sent between two looks at the clock, the stop flag and the deliveries.
 CHUNK = 256
 #: How often a producer process publishes its counts to the parent.
@@ -60,7 +64,8 @@ PRODUCER_TUNING = {
     # (it refuses any other value when enable_idempotence is on).
     "max_in_flight_requests_per_connection": 1,
     "retries": 2**31 - 1,
-    "delivery_timeout_ms": 120_000,
+    "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
+    "request_timeout_ms": 10_000,  # kafka-python wants delivery_timeout_ms >= linger_ms + this
     "buffer_memory": 64 * 1024 * 1024,
 }
 
@@ -75,7 +80,7 @@ CONFLUENT_TUNING = {
     "linger.ms": 20,
     "batch.size": 1024 * 1024,
     "queue.buffering.max.messages": 1_000_000,
-    "message.timeout.ms": 120_000,
+    "message.timeout.ms": DELIVERY_TIMEOUT_MS,
 }
 
 
@@ -247,7 +252,14 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
     stats = DeliveryStats()
     # The partition of each key, as kafka-python's default partitioner would pick it for every
     # record (murmur2 of the key): computed once per sensor instead of once per record.
-    partitions = sorted(producer.partitions_for(topic))
+    try:
+        partitions = sorted(producer.partitions_for(topic))
+    except KafkaError as exc:  # a broker answered the preflight, but no partition metadata came
+        producer.close(timeout=0)  # nothing sent yet
+        raise SensorstreamError(
+            f"Kafka at {settings.bootstrap_servers} gave no partitions for {topic} ({type(exc).__name__}): brokers "
+            "are down or the controller quorum is lost; start the stopped brokers (`sensorstream local up` "
+            "restarts the local ones) and retry") from None
     partitioner = DefaultPartitioner()
     routes: dict[str, tuple[bytes, int]] = {}
     pending: deque = deque()  # futures of the records not yet counted, oldest first
@@ -284,11 +296,7 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
                     log.warning("delivery failed: %s", exc)
             settle()
     finally:
-        try:
-            producer.flush(timeout=FLUSH_TIMEOUT_S)
-        except KafkaError as exc:
-            log.warning("flush: %s", exc)
-        producer.close(timeout=FLUSH_TIMEOUT_S)
+        _close(producer)
         settle()
         # Anything neither acked nor failed by now was lost with the closing client: say so.
         for future in pending:
@@ -296,6 +304,31 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
         pending.clear()
         stats.finished = time.monotonic()
     return stats
+
+
+def _close(producer: KafkaProducer) -> None:
+    """Flush, then close; a record still unacknowledged then fails.
+
+    kafka-python 2.3's `close()` flushes first and raises KafkaTimeoutError while any record is
+    unacknowledged (brokers down, no quorum), leaving its sender thread running and its `__del__`
+    raising again at exit, so the totals were never printed. The flush outlasts the delivery
+    timeout, so by its end every record has been acked or has failed (its future says so) and the
+    loop counts it. A failed record may still have reached the topic: one whose acknowledgement
+    never came has an unknown outcome, and is counted as failed, never as acked. Should the flush
+    still time out, the sender is closed forcefully (it fails what is pending).
+    """
+    try:
+        producer.flush(timeout=FLUSH_TIMEOUT_S)
+    except KafkaError as exc:
+        log.warning("flush: %s; giving up on the records still unacknowledged", exc)
+        sender = producer._sender  # no public way to stop it without another flush
+        if sender is not None:
+            sender.force_close()
+            sender.join(FLUSH_TIMEOUT_S)
+    try:
+        producer.close(timeout=FLUSH_TIMEOUT_S)
+    except KafkaError as exc:
+        log.warning("close: %s", exc)
 
 
 def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: float, duration: float | None,

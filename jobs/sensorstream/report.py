@@ -29,11 +29,14 @@ from pyspark.sql.types import StructType
 from sensorstream.aggregate import sensor_report
 from sensorstream.brokers import require_topics
 from sensorstream.config import Settings, spark_kafka_options
+from sensorstream.errors import SensorstreamError
 from sensorstream.readings import METRICS, UNITS
 from sensorstream.schema import parse
 from sensorstream.tables import format_table
 
 REPORT_NAME = "sensor_report"
+#: The hidden folder a report is being assembled in, while it is (for `abandon`).
+_assembling: Path | None = None
 #: sensor_report's per-reason counts feed quality.json, not the report files.
 _REJECTED = "rejected"
 
@@ -112,6 +115,8 @@ def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], rep
     staging = report_dir / f".{final.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    global _assembling
+    _assembling = staging
     columns = schema.fieldNames()
     try:
         for fmt in formats:
@@ -130,11 +135,23 @@ def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], rep
                  .parquet(str(staging / f"{REPORT_NAME}.parquet")))
         (staging / "quality.json").write_text(json.dumps(quality, indent=2, default=str) + "\n")
         os.rename(staging, final)
+    except OSError as exc:  # disk full, read-only, no permission: one line, nothing left visible
+        shutil.rmtree(staging, ignore_errors=True)
+        raise SensorstreamError(f"cannot write the report to {report_dir}: {exc.strerror or exc}; free space "
+                                "there or choose another folder with --report-dir (env REPORT_DIR)") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        _assembling = None
     files = sorted(p for p in final.iterdir())
     return final, files
+
+
+def abandon() -> None:
+    """Remove the report being assembled, if any (a stop before it was renamed into place)."""
+    if _assembling is not None:
+        shutil.rmtree(_assembling, ignore_errors=True)
 
 
 def preflight(settings: Settings) -> None:

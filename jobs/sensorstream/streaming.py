@@ -35,11 +35,13 @@ from pathlib import Path
 from typing import Callable
 
 from kafka import KafkaProducer
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
+from sensorstream import offsets
 from sensorstream.aggregate import FINISHED, micro_batch
 from sensorstream.brokers import require_topics
 from sensorstream.config import Settings, kafka_python_kwargs, spark_interval, spark_kafka_options
@@ -52,12 +54,13 @@ QUERY = "stream"
 FINGERPRINT = "sensorstream-query.json"
 
 
-def read_source(spark: SparkSession, settings: Settings) -> DataFrame:
+def read_source(spark: SparkSession, settings: Settings, fail_on_data_loss: bool = True) -> DataFrame:
     reader = (
         spark.readStream.format("kafka")
         .options(**spark_kafka_options(settings))
         .option("subscribe", settings.input_topic)
         .option("startingOffsets", settings.starting_offsets)
+        .option("failOnDataLoss", str(fail_on_data_loss).lower())
     )
     if settings.max_offsets_per_trigger:
         reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
@@ -206,6 +209,12 @@ def preflight(settings: Settings) -> None:
     require_topics(settings, topics)
 
 
+def check_checkpoint(settings: Settings, skip_lost_records: bool = False) -> list[offsets.Gap]:
+    """The stream's checkpoint held against its input topic (offsets.py): CheckpointError naming the
+    fix, or the gaps `skip_lost_records` allows."""
+    return offsets.check(settings, Path(settings.checkpoint_location) / QUERY, skip_lost_records)
+
+
 class _Batches:
     """The foreachBatch handler: one Spark job per batch, then the open windows, the sinks, a log line."""
 
@@ -300,20 +309,29 @@ class BatchProgress:
 def start_query(spark: SparkSession, settings: Settings, output: _Output, available_now: bool = False,
                 reset_checkpoint: bool = False, say: Callable[[str], None] = lambda m: None,
                 on_progress: Callable[[BatchProgress], None] | None = None,
-                stopping: threading.Event | None = None) -> StreamingQuery:
-    """Start the one streaming query: source -> parse -> `_Batches`. Set `stopping` before stopping
-    the query: a batch it interrupts then ends quietly (it is not committed, so it runs again)."""
+                skip_lost_records: bool = False, stopping: threading.Event | None = None) -> StreamingQuery:
+    """Start the one streaming query: source -> parse -> `_Batches`.
+
+    The checkpoint is first held against the input topic (offsets.py): a damaged checkpoint, a
+    recreated topic or records deleted before they were read stop here with one line, unless
+    `skip_lost_records` (then the gap is skipped, and said). Set `stopping` before stopping the
+    query: a batch it interrupts then ends quietly (it is not committed, so it runs again).
+    """
     preflight(settings)
     checkpoint = prepare_checkpoint(settings, QUERY, reset_checkpoint)
+    gaps = check_checkpoint(settings, skip_lost_records)
+    if gaps:
+        say(f"skipping {sum(g.count for g in gaps):,} record(s) of {settings.input_topic} deleted before the stream "
+            "read them (" + ", ".join(f"partition {g.partition} offsets {g.first}-{g.end - 1}" for g in gaps) + ")")
     handler = _Batches(spark, settings, checkpoint / "open_windows", output, say, on_progress, stopping)
     trigger = {"availableNow": True} if available_now else {"processingTime": spark_interval(settings.trigger_interval)}
-    return (parse(read_source(spark, settings)).writeStream.queryName(f"sensorstream_{QUERY}")
+    return (parse(read_source(spark, settings, fail_on_data_loss=not skip_lost_records)).writeStream.queryName(f"sensorstream_{QUERY}")
             .foreachBatch(handler).option("checkpointLocation", str(checkpoint)).trigger(**trigger).start())
 
 
 def run(spark: SparkSession, settings: Settings, available_now: bool = False, reset_checkpoint: bool = False,
         stop: threading.Event | None = None, say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-        on_progress: Callable[[BatchProgress], None] | None = None) -> None:
+        on_progress: Callable[[BatchProgress], None] | None = None, skip_lost_records: bool = False) -> None:
     """Run until `stop` is set (SIGTERM, Ctrl+C) or, with available_now, until the topic is drained.
 
     `say` gets the log lines (one per micro-batch); `on_progress` the same figures as a BatchProgress.
@@ -321,13 +339,16 @@ def run(spark: SparkSession, settings: Settings, available_now: bool = False, re
     stop = stop or threading.Event()
     output = _Output(settings)
     try:
-        query = start_query(spark, settings, output, available_now, reset_checkpoint, say, on_progress, stop)
+        query = start_query(spark, settings, output, available_now, reset_checkpoint, say, on_progress,
+                            skip_lost_records, stop)
         say(f"streaming {settings.input_topic} -> {', '.join(settings.sinks)} (+ dead letters to "
             f"{settings.dead_letter_topic}); window {spark_interval(settings.window_duration)}, watermark "
             f"{spark_interval(settings.watermark_delay)}; checkpoint in {settings.checkpoint_location}")
         try:
             while not stop.is_set() and query.isActive:
                 query.awaitTermination(1)
+        except StreamingQueryException:  # the query failed: the same one line as below, not a traceback
+            pass
         finally:
             if query.isActive:
                 query.stop()
@@ -338,11 +359,31 @@ def run(spark: SparkSession, settings: Settings, available_now: bool = False, re
     say("stream stopped" + (" (topic drained)" if available_now and not stop.is_set() else ""))
 
 
+#: Spark's words for input that is no longer where the checkpoint left it (failOnDataLoss).
+_DATA_LOSS = ("data may have been lost", "offset was changed", "offsets were changed", "failondataloss",
+              "partitions are gone", "topic may have been deleted")
+
+
 def _query_error(query: StreamingQuery) -> SensorstreamError:
-    text = str(query.exception()).strip().splitlines()
-    first = text[0] if text else "unknown error"
-    if "checkpoint" in first.lower() or "state schema" in first.lower():
+    """The failed query's exception as one line that names the fix."""
+    exception = query.exception()
+    text = str(getattr(exception, "desc", None) or exception).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    first = next((line for line in lines if "terminated with exception" not in line), lines[0] if lines else "")
+    first = (first or "unknown error")[:300]
+    lowered = text.lower()
+    if any(words in lowered for words in _DATA_LOSS):
         return CheckpointError(
-            f"query {query.name} cannot use its checkpoint ({first[:200]}); start fresh with --reset-checkpoint"
+            f"query {query.name}: input records are no longer where the checkpoint left them ({first}); if the "
+            "input topic was deleted and recreated, start fresh with --reset-checkpoint (and --starting-offsets "
+            "earliest|latest); if records were deleted (retention), rerun with --skip-lost-records to go on without them"
         )
-    return SensorstreamError(f"query {query.name} failed: {first[:300]}")
+    if "checkpoint" in lowered or "state schema" in lowered or "incomplete log file" in lowered:
+        return CheckpointError(
+            f"query {query.name} cannot use its checkpoint ({first}); start fresh with --reset-checkpoint "
+            "(the stream then reads from --starting-offsets)"
+        )
+    return SensorstreamError(
+        f"query {query.name} failed: {first}; fix the cause and rerun (the checkpoint keeps its place), or start "
+        "fresh with --reset-checkpoint"
+    )

@@ -5,6 +5,7 @@
     readings  independent Python references (windows, reports, the validation contract), sample
               records, simulated clocks
     broker    settings isolated on the session broker, reading a topic back
+    cluster   the fault tests' three-broker cluster, its faults, the CLI in the background
     cli       the `sensorstream` command as a subprocess, and its one-line errors
     chart     helm, the rendered chart, the operators' CRDs, the rehearsal module
 

@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+from .places import SPARK_JARS
+
+
+def isolated_env(state_dir: Path) -> dict[str, str]:
+    """An environment for running the CLI as a subprocess, isolated from the developer's settings."""
+    keep = ("PATH", "HOME", "JAVA_HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH")  # PYTHONPATH: the code under test
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env["SENSORSTREAM_STATE_DIR"] = str(state_dir)
+    env["SENSORSTREAM_JARS_DIR"] = str(SPARK_JARS)
+    return env
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -1,0 +1,132 @@
+"""The producer under broker faults: what it acknowledged is in the topic exactly once, what failed
+is counted and printed, and the exit code says which."""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from support.cli import cli
+from support.cluster import env_for, popen, read_all, readings_in
+
+pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.slow]
+
+DONE = re.compile(r"done: sent (\d+), acked (\d+), failed (\d+)")
+
+
+def totals(text: str) -> tuple[int, int, int]:
+    found = DONE.findall(text)
+    assert len(found) == 1, text[-3000:]
+    return tuple(int(n) for n in found[0])
+
+
+def test_leader_bounce_while_producing(cluster, cli_env, tmp_path, figures):
+    """Kill -9 the leader of partition 0 five times during a 100k-reading run; `local up` restarts it."""
+    settings = cluster.settings(tmp_path)
+    log = tmp_path / "produce.log"
+    env = {**env_for(cli_env, settings), "PYTHONFAULTHANDLER": "1"}  # a stuck run dumps its threads on SIGABRT
+    proc = popen(env, "produce", "--rate", "1500", "--count", "100000", "--workers", "1", log=log)
+    bounced = []
+    try:
+        time.sleep(2)
+        for _ in range(5):
+            if proc.poll() is not None:
+                break
+            leader = cluster.leader(settings.input_topic, 0)
+            cluster.kill(leader)
+            bounced.append(leader)
+            time.sleep(1)
+            cluster.up()
+        try:
+            code = proc.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            proc.wait(timeout=30)
+            pytest.fail("produce did not finish within 240 s of the last bounce: " + log.read_text()[-6000:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = log.read_text()
+    sent, acked, failed = totals(out)
+    in_topic = readings_in(read_all(cluster.bootstrap, settings.input_topic))
+    duplicated = sum(n - 1 for n in in_topic.values() if n > 1)
+    figures(f"leaders killed {len(bounced)} (nodes {bounced}); sent {sent}, acked {acked}, failed {failed}; "
+            f"in topic {sum(in_topic.values())} ({len(in_topic)} distinct), duplicated {duplicated}, "
+            f"lost (acked but absent) {max(0, acked - len(in_topic))}; exit {code}")
+    assert len(bounced) == 5
+    assert sent == 100_000 and acked + failed == sent
+    assert duplicated == 0  # idempotence: a retry never writes a reading twice
+    assert acked <= len(in_topic) <= sent  # every acknowledged reading is there; a failed one may be too
+    assert code == (0 if failed == 0 else 1)
+
+
+def test_min_isr_two_brokers_down(cluster, cli_env, tmp_path, figures):
+    """Two of three brokers die while producing with acks=all: errors, counted and printed; nothing
+    acknowledged is lost once they are back."""
+    settings = cluster.settings(tmp_path)
+    log = tmp_path / "produce.log"
+    proc = popen(env_for(cli_env, settings), "produce", "--rate", "500", "--count", "0", "--duration", "20",
+                 "--workers", "1", log=log)
+    try:
+        time.sleep(4)
+        down = [n for n in (1, 2, 3) if n != cluster.leader(settings.input_topic, 0)][:1]
+        down.append(cluster.leader(settings.input_topic, 0))
+        for node in down:
+            cluster.kill(node)
+        code = proc.wait(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = log.read_text()
+    sent, acked, failed = totals(out)
+    cluster.up()
+    in_topic = readings_in(read_all(cluster.bootstrap, settings.input_topic))
+    duplicated = sum(n - 1 for n in in_topic.values() if n > 1)
+    errors = re.search(r"errors: (.*)", out)
+    figures(f"brokers {down} killed 4 s into a 20 s run; sent {sent}, acked {acked}, failed {failed} "
+            f"({errors.group(1) if errors else 'no errors'}); after the brokers returned: in topic "
+            f"{sum(in_topic.values())} ({len(in_topic)} distinct), duplicated {duplicated}, failed yet written "
+            f"{len(in_topic) - acked}; exit {code}")
+    assert "Traceback" not in out
+    assert failed > 0 and acked + failed == sent
+    assert code == 1
+    assert duplicated == 0
+    assert acked <= len(in_topic) <= sent
+
+
+def test_quorum_loss_is_named(cluster, cli_env, tmp_path, figures):
+    """With two of three controllers down the cluster has no quorum: one line that says so."""
+    settings = cluster.settings(tmp_path)
+    for node in (2, 3):
+        cluster.kill(node)
+    started = time.monotonic()
+    result = cli(env_for(cli_env, settings), "produce", "--count", "10", timeout=180)
+    took = time.monotonic() - started
+    cluster.up()
+    figures(f"exit {result.returncode} after {took:.0f} s: {result.stderr.strip().splitlines()[-1:]}")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("sensorstream: error:")]
+    assert result.returncode == 1 and len(errors) == 1, result.stderr[-3000:]
+    assert "quorum" in errors[0] and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("run", range(2))
+def test_sigterm_to_produce(cluster, cli_env, tmp_path, figures, run):
+    """SIGTERM at a random moment: a clean exit, and the totals printed are what is in Kafka."""
+    settings = cluster.settings(tmp_path)
+    log = tmp_path / "produce.log"
+    proc = popen(env_for(cli_env, settings), "produce", "--rate", "0", "--count", "0", log=log)
+    wait = random.uniform(2, 6)
+    time.sleep(wait)
+    proc.send_signal(signal.SIGTERM)  # the Python process only, as Kubernetes' kubelet would
+    code = proc.wait(timeout=120)
+    sent, acked, failed = totals(log.read_text())
+    in_topic = readings_in(read_all(cluster.bootstrap, settings.input_topic))
+    figures(f"SIGTERM after {wait:.1f} s: exit {code}; sent {sent}, acked {acked}, failed {failed}; "
+            f"in topic {sum(in_topic.values())} ({len(in_topic)} distinct)")
+    assert code == 0 and failed == 0
+    assert sent == acked == sum(in_topic.values()) == len(in_topic)

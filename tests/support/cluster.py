@@ -1,0 +1,174 @@
+"""A real three-broker cluster for the fault tests, and the faults: kill a broker, bring it back.
+
+Started by the same code as `sensorstream local up --brokers 3`, on free ports; topics have three
+replicas and min.insync.replicas=2, so one broker down loses nothing and two down stop acks=all.
+Only the processes this cluster started are ever signalled, by their pid files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient
+
+from sensorstream.local.broker import LocalKafka
+from sensorstream.local.topics import TopicSpec, ensure_topics
+
+from .broker import base_settings
+from .places import KAFKA_JARS, SPARK_JARS
+
+BROKERS = 3
+MIN_ISR = "2"
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive free ports on 127.0.0.1 (LocalKafka uses port+N-1)."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            base = sock.getsockname()[1]
+        if base + count < 65000 and all(_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError("no free consecutive ports")
+
+
+class FaultCluster:
+    def __init__(self, state: Path):
+        self.kafka = LocalKafka(state, brokers=BROKERS, port=free_ports(BROKERS), jars_dir=KAFKA_JARS)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka.bootstrap
+
+    def up(self) -> None:
+        """Start every broker that is not running (all of them the first time) and wait for all."""
+        self.kafka.up()
+
+    def down(self) -> None:
+        self.kafka.down()
+
+    def pid(self, node_id: int) -> int:
+        return next(n.pid for n in self.kafka.status() if n.node_id == node_id)
+
+    def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        """Signal one broker this cluster started, and wait until it is gone."""
+        pid = self.pid(node_id)
+        os.kill(pid, sig)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    return
+            except ChildProcessError:  # not our child (started by another fixture process): poll
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"broker {node_id} (pid {pid}) did not stop")
+
+    def admin(self) -> KafkaAdminClient:
+        return KafkaAdminClient(bootstrap_servers=self.bootstrap.split(","), client_id="faults-admin")
+
+    def leader(self, topic: str, partition: int = 0) -> int:
+        admin = self.admin()
+        try:
+            for described in admin.describe_topics([topic]):
+                for p in described["partitions"]:
+                    if p["partition"] == partition:
+                        return p["leader"]
+        finally:
+            admin.close()
+        raise LookupError(f"{topic}-{partition}")
+
+    def settings(self, folder: Path, partitions: int = 3, **overrides):
+        """Settings on this cluster with fresh topics (three replicas, min.insync.replicas=2)."""
+        tag = uuid.uuid4().hex[:10]
+        settings = base_settings(
+            bootstrap_servers=self.bootstrap, checkpoint_location=str(folder / "checkpoints"),
+            parquet_dir=str(folder / "windows"), report_dir=str(folder / "reports"), jars_dir=str(SPARK_JARS),
+            **overrides,
+        ).replace(input_topic=f"in-{tag}", output_topic=f"out-{tag}", dead_letter_topic=f"dlq-{tag}")
+        self.create(settings.input_topic, partitions)
+        self.create(settings.output_topic, 3, {"cleanup.policy": "compact"})
+        self.create(settings.dead_letter_topic, 1)
+        return settings
+
+    def create(self, topic: str, partitions: int, config: dict | None = None) -> None:
+        ensure_topics(self.bootstrap, [TopicSpec(topic, partitions=partitions, replicas=BROKERS,
+                                                 config={"min.insync.replicas": MIN_ISR, **(config or {})})])
+
+
+def env_for(cli_env: dict[str, str], settings) -> dict[str, str]:
+    """The CLI's environment pointed at these settings (cluster, topics, folders)."""
+    return {**cli_env, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "KAFKA_INPUT_TOPIC": settings.input_topic, "KAFKA_OUTPUT_TOPIC": settings.output_topic,
+            "KAFKA_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+            "CHECKPOINT_LOCATION": str(settings.checkpoint_location), "REPORT_DIR": str(settings.report_dir),
+            "STREAM_PARQUET_DIR": str(settings.parquet_dir), "SPARK_MASTER": "local[1]"}
+
+
+def read_all(bootstrap: str, topic: str) -> list:
+    """Every record of a topic, from the beginning to its end offsets now."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        end = consumer.end_offsets(partitions)
+        records = []
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def readings_in(records) -> Counter:
+    """How many times each reading (by its simulator event_id, else its bytes) is in `records`."""
+    seen: Counter = Counter()
+    for record in records:
+        try:
+            body = json.loads(record.value)
+            key = body.get("event_id") if isinstance(body, dict) else None
+        except ValueError:
+            key = None
+        seen[key or record.value] += 1
+    return seen
+
+
+def popen(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen:
+    """The CLI in the background, its own process group (so a kill -9 takes its JVM too), output to `log`."""
+    out = open(log, "ab")
+    return subprocess.Popen([sys.executable, "-m", "sensorstream", *args], env=env, stdout=out,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal the process group of a CLI this test started (the Python driver and its Spark JVM)."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=60)
