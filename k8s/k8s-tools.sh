@@ -135,6 +135,6 @@ fi
 # installs it from the operator's module, which the build has just downloaded.
 crds=$(cd "$src/spark-operator" && go list -mod=mod -m -f '{{.Dir}}' github.com/kubeflow/spark-operator/v2)/config/crd/bases
 mkdir -p "$tools/spark-operator-crds"
-cp "$crds/sparkoperator.k8s.io_sparkconnects.yaml" "$tools/spark-operator-crds/"
+install -m 0644 "$crds/sparkoperator.k8s.io_sparkconnects.yaml" "$tools/spark-operator-crds/"
 
 echo "k8s tools in $bin: ${k8s_tools[*]} etcd spark-operator"

@@ -39,7 +39,7 @@ K8S_IMAGE := sensorstream:$(shell sed -n 's/^appVersion: *"*\([^"]*\)"*/\1/p' $(
 KUBECTL := kubectl -n $(K8S_NAMESPACE)
 K8S_DRIVER_POD := $(K8S_RELEASE)-stream-driver
 
-.PHONY: helm kind k8s-tools kind-up operators image kind-load deploy logs report-now reports undeploy kind-down \
+.PHONY: helm kind k8s-tools test-k8s kind-up operators image kind-load deploy logs report-now reports undeploy kind-down \
         chart-lint rehearse e2e
 
 # --- prerequisite checks: say what is missing and how to get it ------------------------------
@@ -94,6 +94,9 @@ kind: $(KIND) ## build kind (pinned) into .sensorstream/tools/bin
 k8s-tools: $(HELM) ## build the local control plane for test-k8s (pinned) into .sensorstream/tools/bin
 	KUBERNETES_VERSION=$(KUBERNETES_VERSION) ETCD_VERSION=$(ETCD_VERSION) \
 	  SPARK_OPERATOR_VERSION=v$(SPARK_OPERATOR_VERSION) k8s/k8s-tools.sh $(STATE)/tools
+
+test-k8s: $(VENV)/.installed ## the chart on a local control plane and the real Spark Operator (after k8s-tools)
+	$(PY) -m pytest -m apiserver
 
 # --- cluster ----------------------------------------------------------------------------------
 kind-up: ## create the kind cluster (Kubernetes 1.37, one node)
