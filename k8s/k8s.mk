@@ -28,13 +28,18 @@ STRIMZI_NAMESPACE ?= strimzi
 SPARK_OPERATOR_VERSION := 2.5.2
 SPARK_OPERATOR_REPO := https://kubeflow.github.io/spark-operator
 SPARK_OPERATOR_NAMESPACE ?= spark-operator
+# The control plane that `make test-k8s` runs as local processes (make k8s-tools builds it): the
+# Kubernetes release the chart tests validate against, the etcd it supports, and the Spark Operator
+# above. The pins are passed to k8s/k8s-tools.sh, which rebuilds a binary only when its pin changes.
+KUBERNETES_VERSION := v1.37.2
+ETCD_VERSION := v3.6.8
 # The image tag is the chart's appVersion, which a test keeps equal to the package version.
 K8S_IMAGE := sensorstream:$(shell sed -n 's/^appVersion: *"*\([^"]*\)"*/\1/p' $(K8S_CHART)/Chart.yaml)
 
 KUBECTL := kubectl -n $(K8S_NAMESPACE)
 K8S_DRIVER_POD := $(K8S_RELEASE)-stream-driver
 
-.PHONY: helm kind kind-up operators image kind-load deploy logs report-now reports undeploy kind-down \
+.PHONY: helm kind k8s-tools test-k8s kind-up operators image kind-load deploy logs report-now reports undeploy kind-down \
         chart-lint rehearse e2e
 
 # --- prerequisite checks: say what is missing and how to get it ------------------------------
@@ -83,6 +88,15 @@ $(KIND):
 	GOBIN=$(abspath $(dir $(KIND))) go install sigs.k8s.io/kind@$(KIND_VERSION)
 
 kind: $(KIND) ## build kind (pinned) into .sensorstream/tools/bin
+
+# kube-apiserver, kube-controller-manager, kubectl, etcd and the Spark Operator, from their Go
+# modules (a cold build: 10-20 minutes on 2 cores, several GB of Go build cache; then seconds).
+k8s-tools: $(HELM) ## build the local control plane for test-k8s (pinned) into .sensorstream/tools/bin
+	KUBERNETES_VERSION=$(KUBERNETES_VERSION) ETCD_VERSION=$(ETCD_VERSION) \
+	  SPARK_OPERATOR_VERSION=v$(SPARK_OPERATOR_VERSION) k8s/k8s-tools.sh $(STATE)/tools
+
+test-k8s: $(VENV)/.installed ## the chart on a local control plane and the real Spark Operator (after k8s-tools)
+	$(PY) -m pytest -m apiserver
 
 # --- cluster ----------------------------------------------------------------------------------
 kind-up: ## create the kind cluster (Kubernetes 1.37, one node)

@@ -35,7 +35,7 @@ Reports: the CronJob runs "{{ .Values.report.schedule }}". Run one now and wait 
 Fetch the latest report folder from the reports volume to ./data/k8s-reports/:
   make reports                                    (from the repository; or by hand:)
   kubectl -n {{ $ns }} run {{ $fullname }}-fetch --image={{ include "sensorstream.image" . }} --restart=Never \
-    --overrides='{"spec":{"securityContext":{"runAsNonRoot":true,"runAsUser":185},"volumes":[{"name":"r","persistentVolumeClaim":{"claimName":"{{ include "sensorstream.reportsClaim" . }}"}}],"containers":[{"name":"fetch","image":"{{ include "sensorstream.image" . }}","command":["sleep","600"],"volumeMounts":[{"name":"r","mountPath":"/reports"}]}]}}'
+    --overrides='{{ include "sensorstream.fetchPodOverrides" . }}'
   kubectl -n {{ $ns }} wait pod/{{ $fullname }}-fetch --for=condition=Ready
   latest=$(kubectl -n {{ $ns }} exec {{ $fullname }}-fetch -- ls -1 /reports | grep -E '^[0-9]{8}T[0-9]{6}Z$' | tail -n 1)
   mkdir -p data/k8s-reports && kubectl -n {{ $ns }} cp {{ $ns }}/{{ $fullname }}-fetch:/reports/$latest ./data/k8s-reports/$latest
@@ -45,4 +45,18 @@ Fetch the latest report folder from the reports volume to ./data/k8s-reports/:
 
 Check the connection and the topics: helm test {{ .Release.Name }} -n {{ $ns }}
 {{- end }}
+{{- end }}
+
+{{/* The spec of the report-fetching pod NOTES.txt prints (kubectl run --overrides): the workloads'
+security contexts, so a namespace enforcing the `restricted` Pod Security Standard admits it. */}}
+{{- define "sensorstream.fetchPodOverrides" -}}
+{{- $image := include "sensorstream.image" . }}
+{{- $claim := include "sensorstream.reportsClaim" . }}
+{{- $container := dict "name" "fetch" "image" $image "command" (list "sleep" "600")
+      "securityContext" .Values.containerSecurityContext
+      "volumeMounts" (list (dict "name" "r" "mountPath" "/reports" "readOnly" true)) }}
+{{- $spec := dict "automountServiceAccountToken" false "securityContext" .Values.podSecurityContext
+      "volumes" (list (dict "name" "r" "persistentVolumeClaim" (dict "claimName" $claim "readOnly" true)))
+      "containers" (list $container) }}
+{{- toJson (dict "spec" $spec) }}
 {{- end }}

@@ -1,0 +1,1 @@
+"""Tests against a real Kubernetes control plane run as local processes (marker apiserver)."""
