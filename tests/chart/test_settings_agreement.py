@@ -39,6 +39,8 @@ CHART_DEFAULTS = {
     "checkpoint_location": "the checkpoint claim's mount path",
     "report_dir": "the reports claim's mount path",
     "report_formats": "a cluster keeps every format",
+    "metrics_port": "a cluster is watched by Prometheus; locally the endpoints are off",
+    "metrics_host": "in a pod the endpoints listen on every interface, for Prometheus to reach them",
 }
 #: Settings of which the chart accepts fewer values than the code, on purpose (setting -> why).
 CHART_NARROWS = {
