@@ -61,5 +61,7 @@ def configure(settings: Settings, stream=None) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(settings.log_level)
-    # py4j logs every gateway call at INFO and DEBUG: only its warnings are worth a line
-    logging.getLogger("py4j").setLevel(max(logging.WARNING, root.level))
+    # the clients' INFO lines are every connection opened and closed (and py4j's every gateway
+    # call): only their warnings are worth a line, unless LOG_LEVEL=DEBUG asks for everything
+    for chatty in ("kafka", "py4j"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
