@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ import pytest
 
 from sensorstream.local.broker import free_port
 from sensorstream.spark import SPARK_METRICS_PATH
-from support.cli import topic_env
+from support.cli import assert_one_line_error, cli, topic_env
 from support.places import CHART
 from support.scrape import dashboard_metrics, scrape, value
 
@@ -84,3 +85,12 @@ def test_every_metric_the_dashboard_queries_is_served(cli_env, kafka_settings):
     batches = [json.loads(line) for line in stream_log.splitlines() if line.startswith('{"time"')]
     batches = [b for b in batches if "batch_id" in b]
     assert batches and {"records", "rejected", "late", "watermark", "seconds"} <= set(batches[0])
+
+
+def test_a_taken_metrics_port_is_one_line_naming_the_setting(cli_env):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(cli_env, "produce", "--metrics-port", str(port))
+    assert_one_line_error(result, "--metrics-port", "METRICS_PORT", f"127.0.0.1:{port}", code=2)

@@ -242,7 +242,7 @@ def _stream(args, settings) -> int:
     if endpoint:
         host = endpoint.url.split("//", 1)[1].split(":", 1)[0]
         _say(f"metrics: {endpoint.url} (sensorstream), "
-             f"http://{host}:{settings.spark_ui_port}{SPARK_METRICS_PATH} (Spark)")
+             f"http://{host}:{settings.spark_ui_port}{SPARK_METRICS_PATH}/ (Spark)")
     last: list = []
 
     def on_progress(progress) -> None:
