@@ -21,8 +21,12 @@ def scrape(url: str, timeout: float = 5) -> dict[str, list[tuple[str, float]]]:
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return {}
     samples: dict[str, list[tuple[str, float]]] = {}
-    for name, labels, value in _SAMPLE.findall(text):
-        samples.setdefault(name, []).append((labels, float(value)))
+    for name, labels, number in _SAMPLE.findall(text):
+        try:
+            sample = (labels, float(number))
+        except ValueError:  # not a sample: the UI answers with a page of text while it starts
+            continue
+        samples.setdefault(name, []).append(sample)
     return samples
 
 
