@@ -12,7 +12,7 @@ HELM := $(STATE)/tools/bin/helm
 JARS_STAMP := $(STATE)/jars/.resolved
 MVN_FLAGS := -B -q -f jobs/jvm/pom.xml
 
-.PHONY: help setup jars demo test test-fast test-faults up down status bench bench-report clean distclean
+.PHONY: help setup jars crds browser demo test test-fast test-faults up down status bench bench-report clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,7 +35,20 @@ $(JARS_STAMP): jobs/jvm/pom.xml
 	mvn $(MVN_FLAGS) -P kafka-broker package
 	@touch $@
 
+# The Prometheus Operator's CRDs, which the chart tests validate the ServiceMonitor against (the
+# other operators' come from ../shared/crds): generated from its Go API module, once.
+CRDS_STAMP := $(STATE)/crds/.generated
+$(CRDS_STAMP): k8s/monitoring-crds.sh
+	@echo "==> generating the Prometheus Operator's CRDs into $(STATE)/crds (Go modules; first time: a minute or two)"
+	k8s/monitoring-crds.sh $(STATE)/crds/prometheus-operator
+	@touch $@
+
 setup: $(VENV)/.installed $(JARS_STAMP) ## virtualenv + jars (done by demo and test too)
+
+crds: $(CRDS_STAMP) ## the Prometheus Operator's CRDs for the chart tests (needs Go; done by test)
+
+browser: ## headless Chromium for the HTML report's browser test (Debian's package; needs root)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
 
 jars: $(JARS_STAMP) ## fetch the JVM jars from Maven Central (pom: jobs/jvm/pom.xml)
 
@@ -49,30 +62,37 @@ status: ## is the local broker running?
 	$(SENSORSTREAM) local status
 
 DEMO_DIR := data/demo
-demo: setup ## the whole pipeline locally: broker, producer, stream, report
-	@echo "==> 1/4 local Kafka broker"
+DEMO_METRICS := --metrics-port 9101
+demo: setup ## the whole pipeline locally: broker, producer, stream, report, status
+	@echo "==> 1/5 local Kafka broker"
 	$(SENSORSTREAM) local up
-	@echo "==> 2/4 producing 300 readings from 10 sensors (a few malformed, a few late)"
-	$(SENSORSTREAM) produce --count 300 --rate 0 --bad-ratio 0.03 --late-ratio 0.03
-	@echo "==> 3/4 streaming windows (bounded: --available-now)"
+	@echo "==> 2/5 producing 300 readings from 10 sensors (a few malformed, a few late)"
+	$(SENSORSTREAM) produce --count 300 --rate 0 --bad-ratio 0.03 --late-ratio 0.03 $(DEMO_METRICS)
+	@echo "==> 3/5 streaming windows (bounded: --available-now)"
 	$(SENSORSTREAM) stream --available-now --reset-checkpoint --sinks console,kafka,parquet \
-	  --checkpoint-root $(DEMO_DIR)/checkpoints --parquet-dir $(DEMO_DIR)/windows
-	@echo "==> 4/4 batch report"
-	$(SENSORSTREAM) report --format csv,parquet,json --report-dir $(DEMO_DIR)/sensor_report
+	  --checkpoint-root $(DEMO_DIR)/checkpoints --parquet-dir $(DEMO_DIR)/windows $(DEMO_METRICS)
+	@echo "==> 4/5 batch report (and the page to look at: sensor_report.html)"
+	$(SENSORSTREAM) report --format csv,parquet,json,html --report-dir $(DEMO_DIR)/sensor_report
+	@echo "==> 5/5 is the stream keeping up? (lag per partition from its checkpoint)"
+	$(SENSORSTREAM) status --checkpoint-root $(DEMO_DIR)/checkpoints
 	@echo
 	@echo "Where everything went:"
 	@echo "  Kafka (127.0.0.1:9092): input_topic (readings), output_topic (window stats),"
 	@echo "                          dead_letter_topic (rejects with reasons)"
 	@echo "  window Parquet files:   $(DEMO_DIR)/windows/"
 	@echo "  reports:                $$(ls -d $(DEMO_DIR)/sensor_report/*/ | tail -1)"
-	@echo "  stream checkpoints:     $(DEMO_DIR)/checkpoints/"
+	@echo "  the report to look at:  $$(ls -d $(DEMO_DIR)/sensor_report/*/ | tail -1)sensor_report.html"
+	@echo "  stream checkpoints:     $(DEMO_DIR)/checkpoints/ ('$(SENSORSTREAM) status --checkpoint-root $(DEMO_DIR)/checkpoints')"
+	@echo "  metrics (Prometheus), while produce and stream run with --metrics-port 9101:"
+	@echo "                          http://127.0.0.1:9101/metrics (sensorstream_*),"
+	@echo "                          http://127.0.0.1:4040/metrics/prometheus/ (Spark's own, stream only)"
 	@echo "The broker keeps running: try '$(SENSORSTREAM) produce --count 0' and '$(SENSORSTREAM) stream'"
 	@echo "in two terminals; 'make down' stops it."
 
-test: setup helm ## the whole test suite: real Kafka broker, real Spark, chart checks
+test: setup helm crds ## the whole test suite: real Kafka broker, real Spark, chart checks
 	$(PY) -m pytest
 
-test-fast: setup helm ## tests without the slow ones
+test-fast: setup helm crds ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"
 
 test-faults: setup ## fault injection on a real 3-broker cluster: kills, restarts, gaps, disk full (~15 min; needs root for a tmpfs)

@@ -41,6 +41,7 @@ import yaml
 
 from sensorstream.config import default_state_dir
 from sensorstream.jvm import jars_folder
+from sensorstream.local.broker import free_port
 from sensorstream.local.topics import TopicSpec, ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,7 +56,7 @@ IMAGE_PATHS = {"/opt/sensorstream/jobs": REPO / "jobs"}
 VENV_BIN = Path(sys.executable).parent
 CONNECTOR_JARS = jars_folder("spark")
 #: The part of the developer's environment a subprocess keeps; everything else comes from the chart.
-KEEP_ENV = ("HOME", "JAVA_HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
+KEEP_ENV = ("HOME", "JAVA_HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "PYTHONPATH")  # PYTHONPATH: the code under test
 
 HEADER_RE = re.compile(r"\bwindow_start\b")
 ROW_RE = re.compile(r"\bsensor_\d+\b")
@@ -259,6 +260,8 @@ class Mapper:
     def env(self, env: dict[str, str]) -> dict[str, str]:
         mapped = {k: self.text(v) for k, v in env.items()}
         mapped["KAFKA_BOOTSTRAP_SERVERS"] = self.bootstrap
+        if mapped.get("METRICS_PORT"):  # each pod has an address of its own; here they share 127.0.0.1
+            mapped.update(METRICS_HOST="127.0.0.1", METRICS_PORT=str(free_port()), SPARK_UI_PORT=str(free_port()))
         return mapped
 
 

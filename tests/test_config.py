@@ -16,7 +16,8 @@ def test_defaults_match_the_original_course():
     # the one departure: the course's 10 s trigger, chosen from measurements (README, `stream`)
     assert s.trigger_interval == timedelta(seconds=1)
     assert (s.sensors, s.count, s.rate) == (10, 100, 0.5)
-    assert s.report_formats == ("csv",)
+    # the course's CSV, and a page to look at (sensor_report.html)
+    assert s.report_formats == ("csv", "html")
 
 
 def test_precedence_defaults_file_environment_flags(tmp_path):

@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 a sensorstream error (one line on stderr), 2 bad usage or 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -15,15 +16,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from sensorstream import __version__
+from sensorstream import __version__, logs
 from sensorstream.config import EVERY_COMMAND, SETTINGS, describe, load_settings
 from sensorstream.errors import SensorstreamError
 
 PROG = "sensorstream"
+log = logging.getLogger(PROG)
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _say(message: str, **fields) -> None:
+    """A progress line to the log (stderr): the message, and in LOG_FORMAT=json these fields too."""
+    log.info(message, extra={"fields": fields} if fields else None)
 
 
 def _setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
@@ -88,6 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="only readings at or after this time (e.g. 2026-01-31T08:00:00+00:00)")
     report.add_argument("--to", dest="until", type=_when, metavar="ISO", help="only readings before this time")
 
+    status = commands.add_parser("status", help="is the stream keeping up? lag per partition from its checkpoint",
+                                 description="Compare the stream's checkpoint (the offsets of its newest committed "
+                                             "batch) with the input topic's end offsets; show the last batch time, "
+                                             "the watermark and the broker's topics. Exit code 3 when the stream is "
+                                             "behind by more than --max-lag records or has committed nothing yet.")
+    _setting_flags(status, "status")
+
     config = commands.add_parser("config", help="show the effective settings")
     config_cmds = config.add_subparsers(dest="config_command", metavar="ACTION")
     config_cmds.required = True
@@ -147,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         overrides = {declared.name: getattr(args, declared.name, None) for declared in SETTINGS if declared.flag}
         settings = load_settings(env_file=args.env_file, overrides=overrides)
+        logs.configure(settings)
         return _COMMANDS[args.command](args, settings)
     except SensorstreamError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
@@ -189,6 +200,7 @@ def _local(args, settings) -> int:
 
 
 def _produce(args, settings) -> int:
+    from sensorstream import metrics
     from sensorstream.producer import produce, worker_count
     from sensorstream.simulator import Simulator
 
@@ -197,7 +209,7 @@ def _produce(args, settings) -> int:
     total = settings.count or None
     interactive = sys.stderr.isatty()
 
-    def progress(stats) -> None:
+    def show(stats) -> None:
         of = f"/{total}" if total else ""
         line = f"produce: sent {stats.sent}{of}, acked {stats.acked}, failed {stats.failed}, {stats.elapsed:.0f}s"
         if interactive:
@@ -205,13 +217,26 @@ def _produce(args, settings) -> int:
         elif int(stats.elapsed) % 10 == 0:
             _say(line)
 
+    watched = metrics.ProducerMetrics()
+    endpoint = metrics.serve(watched.registry, settings)
+    if endpoint:
+        _say(f"metrics: {endpoint.url}")
+
+    def progress(stats) -> None:
+        watched.update(stats)
+        show(stats)
+
     workers = worker_count(settings.producer_workers, settings.rate, settings.sensors, settings.count)
     _say(f"producing to {settings.input_topic} at {settings.bootstrap_servers}: {settings.sensors} sensors, "
          f"{'unlimited' if not total else total} readings, "
          f"{'as fast as possible' if not settings.rate else f'{settings.rate:g}/s'} with {settings.producer_client}"
          f"{f' from {workers} processes' if workers > 1 else ''} (Ctrl+C to stop)")
-    stats = produce(settings, simulator, duration=args.duration, stop=stop, progress=progress,
-                    heartbeat_file=args.heartbeat_file, workers=workers)
+    try:
+        stats = produce(settings, simulator, duration=args.duration, stop=stop, progress=progress,
+                        heartbeat_file=args.heartbeat_file, workers=workers)
+    finally:
+        if endpoint:
+            endpoint.close()
     if interactive:
         print(file=sys.stderr)
     print(f"done: {stats.summary()}")
@@ -222,14 +247,37 @@ def _stream(args, settings) -> int:
     from sensorstream import streaming
     from sensorstream.spark import get_session
 
+    from sensorstream import metrics
+    from sensorstream.spark import SPARK_METRICS_PATH
+
     streaming.preflight(settings)
     if not args.reset_checkpoint:  # a checkpoint that no longer fits the topic: one line, before Spark starts
         streaming.check_checkpoint(settings, args.skip_lost_records)
     _say("starting Spark...")
-    spark = get_session(settings)
+    spark = get_session(settings, serve_metrics=bool(settings.metrics_port))
     stop = _stop_on_signals()  # after the SparkContext, which installs a SIGINT handler of its own
-    streaming.run(spark, settings, available_now=args.available_now, reset_checkpoint=args.reset_checkpoint,
-                  stop=stop, say=_say, skip_lost_records=args.skip_lost_records)
+    watched = metrics.StreamMetrics()
+    endpoint = metrics.serve(watched.registry, settings)
+    if endpoint:
+        host = endpoint.url.split("//", 1)[1].split(":", 1)[0]
+        _say(f"metrics: {endpoint.url} (sensorstream), "
+             f"http://{host}:{settings.spark_ui_port}{SPARK_METRICS_PATH}/ (Spark)")
+    last: list = []
+
+    def on_progress(progress) -> None:
+        watched.observe(progress)
+        last[:] = [progress]
+
+    def say(message: str) -> None:  # the progress line of a batch carries its figures as fields
+        fields = vars(last[0]) if last and message == last[0].line() else {}
+        _say(message, **fields)
+
+    try:
+        streaming.run(spark, settings, available_now=args.available_now, reset_checkpoint=args.reset_checkpoint,
+                      stop=stop, say=say, on_progress=on_progress, skip_lost_records=args.skip_lost_records)
+    finally:
+        if endpoint:
+            endpoint.close()
     return 0
 
 
@@ -252,6 +300,18 @@ def _report(args, settings) -> int:
     return 0
 
 
+def _status(args, settings) -> int:
+    from sensorstream import status
+    from sensorstream.tables import format_table
+
+    found = status.read_status(settings)
+    lines, rows, behind = status.describe(found, settings.max_lag)
+    print("\n".join(lines))
+    if rows:
+        print(format_table(("partition", "committed", "end", "lag"), rows))
+    return status.BEHIND if behind else 0
+
+
 def _config(args, settings) -> int:
     from sensorstream.tables import format_table
 
@@ -259,7 +319,8 @@ def _config(args, settings) -> int:
     return 0
 
 
-_COMMANDS = {"local": _local, "produce": _produce, "stream": _stream, "report": _report, "config": _config}
+_COMMANDS = {"local": _local, "produce": _produce, "stream": _stream, "report": _report, "status": _status,
+             "config": _config}
 
 
 if __name__ == "__main__":

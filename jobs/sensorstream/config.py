@@ -156,6 +156,13 @@ def _optional_choice(*allowed: str) -> Callable[[str], str | None]:
     return parse
 
 
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError(f"{raw!r} is not a TCP port (1 to 65535)")
+    return value
+
+
 def _text(raw: str) -> str:
     return str(raw).strip()
 
@@ -229,12 +236,15 @@ def _setting(env: str, default: str, parse: Callable[[str], Any], help: str, **m
 
 
 SINKS = ("console", "kafka", "parquet")
-REPORT_FORMATS = ("csv", "parquet", "json")
+REPORT_FORMATS = ("csv", "parquet", "json", "html")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 #: The producer's Kafka clients: kafka-python (the default, pure Python) or confluent-kafka
 #: (librdkafka, the optional `fast` extra).
 PRODUCER_CLIENTS = ("kafka-python", "confluent-kafka")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+#: text: the human-readable lines; json: one JSON object per line (logs.py)
+LOG_FORMATS = ("text", "json")
 
 
 @dataclass(frozen=True)
@@ -284,7 +294,7 @@ class Settings:
     checkpoint_location: Path = _setting(
         "CHECKPOINT_LOCATION", "data/checkpoints", _path,
         "root folder of the streaming checkpoints (one sub-folder per sink)",
-        flag="--checkpoint-root", metavar="DIR", commands=("stream",), chart="stream.checkpoint.mountPath")
+        flag="--checkpoint-root", metavar="DIR", commands=("stream", "status"), chart="stream.checkpoint.mountPath")
     trigger_interval: timedelta = _setting(
         "BATCH_DURATION", "1 second", parse_duration, "micro-batch trigger interval (plain number = seconds)",
         flag="--trigger", metavar="DURATION", commands=("stream",), chart="stream.trigger")
@@ -315,7 +325,8 @@ class Settings:
         "REPORT_DIR", "data/sensor_report", _path, "folder of the batch reports",
         flag="--report-dir", metavar="DIR", commands=("report",), chart="report.reports.mountPath")
     report_formats: tuple[str, ...] = _setting(
-        "REPORT_FORMATS", "csv", _choice_list(*REPORT_FORMATS), "report formats: csv, parquet, json",
+        "REPORT_FORMATS", "csv,html", _choice_list(*REPORT_FORMATS),
+        "report formats: csv, parquet, json, html (one page with charts, for people)",
         flag="--format", metavar=",".join(REPORT_FORMATS), commands=("report",), chart="report.formats")
     # Producer
     sensors: int = _setting(
@@ -346,6 +357,29 @@ class Settings:
         "PRODUCER_CLIENT", "kafka-python", _choice(*PRODUCER_CLIENTS),
         "producer's Kafka client: kafka-python, or confluent-kafka (faster; pip install 'sensorstream[fast]')",
         flag="--client", metavar="|".join(PRODUCER_CLIENTS), commands=("produce",))
+    # Watching it: logs, metrics, status
+    log_level: str = _setting(
+        "LOG_LEVEL", "INFO", _choice(*LOG_LEVELS), "log level of every command: DEBUG, INFO, WARNING, ERROR",
+        flag="--log-level", metavar="LEVEL", commands=(EVERY_COMMAND,), chart="settings.logLevel")
+    log_format: str = _setting(
+        "LOG_FORMAT", "text", _choice(*LOG_FORMATS), "log lines: text (for people) or json (one object per line)",
+        flag="--log-format", metavar="|".join(LOG_FORMATS), commands=(EVERY_COMMAND,), chart="settings.logFormat")
+    metrics_port: int | None = _setting(
+        "METRICS_PORT", "", _optional(_port),
+        "port of the Prometheus endpoint (/metrics) of produce and stream; empty = no endpoint",
+        flag="--metrics-port", metavar="PORT", commands=("produce", "stream"), chart="metrics.port")
+    metrics_host: str = _setting(
+        "METRICS_HOST", "127.0.0.1", _non_empty,
+        "address the metrics endpoint listens on (0.0.0.0 in a pod, for Prometheus to reach it)",
+        flag="--metrics-host", metavar="ADDRESS", commands=("produce", "stream"), chart="metrics.host")
+    spark_ui_port: int = _setting(
+        "SPARK_UI_PORT", "4040", _port,
+        "port of the stream driver's Spark UI, which serves Spark's own metrics at /metrics/prometheus "
+        "(on only with METRICS_PORT)",
+        flag="--spark-ui-port", metavar="PORT", commands=("stream",), chart="metrics.sparkUiPort")
+    max_lag: int = _setting(
+        "STATUS_MAX_LAG", "1000", _at_least(0), "`status` exits 1 when the stream is behind by more records than this",
+        flag="--max-lag", metavar="N", commands=("status",))
     #: where each value came from: "default", "env file", "environment" or "flag"
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 

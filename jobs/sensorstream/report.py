@@ -6,7 +6,9 @@ the printed table and quality.json are written from those rows, so nothing reads
 
 Each run writes a new folder <report_dir>/<UTC time>/ holding one file per format:
     sensor_report.csv (RFC 4180: a header, CRLF, quotes doubled), sensor_report.parquet/,
-    sensor_report.json (JSON lines), quality.json (records read, valid, rejected by reason)
+    sensor_report.json (JSON lines), sensor_report.html (one self-contained page with per-sensor
+    charts of 5-minute windows, html_report.py), quality.json (records read, valid, rejected by reason)
+The html format takes a second Spark job (the 5-minute windows); the other formats need only the one.
 The folder is assembled under a hidden name and renamed into place, so a half-written report is
 never visible.
 """
@@ -19,14 +21,15 @@ import os
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from sensorstream.aggregate import sensor_report
+from sensorstream import html_report
+from sensorstream.aggregate import sensor_report, window_stats
 from sensorstream.brokers import require_topics
 from sensorstream.config import Settings, spark_kafka_options
 from sensorstream.errors import SensorstreamError
@@ -37,6 +40,8 @@ from sensorstream.tables import format_table
 REPORT_NAME = "sensor_report"
 #: The hidden folder a report is being assembled in, while it is (for `abandon`).
 _assembling: Path | None = None
+#: The windows the HTML report's charts show.
+CHART_WINDOW = timedelta(minutes=5)
 #: sensor_report's per-reason counts feed quality.json, not the report files.
 _REJECTED = "rejected"
 
@@ -64,9 +69,8 @@ def read_topic(spark: SparkSession, settings: Settings) -> DataFrame:
     )
 
 
-def build_report(spark: SparkSession, settings: Settings, since: datetime | None = None,
-                 until: datetime | None = None) -> DataFrame:
-    """sensor_report over the topic; readings selected by event time in [since, until), rejects by Kafka time."""
+def _records(spark: SparkSession, settings: Settings, since: datetime | None, until: datetime | None) -> DataFrame:
+    """The topic's parsed records; readings selected by event time in [since, until), rejects by Kafka time."""
     records = parse(read_topic(spark, settings))
     valid = F.col("reason").isNull()
     when = F.when(valid, F.col("event_time")).otherwise(F.col("kafka_timestamp"))
@@ -74,7 +78,26 @@ def build_report(spark: SparkSession, settings: Settings, since: datetime | None
         records = records.where(when >= F.lit(since))
     if until:
         records = records.where(when < F.lit(until))
-    return sensor_report(records)
+    return records
+
+
+def build_report(spark: SparkSession, settings: Settings, since: datetime | None = None,
+                 until: datetime | None = None) -> DataFrame:
+    """sensor_report over the topic; readings selected by event time in [since, until), rejects by Kafka time."""
+    return sensor_report(_records(spark, settings, since, until))
+
+
+def chart_series(spark: SparkSession, settings: Settings, since: datetime | None = None,
+                 until: datetime | None = None) -> dict[str, dict[str, list[html_report.Point]]]:
+    """sensor -> metric -> its CHART_WINDOW windows (avg, min, max), for the HTML report's charts."""
+    readings = _records(spark, settings, since, until).where(F.col("reason").isNull())
+    series: dict[str, dict[str, list[html_report.Point]]] = {}
+    for row in window_stats(readings, CHART_WINDOW).collect():
+        for metric in METRICS:
+            if row[f"avg_{metric}"] is not None:
+                series.setdefault(row["sensor_id"], {}).setdefault(metric, []).append(html_report.Point(
+                    row["window_start"], row[f"avg_{metric}"], row[f"min_{metric}"], row[f"max_{metric}"]))
+    return series
 
 
 def _sensor_order(row: Row) -> tuple:
@@ -101,8 +124,10 @@ def _json_value(value):
 
 
 def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], report_dir: Path,
-                 formats: tuple[str, ...], quality: dict, now: datetime | None = None) -> tuple[Path, list[Path]]:
-    """Write every format into a new time-stamped folder, atomically; returns (folder, files)."""
+                 formats: tuple[str, ...], quality: dict, now: datetime | None = None,
+                 series: dict | None = None) -> tuple[Path, list[Path]]:
+    """Write every format into a new time-stamped folder, atomically; returns (folder, files).
+    `series` are the html format's charts (`chart_series`)."""
     now = now or datetime.now(timezone.utc)
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -130,6 +155,9 @@ def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], rep
                     for row in rows:
                         record = {c: _json_value(v) for c, v in zip(columns, row) if v is not None}
                         out.write(json.dumps(record, ensure_ascii=False) + "\n")
+            elif fmt == "html":
+                page = html_report.render(columns, rows, quality, series or {}, now)
+                (staging / f"{REPORT_NAME}.html").write_text(page, encoding="utf-8")
             elif fmt == "parquet":
                 (spark.createDataFrame(rows, schema).coalesce(1).write
                  .parquet(str(staging / f"{REPORT_NAME}.parquet")))
@@ -184,7 +212,9 @@ def run(spark: SparkSession, settings: Settings, since: datetime | None = None,
     columns = schema.fieldNames()
     rows = [tuple(row[c] for c in columns)
             for row in sorted((r for r in collected if r["sensor_id"] is not None), key=_sensor_order)]
-    folder, files = write_report(spark, schema, rows, settings.report_dir, settings.report_formats, quality)
+    series = chart_series(spark, settings, since, until) if "html" in settings.report_formats else None
+    folder, files = write_report(spark, schema, rows, settings.report_dir, settings.report_formats, quality,
+                                 series=series)
     return ReportResult(folder, files, columns, rows, records, valid, rejected)
 
 

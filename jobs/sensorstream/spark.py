@@ -15,6 +15,10 @@ from sensorstream.config import Settings
 from sensorstream.jvm import find_java, jars_folder, require_jars
 
 CONNECTOR_MARKER = "spark-sql-kafka-0-10_"
+#: Where the driver's Spark UI serves Spark's metrics, and the namespace their names start with
+#: (metrics_<namespace>_driver_...), fixed instead of Spark's default, the changing application id.
+SPARK_METRICS_PATH = "/metrics/prometheus"
+SPARK_METRICS_NAMESPACE = "sensorstream"
 _LOG4J2 = Path(__file__).with_name("log4j2-spark.properties")
 
 
@@ -43,8 +47,22 @@ def connector_jars(settings: Settings) -> list[Path]:
     return require_jars(folder, "Spark Kafka connector", CONNECTOR_MARKER)
 
 
-def get_session(settings: Settings):
-    """Get or create the SparkSession for a job."""
+def metrics_conf(settings: Settings) -> dict[str, str]:
+    """Spark's own metrics, the streaming queries' included, served by the UI at SPARK_METRICS_PATH."""
+    sink = "spark.metrics.conf.*.sink.prometheusServlet"
+    return {
+        "spark.ui.enabled": "true",
+        "spark.ui.port": str(settings.spark_ui_port),
+        "spark.port.maxRetries": "0",  # the port asked for or a clear failure, never a neighbour's
+        f"{sink}.class": "org.apache.spark.metrics.sink.PrometheusServlet",
+        f"{sink}.path": SPARK_METRICS_PATH,
+        "spark.metrics.namespace": SPARK_METRICS_NAMESPACE,
+        "spark.sql.streaming.metricsEnabled": "true",
+    }
+
+
+def get_session(settings: Settings, serve_metrics: bool = False):
+    """Get or create the SparkSession for a job; `serve_metrics` turns the UI and its metrics on."""
     from pyspark.sql import SparkSession
 
     builder = (
@@ -71,6 +89,9 @@ def get_session(settings: Settings):
         )
         if jars:
             builder = builder.config("spark.jars", ",".join(str(j) for j in jars))
+    if serve_metrics:
+        for key, value in metrics_conf(settings).items():
+            builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session

@@ -277,7 +277,7 @@ class _Batches:
         self.previous_start = started
         progress = BatchProgress(batch.batch_id, records, batch.rejected, batch.outcome.late,
                                  len(batch.outcome.updated), len(batch.outcome.final), batch.outcome.watermark,
-                                 took, records / since if since else None)
+                                 took, records / since if since else None, len(self.windows.windows))
         if self.on_progress:
             self.on_progress(progress)
         self.say(progress.line())
@@ -296,6 +296,7 @@ class BatchProgress:
     watermark: datetime
     seconds: float
     arriving_per_s: float | None  # records over the time since the previous batch started
+    open_windows: int = 0  # windows held open after the batch (the stream's state)
 
     def line(self) -> str:
         arriving = f", {self.arriving_per_s:,.0f}/s arriving" if self.arriving_per_s is not None else ""

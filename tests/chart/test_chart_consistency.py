@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from support.chart import KUBE_VERSION, REHEARSE, VALUES_SETS, by_kind, pod_specs
+from support.chart import KUBE_VERSION, REHEARSE, VALUES_SETS, by_kind, pod_specs, settings_configmap
 from support.places import CHART, K8S, ROOT, pom_property
 
 pytestmark = pytest.mark.chart
@@ -58,7 +58,7 @@ def test_image_tag_is_the_package_version():
 def test_topic_names_in_kafkatopics_are_the_ones_the_workloads_use(rendered, values_set):
     docs = rendered[values_set]
     declared = {d["spec"]["topicName"] for d in by_kind(docs, "KafkaTopic")}
-    (configmap,) = by_kind(docs, "ConfigMap")
+    configmap = settings_configmap(docs)
     used = {configmap["data"][k] for k in ("KAFKA_INPUT_TOPIC", "KAFKA_OUTPUT_TOPIC", "KAFKA_DEAD_LETTER_TOPIC")}
     assert declared == used and len(used) == 3
 
@@ -103,7 +103,7 @@ def test_every_mounted_claim_and_configmap_exists(rendered, values_set):
 
 def test_checkpoint_and_reports_claims_are_where_the_settings_point(rendered):
     docs = rendered["default"]
-    (configmap,) = by_kind(docs, "ConfigMap")
+    configmap = settings_configmap(docs)
     (app,) = by_kind(docs, "SparkApplication")
     driver_mounts = {m["mountPath"] for m in app["spec"]["driver"]["volumeMounts"]}
     executor_mounts = {m["mountPath"] for m in app["spec"]["executor"]["volumeMounts"]}
@@ -164,7 +164,7 @@ def test_configmap_keys_are_settings_the_package_reads(rendered):
 
     known = {s.env for s in SETTINGS}
     for name, docs in rendered.items():
-        (configmap,) = by_kind(docs, "ConfigMap")
+        configmap = settings_configmap(docs)
         assert set(configmap["data"]) <= known, f"{name}: unknown settings {set(configmap['data']) - known}"
         assert "SPARK_MASTER" not in configmap["data"], "spark-submit decides the master of the stream"
 

@@ -8,16 +8,18 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from support.chart import KUBE_VERSION, NAMESPACE, RELEASE, VALUES_SETS, by_kind, pod_specs, render, run_helm
+from support.chart import (KUBE_VERSION, NAMESPACE, RELEASE, VALUES_SETS, by_kind, pod_specs, render, run_helm,
+                           settings_configmap)
 from support.places import CHART
 
 pytestmark = pytest.mark.chart
 
 #: Kinds the chart may create; a new kind needs a look at its validation here first.
 BUILTIN_KINDS = {"ConfigMap", "Deployment", "CronJob", "PersistentVolumeClaim", "ServiceAccount", "Role",
-                 "RoleBinding", "Pod"}
+                 "RoleBinding", "Pod", "Service"}
 CUSTOM_KINDS = {("kafka.strimzi.io/v1", "Kafka"), ("kafka.strimzi.io/v1", "KafkaNodePool"),
-                ("kafka.strimzi.io/v1", "KafkaTopic"), ("sparkoperator.k8s.io/v1beta2", "SparkApplication")}
+                ("kafka.strimzi.io/v1", "KafkaTopic"), ("sparkoperator.k8s.io/v1beta2", "SparkApplication"),
+                ("monitoring.coreos.com/v1", "ServiceMonitor")}
 
 
 @pytest.mark.parametrize("values_set", VALUES_SETS)
@@ -59,7 +61,8 @@ def test_custom_resources_match_the_operator_crds(rendered, crds, values_set):
         key = (doc["apiVersion"], doc["kind"])
         if key not in CUSTOM_KINDS:
             continue
-        assert key in crds, f"{key} is not served by the pinned operators' CRDs (served: {sorted(crds)})"
+        assert key in crds, (f"{key} is not served by the pinned operators' CRDs (served: {sorted(crds)})"
+                             + ("; generate the Prometheus Operator's with `make crds`" if "coreos" in key[0] else ""))
         errors = sorted(jsonschema.Draft7Validator(crds[key]).iter_errors(doc), key=lambda e: list(e.path))
         assert not errors, "\n".join(
             f"{doc['kind']}/{doc['metadata']['name']} ({values_set}): {e.message} at {'/'.join(map(str, e.path))}"
@@ -116,7 +119,7 @@ def test_every_pod_is_non_root_without_capabilities(rendered, values_set):
 def test_existing_kafka_creates_no_cluster_and_reads_credentials_from_secrets(rendered):
     docs = rendered["existing-kafka"]
     assert not by_kind(docs, "Kafka") and not by_kind(docs, "KafkaNodePool")
-    (configmap,) = by_kind(docs, "ConfigMap")
+    configmap = settings_configmap(docs)
     assert configmap["data"]["KAFKA_BOOTSTRAP_SERVERS"] == "my-cluster-kafka-bootstrap.kafka.svc:9094"
     assert "KAFKA_SASL_PASSWORD" not in configmap["data"]
     (deployment,) = by_kind(docs, "Deployment")

@@ -25,7 +25,7 @@ import yaml
 from sensorstream.cli import build_parser
 from sensorstream.config import EVERY_COMMAND, SETTINGS, Setting, declaration, load_settings
 
-from support.chart import render, workload_env
+from support.chart import render, settings_configmap, workload_env
 from support.places import CHART, ROOT
 
 pytestmark = pytest.mark.chart
@@ -39,6 +39,8 @@ CHART_DEFAULTS = {
     "checkpoint_location": "the checkpoint claim's mount path",
     "report_dir": "the reports claim's mount path",
     "report_formats": "a cluster keeps every format",
+    "metrics_port": "a cluster is watched by Prometheus; locally the endpoints are off",
+    "metrics_host": "in a pod the endpoints listen on every interface, for Prometheus to reach them",
 }
 #: Settings of which the chart accepts fewer values than the code, on purpose (setting -> why).
 CHART_NARROWS = {
@@ -194,7 +196,7 @@ def test_every_declared_chart_key_reaches_its_env_var(helm):
 def test_every_setting_the_workloads_get_is_declared_and_no_secret_is_in_a_configmap(rendered):
     by_env = {s.env: s for s in SETTINGS}
     for name, docs in rendered.items():
-        (configmap,) = [d for d in docs if d["kind"] == "ConfigMap"]
+        configmap = settings_configmap(docs)
         assert set(configmap["data"]) <= set(by_env), f"{name}: not settings: {set(configmap['data']) - set(by_env)}"
         assert not [env for env in configmap["data"] if by_env[env].secret], f"{name}: a secret in the ConfigMap"
         assert set(workload_env(docs)) <= set(by_env) | {"SPARK_MASTER"}

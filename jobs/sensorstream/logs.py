@@ -1,0 +1,67 @@
+"""Log lines of every command: LOG_LEVEL, and LOG_FORMAT text (for people) or json (for collectors).
+
+`configure(settings)` sets up the root logger once, on stderr. In text format a line is the
+message alone (a warning or error says so first), as the commands always printed it; in json
+format each line is one object: time (UTC, ISO 8601), level, logger, message, and any fields
+the caller passed as `extra={"fields": {...}}` (a batch's id, rates and watermark, say).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import date, datetime, timezone
+
+from sensorstream.config import Settings
+
+FIELDS = "fields"
+
+
+class TextFormatter(logging.Formatter):
+    """The message; 'warning: ' and the like before anything above INFO."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.levelno > logging.INFO:
+            message = f"{record.levelname.lower()}: {message}"
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return message
+
+
+def _plain(value):
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    return str(value)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(getattr(record, FIELDS, None) or {})
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=_plain, ensure_ascii=False)
+
+
+def configure(settings: Settings, stream=None) -> None:
+    """The root logger at LOG_LEVEL, one handler on stderr in LOG_FORMAT (replacing earlier ones)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    # the clients' INFO lines are every connection opened and closed (and py4j's every gateway
+    # call): only their warnings are worth a line, unless LOG_LEVEL=DEBUG asks for everything
+    for chatty in ("kafka", "py4j"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
