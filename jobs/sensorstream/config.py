@@ -120,11 +120,18 @@ def _non_negative_float(raw: str) -> float:
     return value
 
 
-def _ratio(raw: str) -> float:
-    value = float(raw)
-    if not 0 <= value <= 1:
-        raise ValueError(f"{raw!r} must be between 0 and 1")
-    return value
+def _within(convert: Callable[[str], float], low: float, high: float, problem: str) -> Callable[[str], float]:
+    """A parser of numbers from low to high (NaN is outside); `problem` completes the error."""
+    def parse(raw: str) -> float:
+        value = convert(raw)
+        if not low <= value <= high:
+            raise ValueError(f"{raw!r} {problem}")
+        return value
+
+    return parse
+
+
+_ratio = _within(float, 0, 1, "must be between 0 and 1")
 
 
 def _choice_list(*allowed: str) -> Callable[[str], tuple[str, ...]]:
@@ -156,11 +163,7 @@ def _optional_choice(*allowed: str) -> Callable[[str], str | None]:
     return parse
 
 
-def _port(raw: str) -> int:
-    value = int(raw)
-    if not 1 <= value <= 65535:
-        raise ValueError(f"{raw!r} is not a TCP port (1 to 65535)")
-    return value
+_port = _within(int, 1, 65535, "is not a TCP port (1 to 65535)")
 
 
 def _text(raw: str) -> str:
