@@ -40,9 +40,14 @@ def isolated_settings(bootstrap: str, folder: Path, **overrides) -> Settings:
 
 def consume_all(settings, topic):
     """Every record of a topic, from the beginning to the end offsets as they are now."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers.split(","), enable_auto_commit=False)
+    return read_all(settings.bootstrap_servers, topic)
+
+
+def read_all(bootstrap: str, topic: str) -> list:
+    """Every record of a topic at these bootstrap servers, from the beginning to its end offsets now."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
     try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(partitions)
         consumer.seek_to_beginning()
         end = consumer.end_offsets(partitions)
