@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chart.support import crds_dir
+from support.chart import crds_dir
 
 from .controlplane import BIN, BUILD_COMMAND, ControlPlane, SparkOperator, missing_binaries
 from .support import SPARK_PLAIN_NS, SPARK_UNTEMPLATED_NS, SPARK_WEBHOOK_NS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from chart.support import CHART, RELEASE, VALUES_SETS
+from support.chart import CHART, RELEASE, VALUES_SETS
 
 from .controlplane import ControlPlane, wait_for
 

@@ -10,7 +10,7 @@ import shlex
 
 import pytest
 
-from chart.support import CHART, RELEASE
+from support.chart import CHART, RELEASE
 
 from .controlplane import wait_for
 from .support import VALUES, assert_restricted_pod, component, dry_run, render, values_args, wait_for_pods

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from chart.support import CHART, RELEASE
+from support.chart import CHART, RELEASE
 
 from .controlplane import wait_for
 from .support import SPARK_PLAIN_NS, SPARK_UNTEMPLATED_NS, SPARK_WEBHOOK_NS, assert_restricted_pod, events, manifest, render
