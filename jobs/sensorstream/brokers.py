@@ -57,12 +57,22 @@ def existing_topics(settings: Settings) -> set[str]:
         return set(admin.list_topics())
 
 
-def require_topics(settings: Settings, topics: Iterable[str]) -> None:
-    """Raise TopicMissingError naming the first topic the cluster does not have."""
-    present = existing_topics(settings)
-    for topic in topics:
-        if topic not in present:
+def require_topics(settings: Settings, topics: Iterable[str], wait_s: float = 3.0) -> None:
+    """Raise TopicMissingError naming the first topic the cluster does not have.
+
+    A topic created a moment ago may not have reached the broker's metadata yet: a missing topic
+    is looked for again for up to `wait_s` seconds.
+    """
+    topics = list(topics)
+    deadline = time.monotonic() + wait_s
+    while True:
+        present = existing_topics(settings)
+        missing = [topic for topic in topics if topic not in present]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
             raise TopicMissingError(
-                f"topic {topic!r} does not exist on {settings.bootstrap_servers}; create it "
+                f"topic {missing[0]!r} does not exist on {settings.bootstrap_servers}; create it "
                 "(`sensorstream local up` creates the chart's topics on the local broker)"
             )
+        time.sleep(0.25)
