@@ -95,7 +95,7 @@ k8s-tools: $(HELM) ## build the local control plane for test-k8s (pinned) into .
 	KUBERNETES_VERSION=$(KUBERNETES_VERSION) ETCD_VERSION=$(ETCD_VERSION) \
 	  SPARK_OPERATOR_VERSION=v$(SPARK_OPERATOR_VERSION) k8s/k8s-tools.sh $(STATE)/tools
 
-test-k8s: $(VENV)/.installed ## the chart on a local control plane and the real Spark Operator (after k8s-tools)
+test-k8s: $(VENV)/.installed crds ## the chart on a local control plane and the real Spark Operator (after k8s-tools)
 	$(PY) -m pytest -m apiserver
 
 # --- cluster ----------------------------------------------------------------------------------

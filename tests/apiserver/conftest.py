@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from support.chart import crds_dir
+from support.chart import GENERATED_CRDS, crds_dir
 
 from .controlplane import BIN, BUILD_COMMAND, ControlPlane, SparkOperator, missing_binaries
 from .support import SPARK_PLAIN_NS, SPARK_UNTEMPLATED_NS, SPARK_WEBHOOK_NS
@@ -49,7 +49,7 @@ def control_plane(tmp_path_factory) -> ControlPlane:
         pytest.skip("operator CRDs not found: neither $SENSORSTREAM_CRDS_DIR nor ../shared/crds exists")
     plane = ControlPlane(tmp_path_factory.mktemp("control-plane")).start()
     try:
-        plane.apply_crds(crds)
+        plane.apply_crds(crds, *([GENERATED_CRDS] if GENERATED_CRDS.is_dir() else []))  # + the ServiceMonitor's
         yield plane
     finally:
         plane.stop()
