@@ -239,8 +239,13 @@ def _produce(args, settings) -> int:
             endpoint.close()
     if interactive:
         print(file=sys.stderr)
-    print(f"done: {stats.summary()}")
-    return 0 if stats.failed == 0 else 1
+    print(f"done: {stats.summary()}", flush=True)
+    if stats.failed:
+        print(f"{PROG}: error: {stats.failed:,} of {stats.sent:,} readings were not acknowledged; brokers are down, "
+              "too few replicas are in sync, or the controller quorum is lost: start the stopped brokers "
+              "(`sensorstream local up` restarts the local ones) and send again", file=sys.stderr, flush=True)
+        return 1
+    return 0
 
 
 def _stream(args, settings) -> int:

@@ -14,6 +14,7 @@ import sys
 from datetime import date, datetime, timezone
 
 from sensorstream.config import Settings
+from sensorstream.errors import SensorstreamError
 
 FIELDS = "fields"
 
@@ -65,3 +66,29 @@ def configure(settings: Settings, stream=None) -> None:
     # call): only their warnings are worth a line, unless LOG_LEVEL=DEBUG asks for everything
     for chatty in ("kafka", "py4j"):
         logging.getLogger(chatty).setLevel(logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING)
+    handler.addFilter(_client_errors_in_one_line)
+
+
+def _client_errors_in_one_line(record: logging.LogRecord) -> bool:
+    """The client libraries log some errors with a whole traceback; the user gets one line.
+
+    - py4j logs an error our own code raised for the JVM (a foreachBatch failure, a stop during a
+      batch): the command reports it in a line of its own, so py4j's copy is dropped.
+    - kafka-python logs a broker going away mid-request (and its own 2.3.3 bug on a timed-out
+      produce request: `TypeError: ... object is not callable`, after which the batch fails when
+      its delivery timeout expires, and is counted then): the message and the error, one line.
+    """
+    error = record.exc_info[1] if record.exc_info else None
+    if error is None:
+        return True
+    if record.name.startswith("py4j"):
+        return not isinstance(error, SensorstreamError)
+    if record.name.startswith("kafka"):
+        if record.name == "kafka.future":
+            record.msg, record.args = ("kafka-python: a delivery callback failed (%s: %s); its records are counted "
+                                       "as failed when their delivery timeout expires"), (type(error).__name__, error)
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        else:
+            record.msg, record.args = "%s (%s: %s)", (record.getMessage(), type(error).__name__, error)
+        record.exc_info, record.exc_text = None, None
+    return True

@@ -24,6 +24,7 @@ Adding a sink means adding one function to `_SINKS` below.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -52,6 +53,8 @@ from sensorstream.windows import BatchOutcome, OpenWindows
 
 QUERY = "stream"
 FINGERPRINT = "sensorstream-query.json"
+
+_log = logging.getLogger(__name__)
 
 
 def read_source(spark: SparkSession, settings: Settings, fail_on_data_loss: bool = True) -> DataFrame:
@@ -243,6 +246,7 @@ class _Batches:
                 raise SensorstreamError(f"batch {batch_id} interrupted by the stop: py4j.protocol.Py4JJavaError: "
                                         "An error occurred while calling the batch: java.lang.InterruptedException"
                                         ) from None
+            _log.debug("micro-batch %s failed", batch_id, exc_info=True)  # the whole trace, for LOG_LEVEL=DEBUG
             lines = str(exc).strip().splitlines()
             raise SensorstreamError(f"batch {batch_id} failed: {(lines[0] if lines else repr(exc))[:300]}") from None
 

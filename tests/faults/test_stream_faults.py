@@ -171,7 +171,7 @@ def test_sigterm_to_stream(cluster, spark, cli_env, tmp_path, figures):
     """SIGTERM at a random moment of a drain: a clean exit; a restart finishes the job; the totals add up."""
     settings = cluster.settings(tmp_path)
     env = env_for(cli_env, settings)
-    sent = send(settings, 9_000, seed=71)
+    sent = send(settings, 12_000, seed=71)  # 20 min of event time: the first window per sensor ends final
     log = tmp_path / "stream.log"
     proc = popen(env, *STREAM, "--available-now", log=log)
     wait_for(log, r"batch 1:", proc=proc)

@@ -278,18 +278,30 @@ class LocalKafka:
                     f"broker {dead[0].node_id} exited during start; see {self.node_dir(dead[0].node_id)}/broker.log "
                     f"and stdout.log ({self._last_error(dead[0].node_id)})"
                 )
-            try:
-                with admin_client(settings) as admin:
-                    if len(admin.describe_cluster()["brokers"]) >= expected:
-                        return
-            except BrokerUnavailableError:
-                pass
+            if self._all_answer(settings, expected):
+                return
             if time.monotonic() > deadline:
                 raise LocalStackError(
                     f"the local broker did not answer at {self.bootstrap} within {READY_TIMEOUT_S:.0f}s; "
                     f"see {self.home}/node-*/broker.log"
                 )
             time.sleep(0.5)
+
+    def _all_answer(self, settings, expected: int) -> bool:
+        """Every node answers on its own port and sees `expected` brokers. Asking one node is not
+        enough: a broker killed a moment ago stays in the others' metadata until its session times
+        out, so the cluster would look whole while that broker is still starting."""
+        ports = self._meta()["ports"]
+        if not all(_port_in_use(port) for port in ports):
+            return False
+        for port in ports:
+            try:
+                with admin_client(settings.replace(bootstrap_servers=f"127.0.0.1:{port}")) as admin:
+                    if len(admin.describe_cluster()["brokers"]) < expected:
+                        return False
+            except BrokerUnavailableError:
+                return False
+        return True
 
     def _last_error(self, node_id: int) -> str:
         for name in ("stdout.log", "broker.log"):
