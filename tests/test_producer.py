@@ -144,3 +144,20 @@ def test_workers_are_one_per_core_at_full_speed_and_never_more_than_sensors():
     assert worker_count(4, rate=5, sensors=100, count=0) == 4
     assert worker_count(4, rate=0, sensors=3, count=0) == 3
     assert worker_count(4, rate=0, sensors=10, count=2) == 2
+
+
+def test_failed_deliveries_are_summed_up_not_logged_one_by_one(caplog, monkeypatch):
+    """With brokers down every record fails: one warning per kind of error every few seconds,
+    carrying the count of those it did not print, never one line per record."""
+    from sensorstream import producer
+    from sensorstream.producer import DeliveryStats
+
+    stats = DeliveryStats()
+    with caplog.at_level("WARNING", logger="sensorstream.producer"):
+        for _ in range(1000):
+            stats.record_failure(TimeoutError("expired"))
+        monkeypatch.setattr(producer, "FAILURE_LOG_INTERVAL_S", 0.0)
+        stats.record_failure(TimeoutError("expired"))
+    assert [r.getMessage() for r in caplog.records] == [
+        "delivery failed: expired", "delivery failed: expired (and 999 more TimeoutError since the last such line)"]
+    assert stats.failed == 1001 and stats.errors == {"TimeoutError": 1001}

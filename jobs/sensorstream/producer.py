@@ -45,6 +45,7 @@ from sensorstream.simulator import Simulator
 log = logging.getLogger(__name__)
 
 FLUSH_TIMEOUT_S = 30.0
+FAILURE_LOG_INTERVAL_S = 5.0  # at most one 'delivery failed' line per kind of error this often
 #: A record not acknowledged within this fails (counted as failed). Shorter than the stop's flush, so
 #: a stop always ends with every record acked or failed, never still pending; and shorter than the
 #: 30 s a Kubernetes pod gets to stop.
@@ -96,6 +97,8 @@ class DeliveryStats:
     errors: dict[str, int] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    _said: dict[str, float] = field(default_factory=dict, repr=False, compare=False)  # error kind -> last line
+    _unsaid: dict[str, int] = field(default_factory=dict, repr=False, compare=False)  # failures since then
 
     def record_sent(self, kind: str) -> None:
         self.sent += 1
@@ -104,11 +107,22 @@ class DeliveryStats:
     def record_ack(self) -> None:
         self.acked += 1
 
-    def record_failure(self, exc: BaseException | str) -> None:
-        """One failed delivery; `exc` is the exception, or the name of a client's error code."""
+    def record_failure(self, exc: BaseException | str, detail: object = None) -> None:
+        """One failed delivery; `exc` is the exception, or the name of a client's error code.
+
+        Logged as a warning, at most one line per kind of error every few seconds (with the count
+        since the last line): with brokers down every record fails, tens of thousands of them."""
         self.failed += 1
         name = exc if isinstance(exc, str) else type(exc).__name__
         self.errors[name] = self.errors.get(name, 0) + 1
+        now = time.monotonic()
+        if now - self._said.get(name, float("-inf")) < FAILURE_LOG_INTERVAL_S:
+            self._unsaid[name] = self._unsaid.get(name, 0) + 1
+            return
+        self._said[name] = now
+        more = self._unsaid.pop(name, 0)
+        log.warning("delivery failed: %s%s", detail if detail is not None else exc,
+                    f" (and {more:,} more {name} since the last such line)" if more else "")
 
     def add(self, other: DeliveryStats) -> None:
         """Add another run's counts to these (the parent summing its processes)."""
@@ -273,7 +287,6 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
                 stats.acked += 1
             else:
                 stats.record_failure(future.exception)
-                log.warning("delivery failed: %s", future.exception)
         if stats.acked > acked:
             beat()
 
@@ -293,7 +306,6 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
                     pending.append(send(topic, value=record.value, key=route[0], partition=route[1]))
                 except KafkaError as exc:  # buffer full past max_block_ms, or the producer is closing
                     stats.record_failure(exc)
-                    log.warning("delivery failed: %s", exc)
             settle()
     finally:
         _close(producer)
@@ -329,6 +341,8 @@ def _close(producer: KafkaProducer) -> None:
         producer.close(timeout=FLUSH_TIMEOUT_S)
     except KafkaError as exc:
         log.warning("close: %s", exc)
+        # its sender is closed; left unmarked, `__del__` would close (and raise) again at exit
+        producer._closed = True
 
 
 def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: float, duration: float | None,
@@ -344,8 +358,7 @@ def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: 
         if error is None:
             stats.acked += 1
         else:
-            stats.record_failure(error.name())
-            log.warning("delivery failed: %s", error)
+            stats.record_failure(error.name(), error)
 
     try:
         producer = Producer({**confluent_kafka_config(settings), **CONFLUENT_TUNING,
@@ -374,8 +387,7 @@ def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: 
                             break
                         poll(0.05)
                     except KafkaException as exc:
-                        stats.record_failure(exc.args[0].name() if exc.args else exc)
-                        log.warning("delivery failed: %s", exc)
+                        stats.record_failure(exc.args[0].name() if exc.args else exc, exc)
                         break
             acked = stats.acked
             poll(0)
