@@ -67,3 +67,82 @@ def test_two_brokers_form_one_cluster(tmp_path):
             assert len(admin.describe_cluster()["brokers"]) == 2
         finally:
             admin.close()
+
+
+# --- the secured listener (`local up --sasl-ssl DIR`); the broker itself runs in tests/faults ---
+
+def _tls_dir(tmp_path):
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    for name in ("broker.pem", "broker.key", "ca.pem"):
+        (folder / name).write_text(f"-----BEGIN {name}-----\n")
+    return folder
+
+
+def _secured_settings(**env):
+    from sensorstream.config import load_settings
+    return load_settings(environ={"KAFKA_SASL_USERNAME": "app", "KAFKA_SASL_PASSWORD": "pw-1", **env})
+
+
+def test_sasl_ssl_reads_the_clients_user_and_the_folders_files(tmp_path):
+    from sensorstream.local.broker import SaslSsl
+
+    tls = _tls_dir(tmp_path)
+    security = SaslSsl.from_settings(tls, _secured_settings())
+    assert (security.username, security.password.reveal(), security.ca) == ("app", "pw-1", tls / "ca.pem")
+    assert security.scram_argument() == "SCRAM-SHA-512=[name=app,password=pw-1]"
+    clients = security.client_settings(_secured_settings())
+    assert (clients.security_protocol, clients.sasl_mechanism, clients.ssl_ca_location) == (
+        "SASL_SSL", "SCRAM-SHA-512", tls / "ca.pem")
+    props = security.listener_properties(9092, 9100, 9200, tmp_path / "keystore.pem")
+    assert props["listeners"] == ("SASL_SSL://127.0.0.1:9092,INTERNAL://127.0.0.1:9100,"
+                                  "CONTROLLER://127.0.0.1:9200")
+    assert props["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    assert "pw-1" not in repr(props) and "pw-1" not in repr(security)
+    other_ca = tmp_path / "other.pem"
+    other_ca.write_text("x")
+    assert SaslSsl.from_settings(tls, _secured_settings(KAFKA_SSL_CA_LOCATION=str(other_ca))).ca == other_ca
+
+
+@pytest.mark.parametrize("env, missing, words", [
+    ({}, "broker.key", ["broker.key not found", "--sasl-ssl"]),
+    ({}, "ca.pem", ["KAFKA_SSL_CA_LOCATION", "ca.pem not found"]),
+    ({"KAFKA_SASL_PASSWORD": ""}, None, ["KAFKA_SASL_PASSWORD", "required with --sasl-ssl"]),
+    ({"KAFKA_SASL_USERNAME": "a,b"}, None, ["KAFKA_SASL_USERNAME", "commas"]),
+])
+def test_sasl_ssl_says_what_is_missing(tmp_path, env, missing, words):
+    from sensorstream.errors import ConfigError
+    from sensorstream.local.broker import SaslSsl
+
+    tls = _tls_dir(tmp_path)
+    if missing:
+        (tls / missing).unlink()
+    with pytest.raises(ConfigError) as raised:
+        SaslSsl.from_settings(tls, _secured_settings(**env))
+    for word in words:
+        assert word in str(raised.value)
+
+
+def test_local_up_sasl_ssl_without_a_password_is_one_line(cli_env, tmp_path):
+    from support.cli import assert_one_line_error
+
+    result = cli({**cli_env, "KAFKA_SASL_USERNAME": "app"}, "local", "up", "--sasl-ssl", str(_tls_dir(tmp_path)))
+    assert_one_line_error(result, "KAFKA_SASL_PASSWORD", "--sasl-ssl", code=2)
+
+
+def test_a_cluster_keeps_the_security_it_was_formatted_with(tmp_path):
+    from sensorstream.errors import LocalStackError
+    from sensorstream.local.broker import SaslSsl
+
+    home = tmp_path / "state" / "local"
+    home.mkdir(parents=True)
+    (home / "cluster.json").write_text('{"cluster_id": "x", "ports": [9092], "controller_ports": [9093]}')
+    security = SaslSsl.from_settings(_tls_dir(tmp_path), _secured_settings())
+    with pytest.raises(LocalStackError, match="created without --sasl-ssl"):
+        LocalKafka(tmp_path / "state", security=security)._prepare("java", "")
+    (home / "cluster.json").write_text('{"cluster_id": "x", "ports": [9092], "controller_ports": [9093], '
+                                       '"sasl_ssl": {"tls_dir": "/t", "user": "other"}}')
+    with pytest.raises(LocalStackError, match="created with --sasl-ssl DIR"):
+        LocalKafka(tmp_path / "state")._prepare("java", "")
+    with pytest.raises(LocalStackError, match="SCRAM user 'other'"):
+        LocalKafka(tmp_path / "state", security=security)._prepare("java", "")

@@ -1,21 +1,70 @@
 """Talking to a Kafka cluster's metadata: is it reachable, do the topics exist.
 
-Every job checks here first, so a missing broker or topic is one clear line within seconds
-instead of a client retrying forever or a JVM stack trace.
+Every job checks here first, so a missing broker or topic, a refused login or an untrusted
+certificate is one clear line within seconds instead of a client retrying forever or a JVM
+stack trace.
 """
 
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError, NoBrokersAvailable, NodeNotReadyError
+from kafka.errors import (KafkaError, NoBrokersAvailable, NodeNotReadyError,
+                          SaslAuthenticationFailedError, UnsupportedSaslMechanismError)
 
-from sensorstream.config import Settings, kafka_python_kwargs
-from sensorstream.errors import BrokerUnavailableError, QuorumLostError, TopicMissingError
+from sensorstream.config import Settings, declaration, kafka_python_kwargs
+from sensorstream.errors import BrokerUnavailableError, KafkaSecurityError, QuorumLostError, TopicMissingError
+
+#: What a broker says when it refuses a login; kafka-python only logs it (then reports another error).
+_REFUSALS = (SaslAuthenticationFailedError, UnsupportedSaslMechanismError)
+
+
+class _Refusals(logging.Filter):
+    """On kafka-python's connection logger: keeps the first refused login, lets no line through."""
+
+    def __init__(self):
+        super().__init__()
+        self.refused: KafkaError | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        found = next((arg for arg in args if isinstance(arg, _REFUSALS)), None)
+        if found is not None and self.refused is None:
+            self.refused = found
+        return False
+
+
+def _envs(*names: str) -> str:
+    return " / ".join(declaration(name).env for name in names)
+
+
+def refused_login(settings: Settings, error: KafkaError) -> KafkaSecurityError:
+    """The one line for a login the broker refused, naming the settings to fix."""
+    if isinstance(error, UnsupportedSaslMechanismError):
+        return KafkaSecurityError(f"Kafka at {settings.bootstrap_servers} does not offer SASL mechanism "
+                                  f"{settings.sasl_mechanism}: set {_envs('sasl_mechanism')} to one it offers")
+    return KafkaSecurityError(
+        f"Kafka at {settings.bootstrap_servers} refused the login of user {settings.sasl_username!r} "
+        f"({settings.sasl_mechanism}): authentication failed, wrong user name or password; set "
+        f"{_envs('sasl_username', 'sasl_password')} to a user the cluster has (the local broker's is the one "
+        "`sensorstream local up --sasl-ssl` created)")
+
+
+def tls_failed(settings: Settings, error: ssl.SSLError) -> KafkaSecurityError:
+    """The one line for a TLS connection that failed, naming the settings to fix."""
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return KafkaSecurityError(
+            f"the TLS certificate of Kafka at {settings.bootstrap_servers} is not trusted ({error.verify_message}); "
+            f"set {_envs('ssl_ca_location')} to the CA certificate (PEM) that signed it, and give the broker a "
+            "certificate for the host name in KAFKA_BOOTSTRAP_SERVERS")
+    return KafkaSecurityError(
+        f"TLS with Kafka at {settings.bootstrap_servers} failed ({error.reason or error}); check that "
+        f"{_envs('security_protocol')}={settings.security_protocol} is what the broker's listener speaks")
 
 @contextmanager
 def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
@@ -25,9 +74,12 @@ def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
     last: Exception | None = None
     client = None
     # kafka-python logs every refused connection at ERROR level; the caller gets one clear error.
-    quiet = logging.getLogger("kafka")
-    level = quiet.level
+    # Its connection logger alone stays open, to a filter that keeps a refused login and drops the lines.
+    quiet, connections, refusals = logging.getLogger("kafka"), logging.getLogger("kafka.conn"), _Refusals()
+    levels = quiet.level, connections.level
     quiet.setLevel(logging.CRITICAL)
+    connections.setLevel(logging.ERROR)
+    connections.addFilter(refusals)
     try:
         while client is None:
             try:
@@ -37,7 +89,11 @@ def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
                     request_timeout_ms=int(timeout_s * 1000),
                     api_version_auto_timeout_ms=int(min(timeout_s, 5) * 1000),
                 )
+            except ssl.SSLError as exc:  # waiting does not make a certificate trusted
+                raise tls_failed(settings, exc) from None
             except (NoBrokersAvailable, KafkaError, OSError) as exc:
+                if refusals.refused is not None:  # nor does it make a password right
+                    raise refused_login(settings, refusals.refused) from None
                 last = exc
                 if time.monotonic() >= deadline:
                     if isinstance(last, NodeNotReadyError):  # a broker answered; no controller did
@@ -45,7 +101,9 @@ def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
                     raise BrokerUnavailableError(settings.bootstrap_servers, type(last).__name__) from None
                 time.sleep(0.5)
     finally:
-        quiet.setLevel(level)
+        connections.removeFilter(refusals)
+        quiet.setLevel(levels[0])
+        connections.setLevel(levels[1])
     try:
         yield client
     finally:

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     up = local_cmds.add_parser("up", help="start the broker(s) and create the chart's topics")
     up.add_argument("--brokers", type=int, default=1, help="number of brokers (default 1)")
     up.add_argument("--port", type=int, default=9092, help="port of broker 1; broker N uses port+N-1 (default 9092)")
+    up.add_argument("--sasl-ssl", metavar="DIR", type=Path,
+                    help="clients connect with SASL_SSL (SCRAM-SHA-512): TLS from DIR/broker.pem and DIR/broker.key "
+                         "(PEM, for 127.0.0.1), the user KAFKA_SASL_USERNAME with KAFKA_SASL_PASSWORD, created "
+                         "when the storage is formatted; clients trust KAFKA_SSL_CA_LOCATION, else DIR/ca.pem")
     down = local_cmds.add_parser("down", help="stop the broker(s) this stack started")
     down.add_argument("--purge", action="store_true", help="also delete the local cluster's data")
     local_cmds.add_parser("status", help="show whether the local broker(s) run")
@@ -169,20 +173,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _local(args, settings) -> int:
     from sensorstream.config import default_state_dir
-    from sensorstream.local.broker import LocalKafka
+    from sensorstream.local.broker import LocalKafka, SaslSsl
     from sensorstream.local.topics import ensure_topics, specs_from_values
 
+    secured = getattr(args, "sasl_ssl", None)
     cluster = LocalKafka(default_state_dir(), brokers=getattr(args, "brokers", 1), port=getattr(args, "port", 9092),
-                         progress=lambda m: _say(f"local: {m}"))
+                         progress=lambda m: _say(f"local: {m}"),
+                         security=SaslSsl.from_settings(secured, settings) if secured else None)
     if args.local_command == "up":
         started = cluster.up()
         specs = specs_from_values(max_replicas=len(cluster.status())).values()
-        created = ensure_topics(cluster.bootstrap, specs, settings)
+        clients = cluster.client_settings(settings)
+        created = ensure_topics(cluster.bootstrap, specs, clients)
         state = "started" if started else "already up"
-        print(f"local Kafka {state} at {cluster.bootstrap}")
+        print(f"local Kafka {state} at {cluster.bootstrap}" + (" (SASL_SSL, SCRAM-SHA-512)" if secured else ""))
         print(f"topics: {', '.join(s.name for s in specs)}" + (f" (created {', '.join(created)})" if created else ""))
-        if cluster.bootstrap != settings.bootstrap_servers:
-            print(f"use it with: export KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap}")
+        exports = [(d.env, getattr(clients, d.name)) for d in SETTINGS
+                   if not d.secret and getattr(clients, d.name) != getattr(settings, d.name)]
+        if exports:  # what the other commands need to reach it (the password is the user's own setting)
+            print("use it with: export " + " ".join(f"{env}={value}" for env, value in exports))
         return 0
     if args.local_command == "down":
         stopped = cluster.down(purge=args.purge)

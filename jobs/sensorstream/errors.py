@@ -5,6 +5,7 @@
      ├── DependencyError(RuntimeError)        Java missing or too old, a jar folder missing
      ├── BrokerUnavailableError(ConnectionError)  no Kafka broker answers at the bootstrap servers
  │    └── QuorumLostError                  brokers answer, but the cluster has no active controller
+     ├── KafkaSecurityError(PermissionError)  the broker refused the login, or its certificate is not trusted
      ├── TopicMissingError(LookupError)       a topic the job needs does not exist
      ├── CheckpointError(RuntimeError)        a checkpoint folder belongs to another query, is damaged, or no
  │                                         longer matches its input topic
@@ -59,6 +60,11 @@ class QuorumLostError(BrokerUnavailableError):
             "(a majority of the controllers is down, or still electing); start the stopped brokers "
             "(`sensorstream local up` restarts the local ones) and retry",
         )
+
+
+class KafkaSecurityError(SensorstreamError, PermissionError):
+    """A broker answered, but the connection's security failed: the broker refused the SASL login
+    (wrong user or password), or TLS failed (a certificate not trusted, a listener without TLS)."""
 
 
 class TopicMissingError(SensorstreamError, LookupError):

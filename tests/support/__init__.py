@@ -7,6 +7,7 @@
     broker    settings isolated on the session broker, reading a topic back
     cluster   the fault tests' three-broker cluster, its faults, the CLI in the background
     cli       the `sensorstream` command as a subprocess, and its one-line errors
+    tls       a self-signed CA and a broker certificate (openssl), for the secured local broker
     chart     helm, the rendered chart, the operators' CRDs, the rehearsal module
 
 The fixtures built on these are in tests/conftest.py and tests/chart/conftest.py.

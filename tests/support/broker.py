@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
-from sensorstream.config import Settings, load_settings
+from sensorstream.config import Settings, kafka_python_kwargs, load_settings
 from sensorstream.local.topics import TopicSpec, ensure_topics
 
 from .places import SPARK_JARS
@@ -39,13 +39,17 @@ def isolated_settings(bootstrap: str, folder: Path, **overrides) -> Settings:
 
 
 def consume_all(settings, topic):
-    """Every record of a topic, from the beginning to the end offsets as they are now."""
-    return read_all(settings.bootstrap_servers, topic)
+    """Every record of a topic, from the beginning to the end offsets as they are now, read with the
+    settings' bootstrap servers and security (SASL, TLS)."""
+    return _read(KafkaConsumer(**kafka_python_kwargs(settings), enable_auto_commit=False), topic)
 
 
 def read_all(bootstrap: str, topic: str) -> list:
     """Every record of a topic at these bootstrap servers, from the beginning to its end offsets now."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False)
+    return _read(KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False), topic)
+
+
+def _read(consumer: KafkaConsumer, topic: str) -> list:
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         consumer.assign(partitions)

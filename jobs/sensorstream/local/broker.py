@@ -8,12 +8,18 @@
 Layout under <state_dir>/local/: cluster.json (ports, cluster id), node-N/{server.properties,
 data/, broker.log, pid}. Broker N listens on port+N-1 (clients) and its controller on a port of its
 own; every node is broker and controller, so any broker count forms a quorum.
+
+Secured (`LocalKafka(..., security=SaslSsl.from_settings(dir, settings))`, `local up --sasl-ssl DIR`):
+the client listener is SASL_SSL with SCRAM-SHA-512, its TLS from the caller's PEM files, and the
+one SCRAM user (the clients' own user and password) is created when the storage is formatted.
+Inter-broker and controller traffic stay PLAINTEXT on ports bound to 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from sensorstream.brokers import admin_client
-from sensorstream.config import load_settings
+from sensorstream.config import Secret, Settings, invalid, load_settings
 from sensorstream.errors import BrokerUnavailableError, ConfigError, LocalStackError
 from sensorstream.jvm import find_java, require_jars
 
@@ -50,6 +56,78 @@ logger.kafkaorg.level = WARN
 logger.started.name = kafka.server.KafkaRaftServer
 logger.started.level = INFO
 """
+
+
+#: The files `local up --sasl-ssl DIR` reads from DIR: the broker's certificate (chain) and its
+#: unencrypted PKCS#8 key, both PEM; the CA clients trust, unless KAFKA_SSL_CA_LOCATION names another.
+BROKER_CERT, BROKER_KEY, CA_CERT = "broker.pem", "broker.key", "ca.pem"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+#: Characters that would break StorageTool's `SCRAM-SHA-512=[name=...,password=...]` argument.
+_SCRAM_UNSAFE = re.compile(r'[,\[\]"=\s]')
+
+
+@dataclass(frozen=True)
+class SaslSsl:
+    """The secured client listener: SASL_SSL, SCRAM-SHA-512, TLS from PEM files in `tls_dir`.
+
+    The user and password are the ones the clients send (KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD),
+    so the broker and every command read them from the same settings.
+    """
+
+    tls_dir: Path
+    username: str
+    password: Secret
+    ca: Path
+
+    @classmethod
+    def from_settings(cls, tls_dir: Path | str, settings: Settings) -> "SaslSsl":
+        """Checked: the certificate, key and CA files exist, a user and password are set."""
+        tls_dir = Path(tls_dir).expanduser().resolve()
+        for name in (BROKER_CERT, BROKER_KEY):
+            if not (tls_dir / name).is_file():
+                raise ConfigError("--sasl-ssl", None, f"{tls_dir / name} not found; DIR holds {BROKER_CERT} (the "
+                                  f"broker's certificate for 127.0.0.1/localhost) and {BROKER_KEY} (its key), PEM")
+        ca = Path(settings.ssl_ca_location or tls_dir / CA_CERT)
+        if not ca.is_file():
+            raise invalid("ssl_ca_location", f"{ca} not found; name the CA certificate (PEM) that signed "
+                                    f"{tls_dir / BROKER_CERT}, or put it in {tls_dir / CA_CERT}")
+        for name, value in (("sasl_username", settings.sasl_username), ("sasl_password", settings.sasl_password.reveal())):
+            if not value:
+                raise invalid(name, "required with --sasl-ssl: the SCRAM user the local broker creates "
+                                        "and every command logs in as")
+            if _SCRAM_UNSAFE.search(value):
+                raise invalid(name, "the local broker's SCRAM user and password take no spaces, commas, "
+                                        "quotes, '=', '[' or ']'")
+        return cls(tls_dir, settings.sasl_username, settings.sasl_password, ca.resolve())
+
+    def client_settings(self, settings: Settings) -> Settings:
+        """`settings` with this listener's security: what a client needs to reach the broker."""
+        return settings.replace(security_protocol="SASL_SSL", sasl_mechanism=SCRAM_MECHANISM,
+                                sasl_username=self.username, sasl_password=self.password, ssl_ca_location=self.ca)
+
+    def keystore_pem(self) -> str:
+        """Kafka's PEM key store in one file: the private key, then the certificate chain."""
+        return (self.tls_dir / BROKER_KEY).read_text() + (self.tls_dir / BROKER_CERT).read_text()
+
+    def scram_argument(self) -> str:
+        """StorageTool's --add-scram value: the user, created with the storage."""
+        return f"{SCRAM_MECHANISM}=[name={self.username},password={self.password.reveal()}]"
+
+    def listener_properties(self, port: int, internal: int, controller: int, keystore: Path) -> dict:
+        """server.properties entries: clients on SASL_SSL, brokers and controllers on 127.0.0.1 PLAINTEXT."""
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal},"
+                         f"CONTROLLER://127.0.0.1:{controller}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal}",
+            "inter.broker.listener.name": "INTERNAL",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            # the broker side of SCRAM reads the credentials from the metadata log: no user here
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": keystore,
+        }
 
 
 @dataclass(frozen=True)
@@ -91,7 +169,7 @@ class LocalKafka:
     """The embedded broker(s). Ports are fixed once the storage is formatted (cluster.json)."""
 
     def __init__(self, state_dir: Path, brokers: int = 1, port: int = 9092, jars_dir: Path | None = None,
-                 progress: Callable[[str], None] = lambda _: None):
+                 progress: Callable[[str], None] = lambda _: None, security: SaslSsl | None = None):
         if brokers < 1:
             raise ConfigError("--brokers", None, f"{brokers} must be 1 or more")
         self.home = Path(state_dir) / "local"
@@ -99,6 +177,7 @@ class LocalKafka:
         self.brokers = brokers
         self.port = port
         self.progress = progress
+        self.security = security
 
     # --- layout ---------------------------------------------------------------------------------
 
@@ -117,6 +196,16 @@ class LocalKafka:
             return json.loads(self.meta_file.read_text())
         except (OSError, ValueError):
             return None
+
+    @property
+    def keystore(self) -> Path:
+        """The secured listener's key store (key + certificate chain), copied from the caller's files."""
+        return self.home / "keystore.pem"
+
+    def client_settings(self, settings: Settings | None = None) -> Settings:
+        """`settings` (default: defaults only) pointed at this cluster, with its listener's security."""
+        settings = (settings or load_settings(environ={})).replace(bootstrap_servers=self.bootstrap)
+        return self.security.client_settings(settings) if self.security else settings
 
     @property
     def bootstrap(self) -> str:
@@ -148,6 +237,8 @@ class LocalKafka:
         jars = require_jars(self.jars_dir, "Kafka broker", "kafka_2.13-")
         classpath = os.pathsep.join(str(j) for j in jars)
         meta = self._prepare(java, classpath)
+        if self.security:  # each start reads the caller's files again (a renewed certificate, say)
+            self._write_private(self.keystore, self.security.keystore_pem())
         for node_id, port in enumerate(meta["ports"], start=1):
             pid = self._read_pid(node_id)
             if pid and _alive(pid):
@@ -200,9 +291,11 @@ class LocalKafka:
                 f"{self.brokers}; run `sensorstream local down --purge` first to start over"
             )
         if meta:
+            self._check_security(meta)
             return meta
         ports = [self.port + i for i in range(self.brokers)]
         controllers = [free_port() for _ in ports]
+        internals = [free_port() for _ in ports] if self.security else []
         for port in ports:
             if _port_in_use(port):
                 raise LocalStackError(
@@ -237,20 +330,59 @@ class LocalKafka:
                 "group.initial.rebalance.delay.ms": 0,
                 "log.segment.bytes": 64 * 1024 * 1024,
             }
+            if self.security:
+                props.update(self.security.listener_properties(port, internals[node_id - 1], controller, self.keystore))
             config = node / "server.properties"
             config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
-            self._run_tool(java, classpath,
-                           ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)])
+            format_args = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)]
+            if self.security:
+                format_args += ["--add-scram", self.security.scram_argument()]
+            self._run_tool(java, classpath, format_args)
         meta = {"cluster_id": cluster_id, "ports": ports, "controller_ports": controllers}
+        if self.security:
+            meta.update(internal_ports=internals, sasl_ssl={"tls_dir": str(self.security.tls_dir),
+                                                            "user": self.security.username})
         self.meta_file.write_text(json.dumps(meta, indent=2))
         return meta
 
+    def _check_security(self, meta: dict) -> None:
+        """A cluster keeps the security it was formatted with: say so when `up` is asked for another."""
+        formatted = meta.get("sasl_ssl")
+        if bool(formatted) != bool(self.security):
+            how = ("with --sasl-ssl DIR: start it with `sensorstream local up --sasl-ssl DIR`" if formatted
+                   else "without --sasl-ssl: start it without")
+            raise LocalStackError(f"the local cluster in {self.home} was created {how}, or run "
+                                  "`sensorstream local down --purge` first to start over")
+        if formatted and formatted["user"] != self.security.username:
+            raise LocalStackError(
+                f"the local cluster in {self.home} has the SCRAM user {formatted['user']!r} (created with its "
+                f"storage), not {self.security.username!r}; set KAFKA_SASL_USERNAME to it, or run "
+                "`sensorstream local down --purge` first to start over")
+
+    @staticmethod
+    def _write_private(path: Path, text: str) -> None:
+        """A file only its owner can read (a key, a password), written whole."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+
     def _run_tool(self, java: str, classpath: str, args: list[str]) -> str:
-        out = subprocess.run([java, HEAP, "-cp", classpath, "-Dlog4j2.level=WARN", *args],
-                             capture_output=True, text=True, timeout=120)
+        """Run a Kafka tool. Its arguments go in a file only the owner can read (`java @file`), so a
+        SCRAM password never shows in the process list, and never in the error line."""
+        argfile = self.home / "tool.args"
+        self._write_private(argfile, "\n".join(_quoted(a) for a in ["-cp", classpath, *args]) + "\n")
+        try:
+            out = subprocess.run([java, HEAP, "-Dlog4j2.level=WARN", f"@{argfile}"],
+                                 capture_output=True, text=True, timeout=120)
+        finally:
+            argfile.unlink(missing_ok=True)
         if out.returncode != 0:
             detail = (out.stderr or out.stdout).strip().splitlines()
-            raise LocalStackError(f"{args[0]} {args[1]} failed: {detail[-1] if detail else out.returncode}")
+            line = detail[-1] if detail else str(out.returncode)
+            if self.security and self.security.password:
+                line = line.replace(self.security.password.reveal(), "********")
+            raise LocalStackError(f"{args[0]} {args[1]} failed: {line}")
         return out.stdout
 
     def _start_node(self, java: str, classpath: str, node_id: int) -> None:
@@ -268,8 +400,7 @@ class LocalKafka:
 
     def _wait_ready(self, expected: int) -> None:
         self.progress("waiting for the broker to answer")
-        settings = load_settings(environ={}).replace(bootstrap_servers=self.bootstrap,
-                                                     connect_timeout=timedelta(seconds=5))
+        settings = self.client_settings().replace(connect_timeout=timedelta(seconds=5))
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
             dead = [n for n in self.status() if not n.running]
@@ -313,3 +444,8 @@ class LocalKafka:
             if errors:
                 return errors[-1].strip()[:300]
         return "no error logged"
+
+
+def _quoted(arg: str) -> str:
+    """One argument of a `java @file` argument file: quoted, with its backslashes and quotes escaped."""
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
