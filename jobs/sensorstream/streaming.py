@@ -14,9 +14,10 @@ the batch out:
     parquet      final windows (the watermark passed them), each once, as Parquet files
 
 then logs one progress line. With --max-reject-ratio, a batch whose share of rejects is above it
-is still written and committed like any other (its rejects all in the dead-letter topic, its
-readings in the windows), and then the stream stops with one line naming the batch and the fix
-(`RejectLimit`): it would otherwise keep turning a producer's garbage into dead letters. Delivery: a batch counts as done only after its outputs are written
+(batches under 100 records are judged together with the next ones) is still written and committed
+like any other (its rejects all in the dead-letter topic, its readings in the windows), and then
+the stream stops with one line naming the batch and the fix (`RejectLimit`): it would otherwise
+keep turning a producer's garbage into dead letters. Delivery: a batch counts as done only after its outputs are written
 (Kafka acknowledged, files in place), so a crash replays it. Replays re-send its dead letters
 (at least once) and its window updates, harmless on the output topic, an upsert log by key
 (effectively once); parquet files are named by batch, so a replay rewrites the same file (once).
@@ -221,28 +222,47 @@ def check_checkpoint(settings: Settings, skip_lost_records: bool = False) -> lis
     return offsets.check(settings, Path(settings.checkpoint_location) / QUERY, skip_lost_records)
 
 
+#: Fewer records than this are not judged against --max-reject-ratio on their own: small batches
+#: add up until they reach it (one bad record in a batch of three is not a producer sending garbage).
+REJECT_RATIO_MIN_RECORDS = 100
+
+
 class RejectLimit:
     """The first micro-batch whose share of rejects is above --max-reject-ratio, once it is written.
 
-    Set by the foreachBatch handler, from Spark's stream thread; `run` then waits for Spark to
-    commit that batch before it stops the query, so a restart goes on from the next batch instead
-    of replaying this one (and stopping on it again, forever).
+    Batches are judged one by one, or, when smaller than REJECT_RATIO_MIN_RECORDS, together with
+    the batches after them until they reach it. Set by the foreachBatch handler, from Spark's stream
+    thread; `run` then waits for Spark to commit the batch before it stops the query, so a restart
+    goes on from the next batch instead of replaying this one (and stopping on it again, forever).
     """
 
     def __init__(self) -> None:
         self.reached = threading.Event()
         self.batch_id: int | None = None
         self.message = ""
+        self._first: int | None = None  # the batches not judged yet: from _first, with these counts
+        self._records = 0
+        self._rejected = 0
 
     def check(self, settings: Settings, batch_id: int, records: int, rejected: int) -> None:
         limit = settings.max_reject_ratio
-        if limit is None or not records or rejected / records <= limit or self.reached.is_set():
+        if limit is None or not records or self.reached.is_set():
             return
+        if self._first is None:
+            self._first = batch_id
+        self._records += records
+        self._rejected += rejected
+        if self._records < REJECT_RATIO_MIN_RECORDS:
+            return
+        first, records, rejected = self._first, self._records, self._rejected
+        self._first, self._records, self._rejected = None, 0, 0
+        if rejected / records <= limit:
+            return
+        batches = f"micro-batch {batch_id}" if first == batch_id else f"micro-batches {first}-{batch_id}"
         self.batch_id = batch_id
-        self.message = (f"micro-batch {batch_id} rejected {rejected:,} of {records:,} records "
-                        f"({rejected / records:.1%}), over --max-reject-ratio {limit:g}; see the dead-letter topic "
-                        f"{settings.dead_letter_topic} for each record and its reason, fix the producer, then restart "
-                        "the stream")
+        self.message = (f"{batches} rejected {rejected:,} of {records:,} records ({rejected / records:.1%}), over "
+                        f"--max-reject-ratio {limit:g}; see the dead-letter topic {settings.dead_letter_topic} for "
+                        "each record and its reason, fix the producer, then restart the stream")
         self.reached.set()
 
     def error(self, committed: bool) -> SensorstreamError:
