@@ -23,7 +23,7 @@ def test_a_batch_over_the_ratio_is_named_with_its_figures_and_the_fix():
     message = str(limit.error(committed=True))
     assert message.startswith("micro-batch 5 rejected 201 of 1,000 records (20.1%), over --max-reject-ratio 0.2; "
                               "see the dead-letter topic dlq")
-    assert "it goes on after this batch" in message and "--max-reject-ratio (STREAM_MAX_REJECT_RATIO)" in message
+    assert "(it goes on after micro-batch 5)" in message and "--max-reject-ratio (STREAM_MAX_REJECT_RATIO)" in message
     assert "\n" not in message
     assert "runs again" in str(limit.error(committed=False))
     limit.check(settings("0.2"), 6, 1_000, 900)  # the first one over is the one named

@@ -266,8 +266,9 @@ class RejectLimit:
         self.reached.set()
 
     def error(self, committed: bool) -> SensorstreamError:
-        after = ("(it goes on after this batch)" if committed else
-                 "(this batch was not committed: it runs again, and stops again, unless the limit is raised)")
+        after = (f"(it goes on after micro-batch {self.batch_id})" if committed else
+                 f"(micro-batch {self.batch_id} was not committed: it runs again, and stops again, unless the "
+                 "limit is raised)")
         return SensorstreamError(f"{self.message} {after}, or raise or unset --max-reject-ratio "
                                  "(STREAM_MAX_REJECT_RATIO)")
 
