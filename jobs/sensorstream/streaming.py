@@ -17,10 +17,12 @@ then logs one progress line. With --max-reject-ratio, a batch whose share of rej
 (batches under 100 records are judged together with the next ones) is still written and committed
 like any other (its rejects all in the dead-letter topic, its readings in the windows), and then
 the stream stops with one line naming the batch and the fix (`RejectLimit`): it would otherwise
-keep turning a producer's garbage into dead letters. Delivery: a batch counts as done only after its outputs are written
-(Kafka acknowledged, files in place), so a crash replays it. Replays re-send its dead letters
-(at least once) and its window updates, harmless on the output topic, an upsert log by key
-(effectively once); parquet files are named by batch, so a replay rewrites the same file (once).
+keep turning a producer's garbage into dead letters.
+
+Delivery: a batch counts as done only after its outputs are written (Kafka acknowledged, files in
+place), so a crash replays it. Replays re-send its dead letters (at least once) and its window
+updates, harmless on the output topic, an upsert log by key (effectively once); parquet files are
+named by batch, so a replay rewrites the same file (once).
 
 Adding a sink means adding one function to `_SINKS` below.
 """
