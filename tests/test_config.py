@@ -80,6 +80,22 @@ def test_invalid_settings_name_the_setting_and_env_var(env, value, flag):
     assert "\n" not in message
 
 
+def test_max_reject_ratio_is_off_unless_set():
+    assert load_settings(environ={}).max_reject_ratio is None
+    assert load_settings(environ={"STREAM_MAX_REJECT_RATIO": " "}).max_reject_ratio is None
+    assert load_settings(environ={"STREAM_MAX_REJECT_RATIO": "0.5"}).max_reject_ratio == 0.5
+    assert load_settings(environ={}, overrides={"max_reject_ratio": "1"}).max_reject_ratio == 1.0
+
+
+@pytest.mark.parametrize("value", ["0", "-0.1", "1.01", "nan", "inf", "half", "50%"])
+def test_max_reject_ratio_takes_a_share_above_zero_up_to_one(value):
+    with pytest.raises(ConfigError) as err:
+        load_settings(environ={"STREAM_MAX_REJECT_RATIO": value})
+    message = str(err.value)
+    assert "STREAM_MAX_REJECT_RATIO" in message and "--max-reject-ratio" in message and value in message
+    assert "\n" not in message
+
+
 def test_slide_longer_than_window_is_rejected():
     with pytest.raises(ConfigError, match="SLIDE_DURATION"):
         load_settings(environ={"SLIDE_DURATION": "10 minutes"})

@@ -194,3 +194,35 @@ def test_restart_resumes_and_the_watermark_decides_what_is_too_late(kafka_settin
     assert after[late_key] == before[late_key]  # the late one changed nothing
     # the restarted stream did not re-emit or re-read the first 80 readings
     assert sum(v["num_readings"] for v in after.values()) == 80 + 1
+
+
+def test_a_batch_over_the_reject_ratio_is_written_and_committed_then_the_stream_stops(kafka_settings, spark):
+    """--max-reject-ratio: the batch over it still sends every reject to the dead-letter topic and its
+    readings to the windows, Spark commits it, and then run() stops with one line; a restart goes on
+    after it instead of stopping on it again."""
+    from sensorstream.errors import SensorstreamError
+
+    settings = kafka_settings.replace(sinks=("kafka",), max_reject_ratio=0.3)
+    clock = stepping_clock(step=timedelta(seconds=1))
+    clean = RecordingSimulator(sensors=3, seed=7, clock=clock)
+    assert produce(settings, clean, count=60, rate=0).acked == 60
+    streaming.run(spark, settings, available_now=True, say=lambda _: None)  # 0 rejects: on it goes
+
+    garbage = RecordingSimulator(sensors=3, seed=8, clock=clock, bad_ratio=0.6)
+    assert produce(settings, garbage, count=100, rate=0).acked == 100
+    rejects = sum(1 for r in garbage.sent if r.kind not in ("reading", "late"))
+    with pytest.raises(SensorstreamError) as err:
+        streaming.run(spark, settings, available_now=True, say=lambda _: None)
+    message = str(err.value)
+    assert "\n" not in message
+    assert (f"micro-batch 1 rejected {rejects} of 100 records ({rejects / 100:.1%}), over --max-reject-ratio 0.3; "
+            f"see the dead-letter topic {settings.dead_letter_topic}") in message
+    assert "(it goes on after micro-batch 1)" in message
+    assert len(consume_all(settings, settings.dead_letter_topic)) == rejects
+    windows = final_windows(settings)
+    assert sum(w["num_readings"] for w in windows.values()) == 60 + 100 - rejects
+
+    said = []
+    streaming.run(spark, settings, available_now=True, say=said.append)  # committed: nothing runs again
+    assert not any(line.startswith("batch ") for line in said), said
+    assert len(consume_all(settings, settings.dead_letter_topic)) == rejects

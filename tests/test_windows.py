@@ -16,8 +16,8 @@ def partial(n, temperature=20.0, humidity=50.0, pressure=1000.0):
     return row
 
 
-def window_row(start, sensor, n, newest=None, **values):
-    return {"kind": "window", "window_start_us": start, "sensor_id": sensor,
+def window_row(start, sensor, n, newest=None, partition=0, **values):
+    return {"kind": "window", "window_start_us": start, "sensor_id": sensor, "source_partition": partition,
             "max_event_us": newest if newest is not None else start, **partial(n, **values)}
 
 
@@ -57,6 +57,21 @@ def test_late_readings_are_counted_and_the_watermark_never_goes_back(tmp_path):
     assert outcome.late == 4  # their window ended at T0 + 20 min: closed
     assert [(r["sensor_id"], r["num_readings"]) for r in outcome.updated] == [("b", 1)]
     assert state.watermark_us == T0 + 20 * MINUTE
+
+
+def test_the_watermark_waits_for_the_partition_furthest_behind(tmp_path):
+    """A stream behind reads an added partition's new readings next to an old partition's backlog,
+    in the same batches: the backlog is not late for being read after them."""
+    state = windows(tmp_path)
+    state.apply(0, [window_row(T0, "old", 1, partition=0), window_row(T0 + 60 * MINUTE, "new", 1, partition=5)])
+    assert state.watermark_us == T0 - 10 * MINUTE  # held by partition 0, not T0 + 50 min
+    outcome = state.apply(1, [window_row(T0 + 5 * MINUTE, "old", 3, partition=0),
+                              window_row(T0 + 65 * MINUTE, "new", 1, partition=5)])
+    assert outcome.late == 0 and state.watermark_us == T0 - 5 * MINUTE
+    # partition 0 caught up: a batch that reads only partition 5 moves the watermark on
+    outcome = state.apply(2, [window_row(T0 + 70 * MINUTE, "new", 1, partition=5)])
+    assert state.watermark_us == T0 + 60 * MINUTE
+    assert [(r["sensor_id"], r["num_readings"]) for r in outcome.final][:2] == [("old", 1), ("old", 3)]
 
 
 def test_a_replayed_batch_starts_from_the_state_before_it(tmp_path):

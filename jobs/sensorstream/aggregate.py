@@ -123,8 +123,9 @@ def sensor_report(records: DataFrame) -> DataFrame:
 def micro_batch(records: DataFrame, window: timedelta, slide: timedelta | None = None) -> DataFrame:
     """One micro-batch of parsed records -> what the stream needs from it, in one Spark job.
 
-    One row per (window, sensor) of the batch's readings with their PARTIALS and newest event time
-    (kind "window"), and one row per reject with its dead-letter value (kind "reject"). `records`
+    One row per (window, sensor, input partition) of the batch's readings with their PARTIALS and
+    newest event time (kind "window"; a sensor's readings share one partition unless the topic
+    grew), and one row per reject with its dead-letter value (kind "reject"). `records`
     counts each input record once (a reading in several sliding windows counts in the newest).
     Window starts are in microseconds. Whether a window is already closed (its readings late) is
     the driver's call (windows.py): the plan holds no watermark, so it is the same every batch and
@@ -148,7 +149,7 @@ def _micro_batch_columns(window: timedelta, slide: timedelta | None) -> tuple[tu
         F.when(valid, F.lit("window")).otherwise(F.lit("reject")).alias("kind"),
         F.when(valid, start).alias("window_start_us"),
         F.when(valid, F.col("sensor_id")).alias("sensor_id"),
-        F.when(~valid, F.col("source_partition")).alias("source_partition"),
+        F.col("source_partition"),  # a window row's too: the watermark follows each partition (windows.py)
         F.when(~valid, F.col("source_offset")).alias("source_offset"),
         (F.unix_micros(when) < start + F.lit(step_us)).alias("newest"),
         F.unix_micros(F.col("event_time")).alias("event_us"),

@@ -134,6 +134,14 @@ def _within(convert: Callable[[str], float], low: float, high: float, problem: s
 _ratio = _within(float, 0, 1, "must be between 0 and 1")
 
 
+def _share(raw: str) -> float:
+    """A ratio above 0, up to 1 (NaN is outside)."""
+    value = float(raw)
+    if not 0 < value <= 1:
+        raise ValueError(f"{raw!r} must be above 0 and at most 1 (e.g. 0.5 for half)")
+    return value
+
+
 def _choice_list(*allowed: str) -> Callable[[str], tuple[str, ...]]:
     def parse(raw: str) -> tuple[str, ...]:
         items = tuple(dict.fromkeys(p.strip().lower() for p in str(raw).split(",") if p.strip()))
@@ -317,6 +325,11 @@ class Settings:
     max_offsets_per_trigger: int | None = _setting(
         "MAX_OFFSETS_PER_TRIGGER", "", _optional(_at_least(1)), "cap on records per micro-batch; empty = no cap",
         flag="--max-offsets-per-trigger", metavar="N", commands=("stream",), chart="stream.maxOffsetsPerTrigger")
+    max_reject_ratio: float | None = _setting(
+        "STREAM_MAX_REJECT_RATIO", "", _optional(_share),
+        "stop the stream (exit 1) after a micro-batch whose share of rejects is above this, "
+        "above 0 and at most 1; empty = never",
+        flag="--max-reject-ratio", metavar="R", commands=("stream",), chart="stream.maxRejectRatio")
     sinks: tuple[str, ...] = _setting(
         "STREAM_SINKS", "console,kafka", _choice_list(*SINKS), "stream sinks: console, kafka, parquet",
         flag="--sinks", metavar=",".join(SINKS), commands=("stream",), chart="stream.sinks")

@@ -13,10 +13,16 @@ the batch out:
     kafka        the windows the batch updated, as JSON to the output topic, key "<sensor_id>|<window_start>"
     parquet      final windows (the watermark passed them), each once, as Parquet files
 
-then logs one progress line. Delivery: a batch counts as done only after its outputs are written
-(Kafka acknowledged, files in place), so a crash replays it. Replays re-send its dead letters
-(at least once) and its window updates, harmless on the output topic, an upsert log by key
-(effectively once); parquet files are named by batch, so a replay rewrites the same file (once).
+then logs one progress line. With --max-reject-ratio, a batch whose share of rejects is above it
+(batches under 100 records are judged together with the next ones) is still written and committed
+like any other (its rejects all in the dead-letter topic, its readings in the windows), and then
+the stream stops with one line naming the batch and the fix (`RejectLimit`): it would otherwise
+keep turning a producer's garbage into dead letters.
+
+Delivery: a batch counts as done only after its outputs are written (Kafka acknowledged, files in
+place), so a crash replays it. Replays re-send its dead letters (at least once) and its window
+updates, harmless on the output topic, an upsert log by key (effectively once); parquet files are
+named by batch, so a replay rewrites the same file (once).
 
 Adding a sink means adding one function to `_SINKS` below.
 """
@@ -218,14 +224,66 @@ def check_checkpoint(settings: Settings, skip_lost_records: bool = False) -> lis
     return offsets.check(settings, Path(settings.checkpoint_location) / QUERY, skip_lost_records)
 
 
+#: Fewer records than this are not judged against --max-reject-ratio on their own: small batches
+#: add up until they reach it (one bad record in a batch of three is not a producer sending garbage).
+REJECT_RATIO_MIN_RECORDS = 100
+
+
+class RejectLimit:
+    """The first micro-batch whose share of rejects is above --max-reject-ratio, once it is written.
+
+    Batches are judged one by one, or, when smaller than REJECT_RATIO_MIN_RECORDS, together with
+    the batches after them until they reach it. Set by the foreachBatch handler, from Spark's stream
+    thread; `run` then waits for Spark to commit the batch before it stops the query, so a restart
+    goes on from the next batch instead of replaying this one (and stopping on it again, forever).
+    """
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.batch_id: int | None = None
+        self.message = ""
+        self._first: int | None = None  # the batches not judged yet: from _first, with these counts
+        self._records = 0
+        self._rejected = 0
+
+    def check(self, settings: Settings, batch_id: int, records: int, rejected: int) -> None:
+        limit = settings.max_reject_ratio
+        if limit is None or not records or self.reached.is_set():
+            return
+        if self._first is None:
+            self._first = batch_id
+        self._records += records
+        self._rejected += rejected
+        if self._records < REJECT_RATIO_MIN_RECORDS:
+            return
+        first, records, rejected = self._first, self._records, self._rejected
+        self._first, self._records, self._rejected = None, 0, 0
+        if rejected / records <= limit:
+            return
+        batches = f"micro-batch {batch_id}" if first == batch_id else f"micro-batches {first}-{batch_id}"
+        self.batch_id = batch_id
+        self.message = (f"{batches} rejected {rejected:,} of {records:,} records ({rejected / records:.1%}), over "
+                        f"--max-reject-ratio {limit:g}; see the dead-letter topic {settings.dead_letter_topic} for "
+                        "each record and its reason, fix the producer, then restart the stream")
+        self.reached.set()
+
+    def error(self, committed: bool) -> SensorstreamError:
+        after = (f"(it goes on after micro-batch {self.batch_id})" if committed else
+                 f"(micro-batch {self.batch_id} was not committed: it runs again, and stops again, unless the "
+                 "limit is raised)")
+        return SensorstreamError(f"{self.message} {after}, or raise or unset --max-reject-ratio "
+                                 "(STREAM_MAX_REJECT_RATIO)")
+
+
 class _Batches:
     """The foreachBatch handler: one Spark job per batch, then the open windows, the sinks, a log line."""
 
     def __init__(self, spark: SparkSession, settings: Settings, state: Path, output: _Output,
                  say: Callable[[str], None], on_progress: Callable[[BatchProgress], None] | None = None,
-                 stopping: threading.Event | None = None):
+                 stopping: threading.Event | None = None, limit: RejectLimit | None = None):
         self.settings = settings
         self.stopping = stopping or threading.Event()
+        self.limit = limit or RejectLimit()
         self.on_progress = on_progress
         self.windows = OpenWindows(state, settings.window_duration, settings.watermark_delay)
         self.output = output
@@ -265,7 +323,9 @@ class _Batches:
         for sink in self.sinks:
             sink(batch)
         self.output.flush()
-        self._progress(batch, sum(row["records"] for row in rows), started)
+        records = sum(row["records"] for row in rows)
+        self._progress(batch, records, started)
+        self.limit.check(self.settings, batch_id, records, batch.rejected)
 
     def _dead_letters(self, summary: DataFrame) -> None:
         """Every reject of the batch to the dead-letter topic, acknowledged by all in-sync replicas."""
@@ -314,13 +374,15 @@ class BatchProgress:
 def start_query(spark: SparkSession, settings: Settings, output: _Output, available_now: bool = False,
                 reset_checkpoint: bool = False, say: Callable[[str], None] = lambda m: None,
                 on_progress: Callable[[BatchProgress], None] | None = None,
-                skip_lost_records: bool = False, stopping: threading.Event | None = None) -> StreamingQuery:
+                skip_lost_records: bool = False, stopping: threading.Event | None = None,
+                limit: RejectLimit | None = None) -> StreamingQuery:
     """Start the one streaming query: source -> parse -> `_Batches`.
 
     The checkpoint is first held against the input topic (offsets.py): a damaged checkpoint, a
     recreated topic or records deleted before they were read stop here with one line, unless
     `skip_lost_records` (then the gap is skipped, and said). Set `stopping` before stopping the
     query: a batch it interrupts then ends quietly (it is not committed, so it runs again).
+    `limit` is set when a batch goes over --max-reject-ratio.
     """
     preflight(settings)
     checkpoint = prepare_checkpoint(settings, QUERY, reset_checkpoint)
@@ -328,7 +390,7 @@ def start_query(spark: SparkSession, settings: Settings, output: _Output, availa
     if gaps:
         say(f"skipping {sum(g.count for g in gaps):,} record(s) of {settings.input_topic} deleted before the stream "
             "read them (" + ", ".join(f"partition {g.partition} offsets {g.first}-{g.end - 1}" for g in gaps) + ")")
-    handler = _Batches(spark, settings, checkpoint / "open_windows", output, say, on_progress, stopping)
+    handler = _Batches(spark, settings, checkpoint / "open_windows", output, say, on_progress, stopping, limit)
     trigger = {"availableNow": True} if available_now else {"processingTime": spark_interval(settings.trigger_interval)}
     return (parse(read_source(spark, settings, fail_on_data_loss=not skip_lost_records)).writeStream.queryName(f"sensorstream_{QUERY}")
             .foreachBatch(handler).option("checkpointLocation", str(checkpoint)).trigger(**trigger).start())
@@ -340,28 +402,46 @@ def run(spark: SparkSession, settings: Settings, available_now: bool = False, re
     """Run until `stop` is set (SIGTERM, Ctrl+C) or, with available_now, until the topic is drained.
 
     `say` gets the log lines (one per micro-batch); `on_progress` the same figures as a BatchProgress.
+    A micro-batch over --max-reject-ratio stops the run once Spark has committed it: SensorstreamError.
     """
     stop = stop or threading.Event()
+    limit = RejectLimit()
     output = _Output(settings)
+    committed = False
     try:
         query = start_query(spark, settings, output, available_now, reset_checkpoint, say, on_progress,
-                            skip_lost_records, stop)
+                            skip_lost_records, stop, limit)
         say(f"streaming {settings.input_topic} -> {', '.join(settings.sinks)} (+ dead letters to "
             f"{settings.dead_letter_topic}); window {spark_interval(settings.window_duration)}, watermark "
             f"{spark_interval(settings.watermark_delay)}; checkpoint in {settings.checkpoint_location}")
         try:
-            while not stop.is_set() and query.isActive:
+            while not stop.is_set() and not limit.reached.is_set() and query.isActive:
                 query.awaitTermination(1)
+            if limit.reached.is_set():
+                committed = _await_commit(query, Path(settings.checkpoint_location) / QUERY, limit.batch_id)
+                stop.set()  # a batch begun meanwhile is interrupted quietly, and runs again on restart
         except StreamingQueryException:  # the query failed: the same one line as below, not a traceback
             pass
         finally:
             if query.isActive:
                 query.stop()
+        if limit.reached.is_set():
+            raise limit.error(committed)
         if query.exception() and not stop.is_set():  # after a stop: a batch it interrupted (said above)
             raise _query_error(query)
     finally:
         output.close()
     say("stream stopped" + (" (topic drained)" if available_now and not stop.is_set() else ""))
+
+
+def _await_commit(query: StreamingQuery, checkpoint: Path, batch_id: int, timeout: float = 120) -> bool:
+    """Whether Spark has committed `batch_id` (its commits/<id> file, written once the foreachBatch
+    handler has returned), waiting for it while the query runs."""
+    done = checkpoint / "commits" / str(batch_id)
+    deadline = time.monotonic() + timeout
+    while not done.exists() and query.isActive and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return done.exists()
 
 
 #: Spark's words for input that is no longer where the checkpoint left it (failOnDataLoss).

@@ -3,9 +3,11 @@
 Spark's own stateful aggregation cannot also hand each reject to the dead-letter topic, so it
 would take a second query reading and parsing the topic again. Instead the stream is one
 stateless query, and the few open windows (windows x sensors, a few hundred rows) live here, in
-the driver, with the rules Spark's watermark follows:
+the driver, with the rules Spark's watermark follows (but per input partition, see below):
 
-    the watermark      the newest event time seen in earlier batches minus the delay; it only
+    the watermark      the newest event time seen in earlier batches minus the delay, where a
+                       batch's newest is that of the input partition furthest behind among those
+                       it read (each partition's own newest, then the oldest of those); it only
                        moves forward
     late               a reading whose window ends at or before the watermark is dropped (and
                        counted), as Spark's stateful aggregation drops it
@@ -13,6 +15,13 @@ the driver, with the rules Spark's watermark follows:
                        the windows a batch changed are what the update sinks (console, kafka) get
     final              windows ending at or before the new watermark leave the state: what the
                        append sink (parquet) gets, each once
+
+Why per partition, unlike Spark's one watermark for the whole topic: a stream that is behind
+reads every partition's backlog in proportion to its size (--max-offsets-per-trigger), so one
+batch can hold readings far apart in time, e.g. a partition added to the topic (read from its
+first offset, holding only new readings) next to an old partition's backlog. The newest of all
+would move the watermark past that backlog, and it would be dropped as late although it reached
+Kafka in time. A partition the batch did not read has nothing waiting, so it holds nothing back.
 
 After every batch the state is written to <folder>/<batch id>.json (written aside, then renamed).
 A batch Spark replays after a crash starts again from the state of the batch before it, so no
@@ -85,10 +94,11 @@ class OpenWindows:
         self.restore(batch_id)
         self.batch_id = None  # held state is in flux until saved: a retry reads it back from disk
         outcome = BatchOutcome()
-        newest = None
+        newest: dict = {}  # input partition -> its newest event time in this batch
         changed = set()
         for row in rows:
-            newest = max(newest or row["max_event_us"], row["max_event_us"])
+            partition = row.get("source_partition")
+            newest[partition] = max(newest.get(partition, row["max_event_us"]), row["max_event_us"])
             if row["window_start_us"] + self.window_us <= self.watermark_us:
                 outcome.late += row["num_readings"]
             else:
@@ -97,8 +107,8 @@ class OpenWindows:
                 self.windows[key] = merge_partials(self.windows[key], partial) if key in self.windows else partial
                 changed.add(key)
         outcome.updated = [self._row(key) for key in sorted(changed)]
-        if newest is not None:
-            self.watermark_us = max(self.watermark_us, newest - self.delay_us)
+        if newest:  # held to the partition furthest behind
+            self.watermark_us = max(self.watermark_us, min(newest.values()) - self.delay_us)
         for key in sorted(k for k in self.windows if k[0] + self.window_us <= self.watermark_us):
             outcome.final.append(self._row(key))
             del self.windows[key]

@@ -1,7 +1,8 @@
 """The stream under faults: its driver killed, a broker restarted under it, data arriving while it
-is stopped, SIGTERM. The outputs are checked against the truth computed in plain Python from what
-was produced: the output topic (last value per key), the parquet windows (each once), the dead
-letters (every reject, with a key a consumer can de-duplicate)."""
+is stopped, SIGTERM, partitions added under it, poison pills at volume. The outputs are checked
+against the truth computed in plain Python from what was produced: the output topic (last value
+per key), the parquet windows (each once), the dead letters (every reject, with a key a consumer
+can de-duplicate)."""
 
 from __future__ import annotations
 
@@ -14,16 +15,20 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from kafka.admin import NewPartitions
+
 from sensorstream.producer import produce
 from support.cli import cli
 from support.cluster import env_for, kill_tree, popen, read_all
-from support.readings import T0, RecordingSimulator, assert_stats_equal, reference_windows, stepping_clock
+from support.readings import (T0, RecordingSimulator, assert_stats_equal, reference_reason, reference_windows,
+                              stepping_clock)
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 
 WINDOW = timedelta(minutes=5)
 STREAM = ("stream", "--sinks", "kafka,parquet", "--max-offsets-per-trigger", "1500")
 BATCH = re.compile(r"batch (\d+): ([\d,]+) records \(([\d,]+) rejected")
+LATE = re.compile(r"batch \d+: [\d,]+ records \([\d,]+ rejected, ([\d,]+) late dropped")
 
 
 def send(settings, count: int, seed: int, hour: int = 0) -> list:
@@ -33,6 +38,25 @@ def send(settings, count: int, seed: int, hour: int = 0) -> list:
     stats = produce(settings, sim, count=count, rate=0)
     assert stats.acked == count, stats.summary()
     return sim.sent
+
+
+def number(text: str) -> int:
+    return int(text.replace(",", ""))
+
+
+def counted_in(text: str) -> int:
+    """Records the stream's progress lines in `text` counted."""
+    return sum(number(n) for _, n, _ in BATCH.findall(text))
+
+
+def wait_counted(log, expected: int, proc, timeout: float = 300) -> int:
+    """Until the stream has counted `expected` records (or exited, or the time is up): the count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if counted_in(log.read_text(errors="replace")) >= expected:
+            break
+        time.sleep(0.5)
+    return counted_in(log.read_text(errors="replace"))
 
 
 def wait_for(log, pattern: str, timeout: float = 240, proc=None) -> None:
@@ -186,4 +210,136 @@ def test_sigterm_to_stream(cluster, spark, cli_env, tmp_path, figures):
             + outcome.line())
     assert code == 0 and "Traceback" not in text and "stream stopped" in text
     assert first + second == len(sent)  # a batch cut short is not counted, and is replayed once
+    outcome.check()
+
+
+def committed_offsets(settings) -> dict[int, int]:
+    """The input offsets the stream's newest committed batch ended at, per partition."""
+    folder = settings.checkpoint_location / "stream"
+    newest = max(int(p.name) for p in (folder / "commits").iterdir() if p.name.isdigit())
+    return {int(p): end for p, end in
+            json.loads((folder / "offsets" / str(newest)).read_text().splitlines()[2])[settings.input_topic].items()}
+
+
+@pytest.mark.parametrize("behind", [False, True], ids=["caught-up", "behind"])
+def test_partitions_added_while_streaming(cluster, spark, cli_env, tmp_path, figures, behind):
+    """The input topic grows from 3 to 6 partitions under a running stream (--max-offsets-per-trigger
+    1500), caught up or with 50 minutes of readings still to read: every record of the new partitions
+    is read once, nothing is dropped as late, and the windows equal the truth.
+
+    Behind is the hard case: Spark reads an added partition from its first offset and every
+    partition's backlog in proportion to its size, so one batch holds the old partitions' oldest
+    readings and the new partitions' newest. Under one watermark for the whole topic (the newest
+    event time read, minus 10 minutes) the old partitions' backlog fell behind it and was dropped
+    as late; the stream now holds the watermark to the partition that is furthest behind
+    (windows.py)."""
+    settings = cluster.settings(tmp_path)
+    env = env_for(cli_env, settings)
+    clock = stepping_clock(T0, timedelta(milliseconds=500))  # 30 sensors: 6,000 readings are 50 minutes
+    first = RecordingSimulator(sensors=30, seed=121, bad_ratio=0.05, clock=clock)
+    second = RecordingSimulator(sensors=30, seed=122, bad_ratio=0.05, clock=clock)
+    log = tmp_path / "stream.log"
+    if behind:
+        assert produce(settings, first, count=6_000, rate=0).acked == 6_000
+    proc = popen(env, *STREAM, "--trigger", "1 second", log=log)
+    try:
+        wait_for(log, r"streaming ", proc=proc)
+        if not behind:
+            assert produce(settings, first, count=6_000, rate=0).acked == 6_000
+            wait_counted(log, 6_000, proc)
+        before = counted_in(log.read_text(errors="replace"))
+        admin = cluster.admin()
+        try:
+            admin.create_partitions({settings.input_topic: NewPartitions(total_count=6)})
+        finally:
+            admin.close()
+        deadline = time.monotonic() + 30
+        while len(cluster.partitions(settings.input_topic)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert produce(settings, second, count=6_000, rate=0).acked == 6_000
+        total = wait_counted(log, 12_000, proc)
+        alive = proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=120)
+    text = log.read_text(errors="replace")
+    records = read_all(cluster.bootstrap, settings.input_topic)
+    ends = {p: 0 for p in range(6)}
+    for record in records:
+        ends[record.partition] = max(ends[record.partition], record.offset + 1)
+    new = sum(1 for record in records if record.partition >= 3)
+    late = sum(number(n) for n in LATE.findall(text))
+    outcome = Outcome(cluster, spark, settings, first.sent + second.sent)
+    wrong = sum(1 for key, value in outcome.output.items()
+                if value["num_readings"] != outcome.truth[
+                    (datetime.fromisoformat(key.split("|")[1]).astimezone(timezone.utc), key.split("|")[0])
+                ]["num_readings"])
+    figures(f"3 -> 6 partitions after {before} of 6000 records counted; records per partition {ends} ({new} in the "
+            f"new ones); stream alive {alive}, exit {code}; records counted {total} of 12000, {late} late dropped, "
+            f"{wrong} window(s) short; committed offsets {committed_offsets(settings)}; " + outcome.line())
+    assert alive and code == 0 and new > 0
+    assert total == 12_000 and committed_offsets(settings) == ends  # every partition read to its end, once
+    assert late == 0 and wrong == 0
+    outcome.check()
+
+
+POISON = re.compile(r"sensorstream: error: micro-batch(?:es)? (?:(\d+)-)?(\d+) rejected ([\d,]+) of ([\d,]+) "
+                    r"records \(([\d.]+)%\), over --max-reject-ratio 0\.3; see the dead-letter topic (\S+) ")
+
+
+def test_poison_pills_at_volume(cluster, spark, cli_env, tmp_path, figures):
+    """10% malformed records at about 10,000/s while the stream runs with --max-reject-ratio 0.3: every
+    one in the dead-letter topic under its own topic|partition|offset key, the windows those of the
+    good readings alone. Then a producer sends 20,000 records, 80% garbage: the first batch over the
+    limit is still written and committed, the stream exits 1 with one line, and a restart without
+    the limit reads the rest: nothing lost, nothing counted twice."""
+    settings = cluster.settings(tmp_path).replace(producer_client="confluent-kafka")
+    env = env_for(cli_env, settings)
+    clock = stepping_clock(T0, timedelta(milliseconds=20))  # 10 sensors: a reading each every 0.2 s
+    log = tmp_path / "stream.log"
+    proc = popen(env, "stream", "--sinks", "kafka,parquet", "--max-offsets-per-trigger", "5000",
+                 "--max-reject-ratio", "0.3", log=log)
+    try:
+        wait_for(log, r"streaming ", proc=proc)
+        volume = RecordingSimulator(sensors=10, seed=111, bad_ratio=0.1, clock=clock)
+        pace = produce(settings, volume, count=50_000, rate=10_000)
+        assert pace.acked == 50_000, pace.summary()
+        before = wait_counted(log, 50_000, proc)
+        alive = proc.poll() is None
+        garbage = RecordingSimulator(sensors=10, seed=112, bad_ratio=0.8, clock=clock)
+        started = time.monotonic()
+        assert produce(settings, garbage, count=20_000, rate=10_000).acked == 20_000
+        code = proc.wait(timeout=240)
+        took = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            kill_tree(proc)
+    text = log.read_text(errors="replace")
+    errors = [line for line in text.splitlines() if line.startswith("sensorstream: error:")]
+    stop = POISON.search(text)
+    batches = {int(b): (number(n), number(r)) for b, n, r in BATCH.findall(text)}
+    judged = [r / n for n, r in list(batches.values())[:-1] if n >= 100]  # smaller ones add up (streaming.py)
+    worst = max(judged or [0])
+    restarted = counted_in(drain(env, tmp_path))
+    sent = volume.sent + garbage.sent
+    outcome = Outcome(cluster, spark, settings, sent)
+    wanted = {f"{r.topic}|{r.partition}|{r.offset}" for r in read_all(cluster.bootstrap, settings.input_topic)
+              if reference_reason(r.value) is not None}
+    figures(f"50,000 sent at {pace.rate:,.0f}/s, 10% malformed: stream alive {alive}, {before} counted in "
+            f"{len(batches) - 1} batches (worst reject ratio {worst:.1%}); then 20,000 at 80%: exit {code} after "
+            f"{took:.1f} s, {errors}; restart counted {restarted} (total {counted_in(text) + restarted} of "
+            f"{len(sent)}); "
+            + outcome.line())
+    assert alive and before == 50_000 and pace.rate > 5_000
+    assert code == 1 and len(errors) == 1 and stop, text[-3000:]
+    assert "Traceback" not in text
+    last = int(stop.group(2))  # small batches are judged together with the next (streaming.py)
+    first = int(stop.group(1) or last)
+    rejected, of = number(stop.group(3)), number(stop.group(4))
+    judged = [batches[b] for b in range(first, last + 1)]
+    assert (sum(n for n, _ in judged), sum(r for _, r in judged)) == (of, rejected) and rejected / of > 0.3
+    assert stop.group(6) == settings.dead_letter_topic and f"(it goes on after micro-batch {last})" in errors[0]
+    assert "--max-reject-ratio (STREAM_MAX_REJECT_RATIO)" in errors[0]
+    assert counted_in(text) + restarted == len(sent)  # the stopping batch was committed: not read again
+    assert outcome.dead_keys == wanted and len(wanted) == outcome.rejects
     outcome.check()

@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
 
 from sensorstream.local.broker import LocalKafka
@@ -99,6 +100,14 @@ class FaultCluster:
         finally:
             admin.close()
         raise LookupError(f"{topic}-{partition}")
+
+    def partitions(self, topic: str) -> set[int]:
+        """The topic's partitions, as a new client's metadata has them."""
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap.split(","))
+        try:
+            return consumer.partitions_for_topic(topic) or set()
+        finally:
+            consumer.close()
 
     def settings(self, folder: Path, partitions: int = 3, **overrides):
         """Settings on this cluster with fresh topics (three replicas, min.insync.replicas=2)."""
