@@ -46,6 +46,39 @@ def test_unreachable_broker_is_one_line_naming_servers_and_the_fix(cli_env, comm
     assert_one_line_error(result, "127.0.0.1:9", "sensorstream local up")
 
 
+def test_a_port_that_does_not_speak_kafka_names_the_security_protocol(cli_env):
+    """Something listens but never answers as Kafka (as a TLS or SASL listener does to a PLAINTEXT
+    client): the line says so and names KAFKA_SECURITY_PROTOCOL, not 'start the local broker'."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:  # take connections, say nothing
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        result = cli({**cli_env, "KAFKA_BOOTSTRAP_SERVERS": address, "KAFKA_CONNECT_TIMEOUT": "2s"},
+                     "produce", "--count", "1", timeout=60)
+    finally:
+        stop.set()
+        thread.join(5)
+        for connection in held:
+            connection.close()
+        server.close()
+    assert_one_line_error(result, f"a program listens at {address}", "KAFKA_SECURITY_PROTOCOL=PLAINTEXT")
+
+
 @pytest.mark.kafka
 def test_missing_java_is_named_with_the_fix(cli_env, kafka_settings, tmp_path):
     env = {**topic_env(cli_env, kafka_settings), "JAVA_HOME": str(tmp_path / "no-jdk")}

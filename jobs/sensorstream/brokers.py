@@ -8,6 +8,7 @@ stack trace.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 import time
 from contextlib import contextmanager
@@ -18,7 +19,8 @@ from kafka.errors import (KafkaError, NoBrokersAvailable, NodeNotReadyError,
                           SaslAuthenticationFailedError, UnsupportedSaslMechanismError)
 
 from sensorstream.config import Settings, declaration, kafka_python_kwargs
-from sensorstream.errors import BrokerUnavailableError, KafkaSecurityError, QuorumLostError, TopicMissingError
+from sensorstream.errors import (BrokerUnavailableError, KafkaSecurityError, NoKafkaAnswerError, QuorumLostError,
+                                 TopicMissingError)
 
 #: What a broker says when it refuses a login; kafka-python only logs it (then reports another error).
 _REFUSALS = (SaslAuthenticationFailedError, UnsupportedSaslMechanismError)
@@ -66,6 +68,18 @@ def tls_failed(settings: Settings, error: ssl.SSLError) -> KafkaSecurityError:
         f"TLS with Kafka at {settings.bootstrap_servers} failed ({error.reason or error}); check that "
         f"{_envs('security_protocol')}={settings.security_protocol} is what the broker's listener speaks")
 
+def _listening(bootstrap_servers: str) -> bool:
+    """Whether any bootstrap address accepts a TCP connection (something is there, if not Kafka)."""
+    for address in bootstrap_servers.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=1):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
 @contextmanager
 def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
     """A kafka-python admin client, or BrokerUnavailableError within about `settings.connect_timeout`."""
@@ -98,6 +112,9 @@ def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
                 if time.monotonic() >= deadline:
                     if isinstance(last, NodeNotReadyError):  # a broker answered; no controller did
                         raise QuorumLostError(settings.bootstrap_servers) from None
+                    if _listening(settings.bootstrap_servers):
+                        raise NoKafkaAnswerError(settings.bootstrap_servers, settings.security_protocol,
+                                                 timeout_s) from None
                     raise BrokerUnavailableError(settings.bootstrap_servers, type(last).__name__) from None
                 time.sleep(0.5)
     finally:

@@ -4,7 +4,9 @@
      ├── ConfigError(ValueError)              a setting is invalid; names the setting and its env var (exit 2)
      ├── DependencyError(RuntimeError)        Java missing or too old, a jar folder missing
      ├── BrokerUnavailableError(ConnectionError)  no Kafka broker answers at the bootstrap servers
- │    └── QuorumLostError                  brokers answer, but the cluster has no active controller
+ │    ├── QuorumLostError                  brokers answer, but the cluster has no active controller
+ │    └── NoKafkaAnswerError               a program listens there but gives no Kafka answer (a TLS or
+ │                                         SASL listener asked in PLAINTEXT, say)
      ├── KafkaSecurityError(PermissionError)  the broker refused the login, or its certificate is not trusted
      ├── TopicMissingError(LookupError)       a topic the job needs does not exist
      ├── CheckpointError(RuntimeError)        a checkpoint folder belongs to another query, is damaged, or no
@@ -59,6 +61,21 @@ class QuorumLostError(BrokerUnavailableError):
             f"Kafka at {bootstrap_servers} answers but has no active controller: its controller quorum is lost "
             "(a majority of the controllers is down, or still electing); start the stopped brokers "
             "(`sensorstream local up` restarts the local ones) and retry",
+        )
+
+
+class NoKafkaAnswerError(BrokerUnavailableError):
+    """The bootstrap port accepts connections, but nothing there answered Kafka's protocol as these
+    settings speak it: most often a TLS or SASL listener asked in PLAINTEXT."""
+
+    def __init__(self, bootstrap_servers: str, protocol: str, waited_s: float):
+        self.bootstrap_servers = bootstrap_servers
+        SensorstreamError.__init__(
+            self,
+            f"a program listens at {bootstrap_servers} but gave no Kafka answer within {waited_s:.0f} s with "
+            f"KAFKA_SECURITY_PROTOCOL={protocol}; if its listener needs TLS or SASL, set KAFKA_SECURITY_PROTOCOL "
+            "(SSL, SASL_SSL, SASL_PLAINTEXT) and the KAFKA_SASL_* / KAFKA_SSL_* settings; if it is a broker still "
+            "starting, retry",
         )
 
 

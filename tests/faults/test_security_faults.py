@@ -148,6 +148,20 @@ def test_untrusted_ca_fails_in_seconds(secured, figures):
     assert took < FAIL_WITHIN_S
 
 
+def test_plaintext_client_is_told_the_protocol(secured, figures):
+    """A client left on PLAINTEXT: the broker's TLS listener never answers it as Kafka; the one line
+    names KAFKA_SECURITY_PROTOCOL instead of 'start the local broker'."""
+    started = time.monotonic()
+    result = secured.run("produce", "--count", "10", env={
+        "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "KAFKA_SASL_MECHANISM": "", "KAFKA_CONNECT_TIMEOUT": "3s"},
+        timeout=120)
+    took = time.monotonic() - started
+    figures(f"produce in PLAINTEXT against the SASL_SSL listener: exit {result.returncode} in {took:.1f} s: "
+            f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}")
+    assert_one_line_error(result, "gave no Kafka answer", "KAFKA_SECURITY_PROTOCOL=PLAINTEXT")
+    assert took < FAIL_WITHIN_S
+
+
 def test_confluent_kafka_producer_over_sasl_ssl(secured, figures):
     """The other producer client takes the same settings in librdkafka's names."""
     result = secured.run("produce", "--count", "100", "--rate", "0", "--workers", "1", "--client", "confluent-kafka")
