@@ -68,15 +68,22 @@ def tls_failed(settings: Settings, error: ssl.SSLError) -> KafkaSecurityError:
         f"TLS with Kafka at {settings.bootstrap_servers} failed ({error.reason or error}); check that "
         f"{_envs('security_protocol')}={settings.security_protocol} is what the broker's listener speaks")
 
+
+def accepts_connections(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    """Whether `host:port` accepts a TCP connection (something listens there, Kafka or not)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
 def _listening(bootstrap_servers: str) -> bool:
-    """Whether any bootstrap address accepts a TCP connection (something is there, if not Kafka)."""
+    """Whether any bootstrap address accepts a TCP connection."""
     for address in bootstrap_servers.split(","):
         host, _, port = address.strip().rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=1):
-                return True
-        except (OSError, ValueError):
-            continue
+        if port.isdigit() and accepts_connections(host.strip("[]") or "localhost", int(port), timeout_s=1):
+            return True
     return False
 
 

@@ -31,7 +31,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sensorstream.brokers import admin_client
+from sensorstream.brokers import accepts_connections, admin_client
 from sensorstream.config import Secret, Settings, invalid, load_settings
 from sensorstream.errors import BrokerUnavailableError, ConfigError, LocalStackError
 from sensorstream.jvm import find_java, require_jars
@@ -142,12 +142,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _port_in_use(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _alive(pid: int) -> bool:
@@ -297,7 +291,7 @@ class LocalKafka:
         controllers = [free_port() for _ in ports]
         internals = [free_port() for _ in ports] if self.security else []
         for port in ports:
-            if _port_in_use(port):
+            if accepts_connections("127.0.0.1", port):
                 raise LocalStackError(
                     f"port {port} on 127.0.0.1 is taken by another program; stop it or choose another "
                     "with `sensorstream local up --port N`"
@@ -423,7 +417,7 @@ class LocalKafka:
         enough: a broker killed a moment ago stays in the others' metadata until its session times
         out, so the cluster would look whole while that broker is still starting."""
         ports = self._meta()["ports"]
-        if not all(_port_in_use(port) for port in ports):
+        if not all(accepts_connections("127.0.0.1", port) for port in ports):
             return False
         for port in ports:
             try:
