@@ -125,41 +125,36 @@ def test_produce_stream_report_over_sasl_ssl(secured, figures):
     assert totals and (int(totals.group(1)), int(totals.group(2))) == (READINGS, len(readings)), reported.stdout
 
 
+def fails_fast(secured, figures, label: str, command, env: dict[str, str], *fragments: str) -> None:
+    """`command` with `env` ends in one error line holding `fragments`, within FAIL_WITHIN_S."""
+    started = time.monotonic()
+    result = secured.run(*command, env=env, timeout=120)
+    took = time.monotonic() - started
+    figures(f"{label}: exit {result.returncode} in {took:.1f} s: "
+            f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}")
+    assert_one_line_error(result, *fragments)
+    assert took < FAIL_WITHIN_S
+
+
 @pytest.mark.parametrize("command", [("produce", "--count", "10"), ("stream", "--available-now"), ("report",),
                                      ("status",)])
 def test_wrong_password_fails_in_seconds(secured, command, figures):
-    started = time.monotonic()
-    result = secured.run(*command, env={"KAFKA_SASL_PASSWORD": WRONG}, timeout=120)
-    took = time.monotonic() - started
-    figures(f"{command[0]} with a wrong password: exit {result.returncode} in {took:.1f} s: "
-            f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}")
-    assert_one_line_error(result, "refused the login", "authentication failed", "KAFKA_SASL_PASSWORD")
-    assert took < FAIL_WITHIN_S
+    fails_fast(secured, figures, f"{command[0]} with a wrong password", command, {"KAFKA_SASL_PASSWORD": WRONG},
+               "refused the login", "authentication failed", "KAFKA_SASL_PASSWORD")
 
 
 def test_untrusted_ca_fails_in_seconds(secured, figures):
     other = make_ca(secured.folder / "other", name="other-ca")
-    started = time.monotonic()
-    result = secured.run("produce", "--count", "10", env={"KAFKA_SSL_CA_LOCATION": str(other)}, timeout=120)
-    took = time.monotonic() - started
-    figures(f"produce trusting another CA: exit {result.returncode} in {took:.1f} s: "
-            f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}")
-    assert_one_line_error(result, "not trusted", "KAFKA_SSL_CA_LOCATION")
-    assert took < FAIL_WITHIN_S
+    fails_fast(secured, figures, "produce trusting another CA", ("produce", "--count", "10"),
+               {"KAFKA_SSL_CA_LOCATION": str(other)}, "not trusted", "KAFKA_SSL_CA_LOCATION")
 
 
 def test_plaintext_client_is_told_the_protocol(secured, figures):
     """A client left on PLAINTEXT: the broker's TLS listener never answers it as Kafka; the one line
     names KAFKA_SECURITY_PROTOCOL instead of 'start the local broker'."""
-    started = time.monotonic()
-    result = secured.run("produce", "--count", "10", env={
-        "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "KAFKA_SASL_MECHANISM": "", "KAFKA_CONNECT_TIMEOUT": "3s"},
-        timeout=120)
-    took = time.monotonic() - started
-    figures(f"produce in PLAINTEXT against the SASL_SSL listener: exit {result.returncode} in {took:.1f} s: "
-            f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}")
-    assert_one_line_error(result, "gave no Kafka answer", "KAFKA_SECURITY_PROTOCOL=PLAINTEXT")
-    assert took < FAIL_WITHIN_S
+    fails_fast(secured, figures, "produce in PLAINTEXT against the SASL_SSL listener", ("produce", "--count", "10"),
+               {"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "KAFKA_SASL_MECHANISM": "", "KAFKA_CONNECT_TIMEOUT": "3s"},
+               "gave no Kafka answer", "KAFKA_SECURITY_PROTOCOL=PLAINTEXT")
 
 
 def test_confluent_kafka_producer_over_sasl_ssl(secured, figures):
