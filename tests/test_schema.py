@@ -10,9 +10,9 @@ import re
 import pytest
 
 from sensorstream.readings import RANGES, UNITS
-from sensorstream.schema import (READING_COLUMNS, REASON_KINDS, RECORD_COLUMNS, REJECT_COLUMNS, parse,
-                                 parse_and_validate)
-from sensorstream.simulator import Simulator, malformed
+from sensorstream.schema import (READING_COLUMNS, REASON_KINDS, RECORD_COLUMNS, REJECT_COLUMNS, UNCHECKED, check,
+                                 explain, failed_check, parse, parse_and_validate, passed_readings)
+from sensorstream.simulator import Simulator, encode, malformed
 from support.places import ROOT
 from support.readings import FOREIGN, GOOD_TEXT, KAFKA_DDL, kafka_rows, reference_reason, stepping_clock, swap, with_
 
@@ -207,6 +207,21 @@ def test_records_carry_readings_and_rejects_in_one_frame(spark):
     assert list(rows[0].asDict()) == list(RECORD_COLUMNS)
     assert rows[0]["reason"] is None and rows[0]["temperature"] == 21.5
     assert rows[1]["reason"] == "invalid JSON" and rows[1]["temperature"] is None and rows[1]["event_time"] is None
+
+
+def test_the_streams_two_halves_give_what_parse_gives(spark):
+    """The stream parses in two halves (check, then explain only what did not pass, streaming.py):
+    together they give every record exactly the row `parse` gives it."""
+    sim = Simulator(sensors=3, seed=9, clock=stepping_clock())
+    values = [encode(sim.next_reading()) for _ in range(300)] + _mutants(random.Random(9), 1500)
+    frame = kafka_frame(spark, values)
+    whole = {row["source_offset"]: row.asDict() for row in parse(frame).collect()}
+    checked = check(frame)
+    passed = [row for row in passed_readings(checked).collect() if row["reason"] != UNCHECKED]
+    explained = explain(failed_check(checked)).collect()
+    assert len(passed) + len(explained) == len(values)
+    assert 300 <= len(passed) < len(values)  # both halves are exercised
+    assert {row["source_offset"]: row.asDict() for row in passed + explained} == whole
 
 
 def test_every_simulated_malformed_record_is_rejected(spark):

@@ -128,7 +128,7 @@ def test_stream_stops_when_asked(kafka_settings, spark):
         streaming.run(spark, kafka_settings.replace(sinks=("console",)), stop=stop, say=lambda _: None)
     finally:
         timer.cancel()
-    assert not spark.streams.active
+    assert not streaming.stream_session(spark).streams.active
 
 
 def test_a_stop_during_a_batch_ends_quietly_and_the_batch_runs_again(kafka_settings, spark, monkeypatch):

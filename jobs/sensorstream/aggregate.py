@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sensorstream.config import micros, spark_interval
-from sensorstream.schema import METRICS, REASON_KINDS, reject_json
+from sensorstream.schema import METRICS, REASON_KINDS
 
 _STATS = {
     "avg": F.avg,
@@ -125,11 +125,12 @@ def micro_batch(records: DataFrame, window: timedelta, slide: timedelta | None =
 
     One row per (window, sensor, input partition) of the batch's readings with their PARTIALS and
     newest event time (kind "window"; a sensor's readings share one partition unless the topic
-    grew), and one row per reject with its dead-letter value (kind "reject"). `records`
-    counts each input record once (a reading in several sliding windows counts in the newest).
-    Window starts are in microseconds. Whether a window is already closed (its readings late) is
-    the driver's call (windows.py): the plan holds no watermark, so it is the same every batch and
-    Spark compiles it once.
+    grew), and one row per input partition that had rejects (kind "reject"). `records` counts each
+    input record once (a reading in several sliding windows counts in the newest). Window starts
+    are in microseconds. The rejects' dead letters are `schema.dead_letters`, written by a job of
+    their own and only when a batch has any: the rows here stay few and small, whatever the
+    batch holds. Whether a window is already closed (its readings late) is the driver's call
+    (windows.py): the plan holds no watermark, so it is the same every batch and Spark compiles it once.
     """
     keyed, keys, aggregates = _micro_batch_columns(window, slide)
     return records.select(*keyed).groupBy(*keys).agg(*aggregates)
@@ -150,15 +151,10 @@ def _micro_batch_columns(window: timedelta, slide: timedelta | None) -> tuple[tu
         F.when(valid, start).alias("window_start_us"),
         F.when(valid, F.col("sensor_id")).alias("sensor_id"),
         F.col("source_partition"),  # a window row's too: the watermark follows each partition (windows.py)
-        F.when(~valid, F.col("source_offset")).alias("source_offset"),
         (F.unix_micros(when) < start + F.lit(step_us)).alias("newest"),
         F.unix_micros(F.col("event_time")).alias("event_us"),
         *[F.col(m) for m in METRICS],
-        F.when(~valid, F.concat_ws("|", "source_topic", "source_partition", "source_offset")).alias("reject_key"),
-        F.when(~valid, reject_json()).alias("dead_letter"),
     )
-    # A reject's fields are part of its (unique) key: text in an aggregation buffer would take
-    # Spark off its hash aggregation onto sorting every row.
-    keys = ("kind", "window_start_us", "sensor_id", "source_partition", "source_offset", "reject_key", "dead_letter")
+    keys = ("kind", "window_start_us", "sensor_id", "source_partition")
     aggregates = (F.count_if("newest").alias("records"), *partial_columns(), F.max("event_us").alias("max_event_us"))
     return keyed, keys, aggregates
