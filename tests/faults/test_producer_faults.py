@@ -93,6 +93,7 @@ def test_min_isr_two_brokers_down(cluster, cli_env, tmp_path, figures):
             f"{sum(in_topic.values())} ({len(in_topic)} distinct), duplicated {duplicated}, failed yet written "
             f"{len(in_topic) - acked}; exit {code}")
     assert "Traceback" not in out
+    assert "readings were not acknowledged (a reading fails after 25 s without one)" in out
     assert failed > 0 and acked + failed == sent
     assert code == 1
     assert duplicated == 0
