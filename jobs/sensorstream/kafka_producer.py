@@ -7,10 +7,11 @@ second, see `_fail_lost_requests_cleanly`):
 - Reconnecting. kafka-python doubles its wait before reconnecting to a broker after every failed
   attempt, up to 30 s (`reconnect_backoff_max_ms`; the Java client stops at 1 s), and it asks for
   new metadata only when such an attempt fails. After a leader's kill -9 (the fault suite's leader
-  bounce) it had failed ten times by the time the controller moved the leadership (about 10 s,
-  the broker session timeout), so it went on sending to the dead leader, unaware of the new one,
-  for another 11 to 22 s: past the 25 s delivery timeout, and a whole partition's records failed.
-  With at most 1 s between attempts it learns the new leader within a second of the election.
+  bounce) its attempts had failed eight or nine times by the time the controller moved the
+  leadership (10 to 13 s later: the broker session timeout), so the next attempt, and with it the
+  next metadata refresh, came 6 to 22 s after that: the partition waited for its dead leader,
+  unaware of the new one, past the 25 s delivery timeout, and its records failed. With at most
+  1 s between attempts it learns the new leader within a second of the election.
 - A request that got no answer (its connection lost, or timed out) and may not be retried (its
   batch expired, or the idempotent producer's id changed meanwhile) raised a TypeError inside
   kafka-python, which left that partition muted for good: every later record of the partition
