@@ -74,9 +74,11 @@ def _client_errors_in_one_line(record: logging.LogRecord) -> bool:
 
     - py4j logs an error our own code raised for the JVM (a foreachBatch failure, a stop during a
       batch): the command reports it in a line of its own, so py4j's copy is dropped.
-    - kafka-python logs a broker going away mid-request (and its own 2.3.3 bug on a timed-out
-      produce request: `TypeError: ... object is not callable`, after which the batch fails when
-      its delivery timeout expires, and is counted then): the message and the error, one line.
+    - kafka-python logs a broker going away mid-request, and a delivery callback of its own that
+      raised (its 2.3.3 `TypeError: ... object is not callable` on an unanswered produce request
+      was one; sensorstream.kafka_producer now prevents it, so this line would mean a new such
+      bug; the batch fails when its delivery timeout expires, and is counted then): the message
+      and the error, one line.
     """
     error = record.exc_info[1] if record.exc_info else None
     if error is None:

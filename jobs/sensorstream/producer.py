@@ -38,8 +38,9 @@ from kafka.errors import KafkaError
 from kafka.partitioner import DefaultPartitioner
 
 from sensorstream.brokers import require_topics
-from sensorstream.config import Settings, confluent_kafka_config, declaration, kafka_python_kwargs
+from sensorstream.config import Settings, confluent_kafka_config, declaration
 from sensorstream.errors import DependencyError, SensorstreamError
+from sensorstream.kafka_producer import kafka_producer
 from sensorstream.simulator import Simulator
 
 log = logging.getLogger(__name__)
@@ -262,7 +263,7 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
           report_interval: float = 1.0) -> DeliveryStats:
     """The sending loop of one process, with kafka-python; `report(stats)` every `report_interval` s."""
     topic = settings.input_topic
-    producer = KafkaProducer(**kafka_python_kwargs(settings), **PRODUCER_TUNING, client_id="sensorstream-producer")
+    producer = kafka_producer(settings, **PRODUCER_TUNING, client_id="sensorstream-producer")
     stats = DeliveryStats()
     # The partition of each key, as kafka-python's default partitioner would pick it for every
     # record (murmur2 of the key): computed once per sensor instead of once per record.

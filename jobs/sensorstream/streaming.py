@@ -52,8 +52,9 @@ from pyspark.sql.types import DoubleType, LongType, StringType, StructField, Str
 from sensorstream import offsets
 from sensorstream.aggregate import FINISHED, micro_batch
 from sensorstream.brokers import require_topics
-from sensorstream.config import Settings, kafka_python_kwargs, spark_interval, spark_kafka_options
+from sensorstream.config import Settings, spark_interval, spark_kafka_options
 from sensorstream.errors import CheckpointError, SensorstreamError
+from sensorstream.kafka_producer import kafka_producer
 from sensorstream.schema import check, dead_letters, explain, failed_check, passed_readings
 from sensorstream.tables import format_table
 from sensorstream.windows import BatchOutcome, OpenWindows
@@ -151,8 +152,8 @@ class _Output:
 
     def send(self, topic: str, key: str | None, value: str) -> None:
         if self._producer is None:
-            self._producer = KafkaProducer(**kafka_python_kwargs(self._settings), acks="all",
-                                           enable_idempotence=True, linger_ms=5, client_id="sensorstream-stream")
+            self._producer = kafka_producer(self._settings, acks="all", enable_idempotence=True, linger_ms=5,
+                                            client_id="sensorstream-stream")
         self._pending.append(self._producer.send(topic, key=key.encode() if key is not None else None,
                                                  value=value.encode()))
 
