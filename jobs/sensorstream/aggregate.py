@@ -15,7 +15,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sensorstream.config import micros, spark_interval
-from sensorstream.schema import METRICS, REASON_KINDS
+from sensorstream.schema import METRICS, REASON_KINDS, dead_letter_columns
 
 _STATS = {
     "avg": F.avg,
@@ -120,25 +120,26 @@ def sensor_report(records: DataFrame) -> DataFrame:
     )
 
 
-def micro_batch(records: DataFrame, window: timedelta, slide: timedelta | None = None) -> DataFrame:
+def micro_batch(records: DataFrame, window: timedelta, slide: timedelta | None = None,
+                with_dead_letters: bool = False) -> DataFrame:
     """One micro-batch of parsed records -> what the stream needs from it, in one Spark job.
 
     One row per (window, sensor, input partition) of the batch's readings with their PARTIALS and
     newest event time (kind "window"; a sensor's readings share one partition unless the topic
-    grew), and one row per input partition that had rejects (kind "reject"). `records` counts each
-    input record once (a reading in several sliding windows counts in the newest). Window starts
-    are in microseconds. The rejects' dead letters are `schema.dead_letters`, written by a job of
-    their own and only when a batch has any: the rows here stay few and small, whatever the
-    batch holds. Whether a window is already closed (its readings late) is the driver's call
-    (windows.py): the plan holds no watermark, so it is the same every batch and Spark compiles it once.
+    grew), and for the rejects (kind "reject") one row per input partition, or, `with_dead_letters`,
+    one row per reject with its dead letter (`reject_key`, `dead_letter`: `schema.dead_letters`'
+    key and value). `records` counts each input record once (a reading in several sliding windows
+    counts in the newest). Window starts are in microseconds. Whether a window is already closed
+    (its readings late) is the driver's call (windows.py): the plan holds no watermark, so it is
+    the same every batch and Spark compiles it once.
     """
-    keyed, keys, aggregates = _micro_batch_columns(window, slide)
+    keyed, keys, aggregates = _micro_batch_columns(window, slide, with_dead_letters)
     return records.select(*keyed).groupBy(*keys).agg(*aggregates)
 
 
 @functools.cache
-def _micro_batch_columns(window: timedelta, slide: timedelta | None) -> tuple[tuple[Column, ...], tuple[str, ...],
-                                                                              tuple[Column, ...]]:
+def _micro_batch_columns(window: timedelta, slide: timedelta | None, with_dead_letters: bool) -> tuple[
+        tuple[Column, ...], tuple[str, ...], tuple[Column, ...]]:
     """micro_batch's expressions, built once: the stream applies them to every micro-batch."""
     valid = F.col("reason").isNull()
     # rejects have no event time; give them one so that window() keeps them (it drops nulls)
@@ -156,5 +157,12 @@ def _micro_batch_columns(window: timedelta, slide: timedelta | None) -> tuple[tu
         *[F.col(m) for m in METRICS],
     )
     keys = ("kind", "window_start_us", "sensor_id", "source_partition")
+    if with_dead_letters:
+        # A reject's fields are part of its (unique) key: text in an aggregation buffer would take
+        # Spark off its hash aggregation onto sorting every row.
+        key, value = dead_letter_columns()
+        keyed += (F.when(~valid, F.col("source_offset")).alias("source_offset"),
+                  F.when(~valid, key).alias("reject_key"), F.when(~valid, value).alias("dead_letter"))
+        keys += ("source_offset", "reject_key", "dead_letter")
     aggregates = (F.count_if("newest").alias("records"), *partial_columns(), F.max("event_us").alias("max_event_us"))
     return keyed, keys, aggregates

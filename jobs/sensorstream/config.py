@@ -307,7 +307,7 @@ class Settings:
         "root folder of the streaming checkpoints (one sub-folder per sink)",
         flag="--checkpoint-root", metavar="DIR", commands=("stream", "status"), chart="stream.checkpoint.mountPath")
     trigger_interval: timedelta = _setting(
-        "BATCH_DURATION", "500 milliseconds", parse_duration, "micro-batch trigger interval (plain number = seconds)",
+        "BATCH_DURATION", "250 milliseconds", parse_duration, "micro-batch trigger interval (plain number = seconds)",
         flag="--trigger", metavar="DURATION", commands=("stream",), chart="stream.trigger")
     window_duration: timedelta = _setting(
         "WINDOW_DURATION", "5 minutes", parse_duration, "event-time window length",

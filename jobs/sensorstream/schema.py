@@ -344,13 +344,10 @@ def parse_and_validate(kafka_df: DataFrame) -> tuple[DataFrame, DataFrame]:
     return readings, rejects
 
 
-def dead_letters(records: DataFrame) -> DataFrame:
-    """The rejects among parsed records (`parse`) as dead-letter records: key
-    "<topic>|<partition>|<offset>" of the input record (stable, so a consumer can drop a replayed
-    copy), value `reject_json`."""
-    return records.where(F.col("reason").isNotNull()).select(
-        F.concat_ws("|", "source_topic", "source_partition", "source_offset").alias("key"),
-        reject_json().alias("value"))
+def dead_letter_columns() -> tuple[Column, Column]:
+    """A reject's dead-letter key, "<topic>|<partition>|<offset>" of the input record (stable, so a
+    consumer can drop a replayed copy), and value, `reject_json`."""
+    return F.concat_ws("|", "source_topic", "source_partition", "source_offset"), reject_json()
 
 
 def reject_json() -> Column:

@@ -1,15 +1,18 @@
 """The streaming job's wiring: Kafka source -> parse once -> micro-batches -> open windows -> sinks.
 
-One query reads the input topic and parses each record once (`schema.parse`, in its two halves:
-the query runs `check`, the typed parse and cheap checks that most records pass; a micro-batch
-`explain`s only the records that did not, so Spark plans the long reasons only for a batch that
-has such records). For each micro-batch one Spark job (`aggregate.micro_batch`) summarises the
-readings, one row per window and sensor (their partials); the driver (`_Batches`) folds them into
-the open windows (windows.py) and fans the batch out:
+One query reads the input topic and parses each record once (`schema.parse`, in two halves: the
+query runs `check`, the typed parse and cheap checks a valid reading passes; `explain` names the
+reasons of those that do not). For each micro-batch one Spark job (`aggregate.micro_batch`)
+summarises it, one row per window and sensor (their partials) and one per reject (its dead
+letter), and the driver (`_Batches`) folds the window rows into the open windows (windows.py) and
+fans the batch out. While batches bring rejects, that job explains every record; once a batch
+comes clean, it summarises only the readings that passed the checks, so a clean stream never plans
+the long reason expressions, and a later batch explains apart, in a second job, just the records
+that failed them (and goes back to explaining all):
 
     dead_letter  every reject, with its reason, to the dead-letter topic (always on), written by
-                 Spark's Kafka writer (`schema.dead_letters`); the texts of the rejects never
-                 travel to Python
+                 Spark's Kafka writer from the summary, cached meanwhile (the texts of the rejects
+                 never travel to Python)
     console      the windows the batch updated, as a table on stdout (what `kubectl logs` shows)
     kafka        the windows the batch updated, as JSON to the output topic, key "<sensor_id>|<window_start>"
     parquet      final windows (the watermark passed them), each once, as Parquet files
@@ -55,7 +58,7 @@ from sensorstream.brokers import require_topics
 from sensorstream.config import Settings, spark_interval, spark_kafka_options
 from sensorstream.errors import CheckpointError, SensorstreamError
 from sensorstream.kafka_producer import kafka_producer
-from sensorstream.schema import check, dead_letters, explain, failed_check, passed_readings
+from sensorstream.schema import check, explain, failed_check, passed_readings
 from sensorstream.tables import format_table
 from sensorstream.windows import BatchOutcome, OpenWindows
 
@@ -292,6 +295,9 @@ class _Batches:
         self.sinks = [_SINKS[name](spark, settings, output) for name in settings.sinks]
         self.say = say
         self.previous_start: float | None = None
+        # Explain every record while batches keep bringing rejects (one job, the long plan); check
+        # only, and explain apart just the records that fail the checks, once a batch comes clean.
+        self.explain_all = True
 
     def __call__(self, records: DataFrame, batch_id: int) -> None:
         try:
@@ -312,20 +318,17 @@ class _Batches:
 
     def _batch(self, checked: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
-        rows = self._summary(passed_readings(checked))
-        windows = [row for row in rows if row["kind"] == "window"]
-        records = sum(row["records"] for row in rows)
-        rejected = 0
-        if len(windows) < len(rows):  # records the cheap checks could not pass: explained apart
-            others = explain(failed_check(checked)).persist()
-            try:
-                rest = self._summary(others)
-                windows += [row for row in rest if row["kind"] == "window"]  # valid after all
-                rejected = sum(row["records"] for row in rest if row["kind"] == "reject")
-                if rejected:
-                    self._dead_letters(others)
-            finally:
-                others.unpersist()
+        if self.explain_all:  # one job for the whole batch, explained
+            windows, records, rejected = self._explained(checked)
+            self.explain_all = rejected > 0
+        else:  # one job for the readings that passed the checks; the others apart, if any
+            rows = [row.asDict() for row in self._summary(passed_readings(checked)).collect()]
+            windows = [row for row in rows if row["kind"] == "window"]
+            records, rejected = sum(row["records"] for row in rows), 0
+            if len(windows) < len(rows):
+                valid_after_all, _, rejected = self._explained(failed_check(checked))
+                windows += valid_after_all
+                self.explain_all = True
         batch = Batch(batch_id, self.windows.apply(batch_id, windows), rejected)
         for sink in self.sinks:
             sink(batch)
@@ -333,16 +336,26 @@ class _Batches:
         self._progress(batch, records, started)
         self.limit.check(self.settings, batch_id, records, batch.rejected)
 
-    def _summary(self, records: DataFrame) -> list[dict]:
-        return [row.asDict() for row in micro_batch(records, self.settings.window_duration,
-                                                    self.settings.slide_duration).collect()]
+    def _summary(self, records: DataFrame, with_dead_letters: bool = False) -> DataFrame:
+        return micro_batch(records, self.settings.window_duration, self.settings.slide_duration, with_dead_letters)
 
-    def _dead_letters(self, records: DataFrame) -> None:
-        """Every reject of the batch to the dead-letter topic, acknowledged by all in-sync replicas."""
-        (dead_letters(records)
-         .write.format("kafka").options(**spark_kafka_options(self.settings))
-         .option("kafka.acks", "all").option("kafka.enable.idempotence", "true")
-         .option("topic", self.settings.dead_letter_topic).save())
+    def _explained(self, checked: DataFrame) -> tuple[list[dict], int, int]:
+        """`check`ed records explained and summarised (window rows, records, rejects), in one job;
+        the summary stays cached while Spark's Kafka writer sends the rejects' dead letters from it
+        (acknowledged by all in-sync replicas), so their text never travels to Python."""
+        summary = self._summary(explain(checked), with_dead_letters=True).persist()
+        try:
+            rows = [row.asDict() for row in summary.drop("reject_key", "dead_letter").collect()]
+            windows = [row for row in rows if row["kind"] == "window"]
+            if len(windows) < len(rows):
+                (summary.where(F.col("kind") == "reject")
+                 .select(F.col("reject_key").alias("key"), F.col("dead_letter").alias("value"))
+                 .write.format("kafka").options(**spark_kafka_options(self.settings))
+                 .option("kafka.acks", "all").option("kafka.enable.idempotence", "true")
+                 .option("topic", self.settings.dead_letter_topic).save())
+        finally:
+            summary.unpersist()
+        return windows, sum(row["records"] for row in rows), sum(row["records"] for row in rows if row["kind"] != "window")
 
     def _progress(self, batch: Batch, records: int, started: float) -> None:
         took = time.monotonic() - started
