@@ -257,20 +257,27 @@ def passed_readings(checked: DataFrame) -> DataFrame:
 
 
 @functools.cache
-def _passed_columns() -> tuple[Column, ...]:
-    p, passed = F.col("p"), F.col("fast")
+def _passed_columns() -> tuple[Column | str, ...]:
+    passed = F.col("fast")
+    return _record_columns(reason=F.when(~passed, F.lit(UNCHECKED)), sensor_id=F.when(passed, F.col("p")["sensor_id"]),
+                           valid=passed, value_base64=F.lit(None).cast("string"))
+
+
+def _record_columns(reason: Column, sensor_id: Column, valid: Column, value_base64: Column) -> tuple[Column | str, ...]:
+    """RECORD_COLUMNS over `check`ed records: the reading's fields where `valid`, the source's always."""
+    p = F.col("p")
 
     def reading(column: Column) -> Column:
-        return F.when(passed, column)
+        return F.when(valid, column)
 
-    return (F.when(~passed, F.lit(UNCHECKED)).alias("reason"),
-            reading(p["sensor_id"]).alias("sensor_id"),  # what explain's output gives a passed record
+    return (reason.alias("reason"),
+            sensor_id.alias("sensor_id"),
             reading(F.col("event_time")).alias("event_time"),
             *[reading(p[m]).alias(m) for m in METRICS],
             reading(p["seq"]).alias("seq"),
             reading(p["event_id"]).alias("event_id"),
             F.col("raw").alias("value"),
-            F.lit(None).cast("string").alias("value_base64"),
+            value_base64.alias("value_base64"),
             "source_topic", "source_partition", "source_offset", "kafka_timestamp")
 
 
@@ -307,9 +314,6 @@ def _projections() -> tuple[tuple[Column | str, ...], ...]:
     reason = F.col("slow.reason")
     valid = reason.isNull()
 
-    def reading(column: Column) -> Column:
-        return F.when(valid, column)
-
     return (  # check: the first _CHECKED projections; explain: the rest
         (F.col("value").cast("string").alias("raw"),  # the same bytes, not checked for UTF-8 here
          F.col("topic").alias("source_topic"),
@@ -323,16 +327,10 @@ def _projections() -> tuple[tuple[Column | str, ...], ...]:
         # transform over a one-element array binds the parses to a name: made once, read many times
         ("*", F.when(fast, None).when(formed & _finite(p), out_of_range)
          .otherwise(F.transform(F.array(_parse_again(raw)), explain)[0]).alias("slow")),
-        (reason.alias("reason"),
-         F.when(fast, p["sensor_id"]).when(valid, _trim(p["sensor_id"])).otherwise(F.col("slow.named"))
-         .alias("sensor_id"),
-         reading(event_time).alias("event_time"),
-         *[reading(p[m]).alias(m) for m in METRICS],
-         reading(p["seq"]).alias("seq"),
-         reading(p["event_id"]).alias("event_id"),
-         raw.alias("value"),
-         F.when(~valid, F.col("slow.value_base64")).alias("value_base64"),
-         "source_topic", "source_partition", "source_offset", "kafka_timestamp"),
+        _record_columns(
+            reason=reason,
+            sensor_id=F.when(fast, p["sensor_id"]).when(valid, _trim(p["sensor_id"])).otherwise(F.col("slow.named")),
+            valid=valid, value_base64=F.when(~valid, F.col("slow.value_base64"))),
     )
 
 
