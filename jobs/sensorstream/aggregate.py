@@ -127,8 +127,8 @@ def micro_batch(records: DataFrame, window: timedelta, slide: timedelta | None =
     One row per (window, sensor, input partition) of the batch's readings with their PARTIALS and
     newest event time (kind "window"; a sensor's readings share one partition unless the topic
     grew), and for the rejects (kind "reject") one row per input partition, or, `with_dead_letters`,
-    one row per reject with its dead letter (`reject_key`, `dead_letter`: `schema.dead_letters`'
-    key and value). `records` counts each input record once (a reading in several sliding windows
+    one row per reject with its dead letter (`reject_key`, `dead_letter`:
+    `schema.dead_letter_columns`). `records` counts each input record once (a reading in several sliding windows
     counts in the newest). Window starts are in microseconds. Whether a window is already closed
     (its readings late) is the driver's call (windows.py): the plan holds no watermark, so it is
     the same every batch and Spark compiles it once.

@@ -20,14 +20,11 @@ second, see `_fail_lost_requests_cleanly`):
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from kafka import KafkaProducer
 
 from sensorstream.config import Settings, kafka_python_kwargs
-
-log = logging.getLogger(__name__)
 
 #: The longest wait between two attempts to reach a broker that is down: the Java client's default.
 RECONNECT_BACKOFF_MAX_MS = 1000

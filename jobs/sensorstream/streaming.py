@@ -322,10 +322,9 @@ class _Batches:
             windows, records, rejected = self._explained(checked)
             self.explain_all = rejected > 0
         else:  # one job for the readings that passed the checks; the others apart, if any
-            rows = [row.asDict() for row in self._summary(passed_readings(checked)).collect()]
-            windows = [row for row in rows if row["kind"] == "window"]
-            records, rejected = sum(row["records"] for row in rows), 0
-            if len(windows) < len(rows):
+            windows, records, unchecked = _counted(self._summary(passed_readings(checked)).collect())
+            rejected = 0
+            if unchecked:
                 valid_after_all, _, rejected = self._explained(failed_check(checked))
                 windows += valid_after_all
                 self.explain_all = True
@@ -345,9 +344,8 @@ class _Batches:
         (acknowledged by all in-sync replicas), so their text never travels to Python."""
         summary = self._summary(explain(checked), with_dead_letters=True).persist()
         try:
-            rows = [row.asDict() for row in summary.drop("reject_key", "dead_letter").collect()]
-            windows = [row for row in rows if row["kind"] == "window"]
-            if len(windows) < len(rows):
+            windows, records, rejected = _counted(summary.drop("reject_key", "dead_letter").collect())
+            if rejected:
                 (summary.where(F.col("kind") == "reject")
                  .select(F.col("reject_key").alias("key"), F.col("dead_letter").alias("value"))
                  .write.format("kafka").options(**spark_kafka_options(self.settings))
@@ -355,7 +353,7 @@ class _Batches:
                  .option("topic", self.settings.dead_letter_topic).save())
         finally:
             summary.unpersist()
-        return windows, sum(row["records"] for row in rows), sum(row["records"] for row in rows if row["kind"] != "window")
+        return windows, records, rejected
 
     def _progress(self, batch: Batch, records: int, started: float) -> None:
         took = time.monotonic() - started
@@ -367,6 +365,13 @@ class _Batches:
         if self.on_progress:
             self.on_progress(progress)
         self.say(progress.line())
+
+
+def _counted(summary: list) -> tuple[list[dict], int, int]:
+    """A collected `micro_batch` summary -> (its window rows, records counted, rejects counted)."""
+    rows = [row.asDict() for row in summary]
+    windows = [row for row in rows if row["kind"] == "window"]
+    return windows, sum(row["records"] for row in rows), sum(row["records"] for row in rows if row["kind"] == "reject")
 
 
 @dataclass(frozen=True)
@@ -395,9 +400,8 @@ class BatchProgress:
 
 #: The stream's own SQL settings (a session of its own, so a report in the same process keeps
 #: Spark's defaults). Each micro-batch aggregates to a few hundred rows: one shuffle partition,
-#: and no adaptive re-planning between its two stages. Measured on a 2-core machine at 5,000
-#: records per batch (warm JVM): together with the checkpoint file manager below, a micro-batch
-#: went from 0.52 s to 0.36 s (Spark's bare from_json -> window aggregation floor: 0.21 s).
+#: and no adaptive re-planning between its two stages: 30-50 ms of a micro-batch of 5,000 records
+#: on a 2-core machine (warm JVM; README, "Tests and benchmarks", for the whole breakdown).
 STREAM_CONF = {
     "spark.sql.adaptive.enabled": "false",
     "spark.sql.shuffle.partitions": "1",
