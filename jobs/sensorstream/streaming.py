@@ -40,6 +40,7 @@ import shutil
 import sys
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -406,18 +407,20 @@ STREAM_CONF = {
     "spark.sql.adaptive.enabled": "false",
     "spark.sql.shuffle.partitions": "1",
 }
-_STREAM_SESSIONS: dict[int, SparkSession] = {}
+#: Keyed by the session itself, held weakly: an id() could come back for a later session after
+#: `spark.stop()` and hand it a session of the stopped context.
+_STREAM_SESSIONS: weakref.WeakKeyDictionary[SparkSession, SparkSession] = weakref.WeakKeyDictionary()
 
 
 def stream_session(spark: SparkSession) -> SparkSession:
     """The session the stream's query runs in: `spark`'s context and settings, plus STREAM_CONF."""
-    session = _STREAM_SESSIONS.get(id(spark))
+    session = _STREAM_SESSIONS.get(spark)
     if session is None:
         session = spark.newSession()
         inherited = {k: v for k, v in spark.conf.getAll.items() if spark.conf.isModifiable(k)}
         for key, value in {**inherited, **STREAM_CONF}.items():  # a new session starts from the context's
             session.conf.set(key, value)
-        _STREAM_SESSIONS[id(spark)] = session
+        _STREAM_SESSIONS[spark] = session
     return session
 
 
