@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from sensorstream.status import end_offsets
 from support.cli import cli
 from support.cluster import env_for, popen, read_all, readings_in
 
@@ -25,17 +26,43 @@ def totals(text: str) -> tuple[int, int, int]:
     return tuple(int(n) for n in found[0])
 
 
-def test_leader_bounce_while_producing(cluster, cli_env, tmp_path, figures):
-    """Kill -9 the leader of partition 0 five times during a 100k-reading run; `local up` restarts it.
+RATE = 1500  # readings/s of the leader bounce's producer
 
-    One broker is down at a time and back before the next kill, so each partition has a leader with
+
+def wait_delivered(settings, started: float, proc: subprocess.Popen, timeout: float = 60) -> float:
+    """Wait until the input topic holds what a producer at RATE since `started` has sent, but for
+    its last 3 s (start-up, linger, the request in flight); the seconds waited. Readings that failed
+    never arrive: then it gives up after `timeout`, and the test's totals say what failed."""
+    begin = time.monotonic()
+    while proc.poll() is None and time.monotonic() - begin < timeout:
+        expected = RATE * (time.monotonic() - started - 3)
+        if sum(end_offsets(settings, settings.input_topic).values()) >= expected:
+            break
+        time.sleep(0.5)
+    return time.monotonic() - begin
+
+
+def seconds(values: list[float]) -> str:
+    return ", ".join(f"{v:.1f}" for v in values)
+
+
+def test_leader_bounce_while_producing(cluster, cli_env, tmp_path, figures):
+    """Kill -9 the leader of partition 0 five times during a 150k-reading run; `local up` restarts it.
+
+    One broker is down at a time, and each reading lives through one leader change at most: the
+    next kill waits until the restarted broker's replicas are in sync again, as a rolling restart
+    does (sooner, it takes a partition's second in-sync replica, or its only one: two brokers down,
+    for that partition, which is test_min_isr_two_brokers_down), and until the producer has delivered
+    what it held during the last one (sooner, a reading sent just after a kill waits out that
+    election and the next: 2 x 12 s, past the delivery timeout). So each partition has a leader with
     two in-sync replicas again 10 to 13 s after a kill (the broker session timeout, then the
     election): well within the 25 s delivery timeout, so no reading may fail."""
     settings = cluster.settings(tmp_path)
     log = tmp_path / "produce.log"
     env = {**env_for(cli_env, settings), "PYTHONFAULTHANDLER": "1"}  # a stuck run dumps its threads on SIGABRT
-    proc = popen(env, "produce", "--rate", "1500", "--count", "100000", "--workers", "1", log=log)
-    bounced = []
+    started = time.monotonic()
+    proc = popen(env, "produce", "--rate", str(RATE), "--count", "150000", "--workers", "1", log=log)
+    bounced, in_sync_after, delivered_after = [], [], []
     try:
         time.sleep(2)
         for _ in range(5):
@@ -46,6 +73,8 @@ def test_leader_bounce_while_producing(cluster, cli_env, tmp_path, figures):
             bounced.append(leader)
             time.sleep(1)
             cluster.up()
+            in_sync_after.append(cluster.wait_in_sync(settings.input_topic))
+            delivered_after.append(wait_delivered(settings, started, proc))
         try:
             code = proc.wait(timeout=240)
         except subprocess.TimeoutExpired:
@@ -59,11 +88,13 @@ def test_leader_bounce_while_producing(cluster, cli_env, tmp_path, figures):
     sent, acked, failed = totals(out)
     in_topic = readings_in(read_all(cluster.bootstrap, settings.input_topic))
     duplicated = sum(n - 1 for n in in_topic.values() if n > 1)
-    figures(f"leaders killed {len(bounced)} (nodes {bounced}); sent {sent}, acked {acked}, failed {failed}; "
+    figures(f"leaders killed {len(bounced)} (nodes {bounced}; after each restart, in sync again in "
+            f"{seconds(in_sync_after)} s, the producer's backlog delivered {seconds(delivered_after)} s later); "
+            f"sent {sent}, acked {acked}, failed {failed}; "
             f"in topic {sum(in_topic.values())} ({len(in_topic)} distinct), duplicated {duplicated}, "
             f"lost (acked but absent) {max(0, acked - len(in_topic))}; exit {code}")
     assert len(bounced) == 5
-    assert sent == 100_000 and acked + failed == sent
+    assert sent == 150_000 and acked + failed == sent
     assert duplicated == 0  # idempotence: a retry never writes a reading twice
     assert acked <= len(in_topic) <= sent  # every acknowledged reading is there; a failed one may be too
     assert failed == 0 and code == 0, out[-6000:]

@@ -169,9 +169,10 @@ def test_broker_restart_while_streaming(cluster, spark, cli_env, tmp_path, figur
     try:
         wait_for(log, r"streaming ", proc=proc)
         sent += send(settings, 4_000, seed=61)
-        for node in (1, 2, 3):
+        for node in (1, 2, 3):  # a rolling restart: the next broker only once every replica is in sync
             cluster.kill(node, signal.SIGTERM)
             cluster.up()
+            cluster.wait_in_sync(settings.input_topic, settings.output_topic, settings.dead_letter_topic)
         sent += send(settings, 4_000, seed=62, hour=1)
         expected = len(sent)
         deadline = time.monotonic() + 240

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 from kafka.admin import KafkaAdminClient
+from kafka.errors import KafkaError
 
 from sensorstream.local.broker import LocalKafka
 from sensorstream.local.topics import TopicSpec, ensure_topics
@@ -100,6 +101,34 @@ class FaultCluster:
         finally:
             admin.close()
         raise LookupError(f"{topic}-{partition}")
+
+    def wait_in_sync(self, *topics: str, timeout: float = 120) -> float:
+        """Wait until every replica of every partition of `topics` is in sync again; the seconds waited.
+
+        A broker that answers again after a restart is not yet a replica anyone can count on: it still
+        has to fetch what it missed and be added back to each partition's in-sync set. Killing another
+        broker before that leaves those partitions with one in-sync replica (under min.insync.replicas,
+        so acks=all fails) or none (no leader): two brokers down, for them. A rolling restart waits for
+        this between brokers, and so do the tests of one broker down at a time."""
+        start = time.monotonic()
+        lagging: list[str] = []
+        while time.monotonic() - start < timeout:
+            try:
+                admin = self.admin()
+                try:
+                    described = admin.describe_topics(list(topics))
+                finally:
+                    admin.close()
+            except KafkaError:
+                time.sleep(0.5)
+                continue
+            lagging = [f"{d['topic']}-{p['partition']} (in sync {sorted(p['isr'])} of {sorted(p['replicas'])})"
+                       for d in described for p in d["partitions"] if set(p["isr"]) != set(p["replicas"])]
+            if not lagging:
+                return time.monotonic() - start
+            time.sleep(0.5)
+        raise RuntimeError(f"replicas not in sync {timeout:.0f} s after the restart: "
+                           f"{', '.join(lagging) or 'no answer'}")
 
     def partitions(self, topic: str) -> set[int]:
         """The topic's partitions, as a new client's metadata has them."""
