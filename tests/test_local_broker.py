@@ -1,10 +1,12 @@
 """The embedded broker through the real CLI: up, idempotent up, status, down; topics from values."""
 
 import os
+import socket
 
 import pytest
 import yaml
 
+from sensorstream.errors import LocalStackError
 from sensorstream.local.broker import LocalKafka, free_port
 from sensorstream.local.topics import specs_from_values
 from support.cli import cli
@@ -57,6 +59,8 @@ def test_replicas_are_capped_to_the_broker_count(tmp_path):
 
 
 def test_two_brokers_form_one_cluster(tmp_path):
+    """Two brokers serve one cluster; when one of them cannot start, `up` stops the other again (it
+    started it) and names the one that failed, leaving no broker running behind the error."""
     from kafka import KafkaAdminClient
 
     cluster = LocalKafka(tmp_path, brokers=2, port=free_port(), jars_dir=KAFKA_JARS)
@@ -67,6 +71,16 @@ def test_two_brokers_form_one_cluster(tmp_path):
             assert len(admin.describe_cluster()["brokers"]) == 2
         finally:
             admin.close()
+
+    taken = socket.socket()  # broker 2's port, held by "another program"
+    taken.bind(("127.0.0.1", cluster.status()[1].port))
+    taken.listen()
+    try:
+        with pytest.raises(LocalStackError, match="broker 2"):
+            cluster.up()
+    finally:
+        taken.close()
+    assert [node.running for node in cluster.status()] == [False, False]
 
 
 # --- the secured listener (`local up --sasl-ssl DIR`); the broker itself runs in tests/faults ---

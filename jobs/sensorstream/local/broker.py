@@ -233,30 +233,42 @@ class LocalKafka:
         meta = self._prepare(java, classpath)
         if self.security:  # each start reads the caller's files again (a renewed certificate, say)
             self._write_private(self.keystore, self.security.keystore_pem())
-        for node_id, port in enumerate(meta["ports"], start=1):
-            pid = self._read_pid(node_id)
-            if pid and _alive(pid):
-                continue
-            self._start_node(java, classpath, node_id)
-        self._wait_ready(len(meta["ports"]))
+        started: list[int] = []
+        try:
+            for node_id in range(1, len(meta["ports"]) + 1):
+                pid = self._read_pid(node_id)
+                if pid and _alive(pid):
+                    continue
+                self._start_node(java, classpath, node_id)
+                started.append(node_id)
+            self._wait_ready(len(meta["ports"]))
+        except BaseException:  # a broker that exited, a timeout, Ctrl+C: stop the ones this call started
+            self._stop(started)
+            raise
         return True
 
     def down(self, purge: bool = False) -> int:
         """Stop the processes this stack started; returns how many were running."""
+        stopped = self._stop([node.node_id for node in self.status()])
+        if purge and self.home.exists():
+            shutil.rmtree(self.home)
+        return stopped
+
+    def _stop(self, node_ids: list[int]) -> int:
+        """SIGTERM these nodes, SIGKILL those still alive after STOP_TIMEOUT_S; how many were running."""
+        nodes = [node for node in self.status() if node.node_id in node_ids]
         stopped = 0
-        for node in self.status():
+        for node in nodes:
             if node.pid and node.running:
                 os.kill(node.pid, signal.SIGTERM)
                 stopped += 1
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        for node in self.status():
+        for node in nodes:
             while node.pid and _alive(node.pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
             if node.pid and _alive(node.pid):
                 os.kill(node.pid, signal.SIGKILL)
             self._pid_file(node.node_id).unlink(missing_ok=True)
-        if purge and self.home.exists():
-            shutil.rmtree(self.home)
         return stopped
 
     @contextmanager
