@@ -2,10 +2,13 @@
 
 import csv
 import json
+import os
 import re
+import time
 from datetime import timedelta
 
 import pytest
+from pyspark.sql.types import StringType, StructField, StructType
 
 from sensorstream import report
 from sensorstream.producer import produce
@@ -66,6 +69,22 @@ def test_each_run_gets_its_own_folder(produced, spark):
     second = report.run(spark, settings)
     assert first.folder != second.folder
     assert sorted(p.name for p in settings.report_dir.iterdir()) == sorted([first.folder.name, second.folder.name])
+
+
+def test_a_report_removes_what_a_killed_one_left_half_written(tmp_path):
+    """Hidden staging folders older than ABANDONED_AFTER go; a recent one (another report writing
+    right now, say) stays, and so does every visible report."""
+    old, recent = tmp_path / ".20260101T000000Z.partial", tmp_path / ".20260101T000100Z.partial"
+    visible = tmp_path / "20250101T000000Z"
+    for folder in (old, recent, visible):
+        folder.mkdir()
+        (folder / "sensor_report.csv").write_text("sensor_id\r\n")
+    long_ago = time.time() - report.ABANDONED_AFTER.total_seconds() - 60
+    os.utime(old, (long_ago, long_ago))
+    os.utime(visible, (long_ago, long_ago))
+    schema = StructType([StructField("sensor_id", StringType())])
+    folder, _ = report.write_report(None, schema, [("sensor-01",)], tmp_path, ("csv",), quality={})
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([recent.name, visible.name, folder.name])
 
 
 def test_time_range_selects_readings_by_event_time(produced, spark):

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -123,6 +124,21 @@ def _json_value(value):
     return _iso(value) if isinstance(value, datetime) else value
 
 
+#: A hidden staging folder untouched for this long was left by a report killed while writing (kill -9,
+#: out of memory): the next report removes it. Writing a report's files takes seconds, and the chart's
+#: CronJob never runs two reports at once (concurrencyPolicy: Forbid).
+ABANDONED_AFTER = timedelta(hours=1)
+
+
+def _remove_abandoned(report_dir: Path, now: float) -> None:
+    for staging in report_dir.glob(".*.partial"):
+        try:
+            if staging.is_dir() and now - staging.stat().st_mtime > ABANDONED_AFTER.total_seconds():
+                shutil.rmtree(staging, ignore_errors=True)
+        except OSError:  # gone meanwhile, or not ours to read: leave it
+            pass
+
+
 def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], report_dir: Path,
                  formats: tuple[str, ...], quality: dict, now: datetime | None = None,
                  series: dict | None = None) -> tuple[Path, list[Path]]:
@@ -131,6 +147,7 @@ def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], rep
     now = now or datetime.now(timezone.utc)
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(report_dir, time.time())
     name = now.strftime("%Y%m%dT%H%M%SZ")
     final = report_dir / name
     suffix = 1
