@@ -14,6 +14,7 @@ import time
 import pytest
 
 from sensorstream.local.broker import free_port
+from sensorstream.readings import REASON_KINDS
 from sensorstream.spark import SPARK_METRICS_PATH
 from support.cli import assert_one_line_error, cli, topic_env
 from support.places import CHART
@@ -57,6 +58,7 @@ def test_every_metric_the_dashboard_queries_is_served(cli_env, kafka_settings):
             scraped = {name: scrape(url) for name, url in urls.items()}
             ready = (value(scraped["producer"], "sensorstream_producer_records_acked_total") > 0
                      and value(scraped["stream"], "sensorstream_stream_batches_total") >= 2
+                     and value(scraped["stream"], "sensorstream_stream_dead_letters_total") > 0
                      and STREAM_QUERY_METRIC in scraped["spark"])
             if ready:
                 break
@@ -79,6 +81,9 @@ def test_every_metric_the_dashboard_queries_is_served(cli_env, kafka_settings):
     assert value(stream_metrics, "sensorstream_stream_input_records_total") > 0
     assert value(stream_metrics, "sensorstream_stream_watermark_timestamp_seconds") > 1.7e9
     assert value(stream_metrics, "sensorstream_stream_batch_duration_seconds_count") >= 2
+    # dead letters by kind of reason: every kind served (0 until one comes), no other
+    reasons = {labels for labels, _ in stream_metrics["sensorstream_stream_dead_letters_total"]}
+    assert reasons == {f'{{reason="{kind}"}}' for kind in REASON_KINDS}, reasons
     # the endpoints' addresses are printed, and LOG_FORMAT=json gives a batch's figures as fields
     assert f"http://127.0.0.1:{producer_port}/metrics" in producer_log
     assert urls["spark"] in stream_log and urls["stream"] in stream_log

@@ -2,6 +2,7 @@
 
 import json
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -10,6 +11,7 @@ from sensorstream import streaming
 from sensorstream.aggregate import window_stats
 from sensorstream.errors import CheckpointError
 from sensorstream.producer import produce
+from sensorstream.readings import REASON_KINDS
 from sensorstream.report import read_topic
 from sensorstream.schema import parse_and_validate
 from sensorstream.simulator import MALFORMED_KINDS, Simulator
@@ -23,14 +25,16 @@ WINDOW = timedelta(minutes=5)
 
 @pytest.fixture(scope="module")
 def run(kafka_bootstrap, spark, tmp_path_factory):
-    """Produce one hour of readings (with malformed ones) and run the stream over them once."""
+    """Produce one hour of readings (with malformed ones) and run the stream over them once: the
+    settings, what was sent, and each micro-batch's progress."""
     settings = isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("stream"), sinks="console,kafka,parquet",
                                  max_offsets_per_trigger="300")
     sim = RecordingSimulator(sensors=10, seed=17, clock=stepping_clock(step=timedelta(seconds=3)), bad_ratio=0.05)
     stats = produce(settings, sim, count=1200, rate=0)
     assert stats.acked == 1200
-    streaming.run(spark, settings, available_now=True, say=lambda _: None)
-    return settings, sim.sent
+    progress = []
+    streaming.run(spark, settings, available_now=True, say=lambda _: None, on_progress=progress.append)
+    return settings, sim.sent, progress
 
 
 def final_windows(settings):
@@ -42,7 +46,7 @@ def final_windows(settings):
 
 
 def test_stream_windows_match_an_independent_computation(run):
-    settings, sent = run
+    settings, sent, _ = run
     readings = [r.reading.to_json() for r in sent if r.kind == "reading"]
     expected = reference_windows(readings, WINDOW)
     windows = final_windows(settings)
@@ -56,7 +60,7 @@ def test_stream_windows_match_an_independent_computation(run):
 
 
 def test_stream_and_batch_give_the_same_windows(run, spark):
-    settings, _ = run
+    settings, _, _ = run
     readings, _ = parse_and_validate(read_topic(spark, settings))
     batch = {(r["sensor_id"], r["window_start"].astimezone(timezone.utc)): r.asDict()
              for r in window_stats(readings, WINDOW).collect()}
@@ -69,7 +73,7 @@ def test_stream_and_batch_give_the_same_windows(run, spark):
 
 
 def test_every_malformed_record_reaches_the_dead_letter_topic(run):
-    settings, sent = run
+    settings, sent, _ = run
     bad = [r for r in sent if r.kind in MALFORMED_KINDS]
     assert {r.kind for r in bad} == set(MALFORMED_KINDS)
     letters = [json.loads(rec.value) for rec in consume_all(settings, settings.dead_letter_topic)]
@@ -85,8 +89,21 @@ def test_every_malformed_record_reaches_the_dead_letter_topic(run):
         assert letter["kafka_timestamp"]
 
 
+def test_each_batch_counts_its_rejects_by_kind_of_reason(run):
+    """What the metrics serve as sensorstream_stream_dead_letters_total{reason=...}: per batch, the
+    kinds add up to its rejects; over the run, they are the dead letters' reasons, kind by kind."""
+    settings, _, progress = run
+    assert progress and all(sum(p.rejected_by_reason.values()) == p.rejected for p in progress)
+    counted = Counter()
+    for p in progress:
+        counted.update(p.rejected_by_reason)
+    letters = [json.loads(rec.value)["reason"] for rec in consume_all(settings, settings.dead_letter_topic)]
+    assert counted == Counter(reason.split(":")[0] for reason in letters)
+    assert set(counted) <= set(REASON_KINDS) and len(counted) >= 3
+
+
 def test_parquet_sink_holds_finalized_windows(run, spark):
-    settings, sent = run
+    settings, sent, _ = run
     rows = spark.read.parquet(str(settings.parquet_dir)).collect()
     expected = reference_windows([r.reading.to_json() for r in sent if r.kind == "reading"], WINDOW)
     assert rows, "no window was finalized"

@@ -95,6 +95,11 @@ def window_stats(readings: DataFrame, window: timedelta, slide: timedelta | None
     )
 
 
+def reason_kind() -> Column:
+    """A reject's kind of reason (one of schema.REASON_KINDS): its reason up to the first colon."""
+    return F.split("reason", ":").getItem(0)
+
+
 def sensor_report(records: DataFrame) -> DataFrame:
     """Per sensor over parsed records (`schema.parse`: readings and rejects in one frame, so one pass).
 
@@ -106,7 +111,7 @@ def sensor_report(records: DataFrame) -> DataFrame:
     Rows are in no particular order.
     """
     valid = F.col("reason").isNull()
-    kind = F.split("reason", ":").getItem(0)
+    kind = reason_kind()
     return records.groupBy("sensor_id").agg(
         F.count_if(valid).alias("total_readings"),
         *metric_columns(WINDOW_STATS),
@@ -127,8 +132,8 @@ def micro_batch(records: DataFrame, window: timedelta, slide: timedelta | None =
     One row per (window, sensor, input partition) of the batch's readings with their PARTIALS and
     newest event time (kind "window"; a sensor's readings share one partition unless the topic
     grew), and for the rejects (kind "reject") one row per input partition, or, `with_dead_letters`,
-    one row per reject with its dead letter (`reject_key`, `dead_letter`:
-    `schema.dead_letter_columns`). `records` counts each input record once (a reading in several sliding windows
+    one row per reject with its kind of reason and its dead letter (`reason_kind`, `reject_key`,
+    `dead_letter`: `schema.dead_letter_columns`). `records` counts each input record once (a reading in several sliding windows
     counts in the newest). Window starts are in microseconds. Whether a window is already closed
     (its readings late) is the driver's call (windows.py): the plan holds no watermark, so it is
     the same every batch and Spark compiles it once.
@@ -162,7 +167,8 @@ def _micro_batch_columns(window: timedelta, slide: timedelta | None, with_dead_l
         # Spark off its hash aggregation onto sorting every row.
         key, value = dead_letter_columns()
         keyed += (F.when(~valid, F.col("source_offset")).alias("source_offset"),
+                  F.when(~valid, reason_kind()).alias("reason_kind"),
                   F.when(~valid, key).alias("reject_key"), F.when(~valid, value).alias("dead_letter"))
-        keys += ("source_offset", "reject_key", "dead_letter")
+        keys += ("source_offset", "reason_kind", "reject_key", "dead_letter")
     aggregates = (F.count_if("newest").alias("records"), *partial_columns(), F.max("event_us").alias("max_event_us"))
     return keyed, keys, aggregates

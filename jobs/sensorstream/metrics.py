@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sensorstream.config import Settings, invalid
+from sensorstream.readings import REASON_KINDS
 
 if TYPE_CHECKING:
     from sensorstream.producer import DeliveryStats
@@ -94,7 +95,9 @@ class StreamMetrics:
         self.batches = Counter("sensorstream_stream_batches", "Micro-batches completed", registry=registry)
         self.records = Counter("sensorstream_stream_input_records", "Input records read", registry=registry)
         self.dead_letters = Counter("sensorstream_stream_dead_letters", "Records rejected to the dead-letter "
-                                    "topic", registry=registry)
+                                    "topic, by kind of reason", labelnames=("reason",), registry=registry)
+        for kind in REASON_KINDS:  # every kind served from the start, at 0
+            self.dead_letters.labels(reason=kind)
         self.late = Counter("sensorstream_stream_late_readings_dropped", "Readings dropped because the watermark "
                             "had passed their window", registry=registry)
         self.updated = Counter("sensorstream_stream_windows_updated", "Window rows updated", registry=registry)
@@ -118,7 +121,8 @@ class StreamMetrics:
 
         self.batches.inc()
         self.records.inc(progress.records)
-        self.dead_letters.inc(progress.rejected)
+        for kind, count in progress.rejected_by_reason.items():
+            self.dead_letters.labels(reason=kind or "unknown").inc(count)
         self.late.inc(progress.late)
         self.updated.inc(progress.windows_updated)
         self.final.inc(progress.windows_final)

@@ -1,4 +1,5 @@
-"""A reading's fields, their units and physical ranges: plain Python, no Spark.
+"""A reading's fields, their units and physical ranges, and the kinds of reason a record is
+rejected for: plain Python, no Spark.
 
 The one place these facts are written. The simulator keeps its values inside the ranges, the
 validator (`schema.py`) rejects what is outside them, the report labels its columns with the units,
@@ -23,3 +24,6 @@ REQUIRED = ("sensor_id", "timestamp", *METRICS)
 OPTIONAL = ("seq", "event_id")
 #: Every field of a reading, in the order of the wire format.
 FIELDS = (*REQUIRED, *OPTIONAL)
+#: The kinds of reason a record is rejected for, in the order they are checked (a reason is "<kind>"
+#: or "<kind>: <detail>"): the dead letters', the report's and the stream's metrics' reason.
+REASON_KINDS = ("invalid JSON", "missing field", "wrong type", "bad timestamp", "out of range")

@@ -34,10 +34,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, VariantType
 
-from sensorstream.readings import FIELDS, METRICS, RANGES, REQUIRED  # noqa: F401 - METRICS, RANGES: re-exported
-
-#: The reason kinds, in the order they are checked (a reason is "<kind>" or "<kind>: <detail>").
-REASON_KINDS = ("invalid JSON", "missing field", "wrong type", "bad timestamp", "out of range")
+from sensorstream.readings import (  # noqa: F401 - METRICS, RANGES, REASON_KINDS: re-exported
+    FIELDS, METRICS, RANGES, REASON_KINDS, REQUIRED)
 
 #: A date, a time with seconds, an optional fraction and an optional offset (UTC without one).
 #: A Java regex (\z: the very end; $ would also match before a final line break).

@@ -41,7 +41,8 @@ import sys
 import threading
 import time
 import weakref
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -144,6 +145,7 @@ class Batch:
     batch_id: int
     outcome: BatchOutcome
     rejected: int
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)  # {kind of reason: rejects}
 
 
 class _Output:
@@ -320,16 +322,16 @@ class _Batches:
     def _batch(self, checked: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         if self.explain_all:  # one job for the whole batch, explained
-            windows, records, rejected = self._explained(checked)
-            self.explain_all = rejected > 0
+            windows, records, rejects = self._explained(checked)
+            self.explain_all = sum(rejects.values()) > 0
         else:  # one job for the readings that passed the checks; the others apart, if any
             windows, records, unchecked = _counted(self._summary(passed_readings(checked)).collect())
-            rejected = 0
+            rejects = Counter()
             if unchecked:
-                valid_after_all, _, rejected = self._explained(failed_check(checked))
+                valid_after_all, _, rejects = self._explained(failed_check(checked))
                 windows += valid_after_all
                 self.explain_all = True
-        batch = Batch(batch_id, self.windows.apply(batch_id, windows), rejected)
+        batch = Batch(batch_id, self.windows.apply(batch_id, windows), sum(rejects.values()), dict(rejects))
         for sink in self.sinks:
             sink(batch)
         self.output.flush()
@@ -339,14 +341,15 @@ class _Batches:
     def _summary(self, records: DataFrame, with_dead_letters: bool = False) -> DataFrame:
         return micro_batch(records, self.settings.window_duration, self.settings.slide_duration, with_dead_letters)
 
-    def _explained(self, checked: DataFrame) -> tuple[list[dict], int, int]:
-        """`check`ed records explained and summarised (window rows, records, rejects), in one job;
+    def _explained(self, checked: DataFrame) -> tuple[list[dict], int, Counter]:
+        """`check`ed records explained and summarised (window rows, records, rejects by kind of
+        reason), in one job;
         the summary stays cached while Spark's Kafka writer sends the rejects' dead letters from it
         (acknowledged by all in-sync replicas), so their text never travels to Python."""
         summary = self._summary(explain(checked), with_dead_letters=True).persist()
         try:
             windows, records, rejected = _counted(summary.drop("reject_key", "dead_letter").collect())
-            if rejected:
+            if sum(rejected.values()):
                 (summary.where(F.col("kind") == "reject")
                  .select(F.col("reject_key").alias("key"), F.col("dead_letter").alias("value"))
                  .write.format("kafka").options(**spark_kafka_options(self.settings))
@@ -362,17 +365,22 @@ class _Batches:
         self.previous_start = started
         progress = BatchProgress(batch.batch_id, records, batch.rejected, batch.outcome.late,
                                  len(batch.outcome.updated), len(batch.outcome.final), batch.outcome.watermark,
-                                 took, records / since if since else None, len(self.windows.windows))
+                                 took, records / since if since else None, len(self.windows.windows),
+                                 batch.rejected_by_reason)
         if self.on_progress:
             self.on_progress(progress)
         self.say(progress.line())
 
 
-def _counted(summary: list) -> tuple[list[dict], int, int]:
-    """A collected `micro_batch` summary -> (its window rows, records counted, rejects counted)."""
+def _counted(summary: list) -> tuple[list[dict], int, Counter]:
+    """A collected `micro_batch` summary -> (its window rows, records counted, rejects counted by
+    kind of reason: under None when the summary was made without dead letters)."""
     rows = [row.asDict() for row in summary]
-    windows = [row for row in rows if row["kind"] == "window"]
-    return windows, sum(row["records"] for row in rows), sum(row["records"] for row in rows if row["kind"] == "reject")
+    rejects: Counter = Counter()
+    for row in rows:
+        if row["kind"] == "reject":
+            rejects[row.get("reason_kind")] += row["records"]
+    return [row for row in rows if row["kind"] == "window"], sum(row["records"] for row in rows), rejects
 
 
 @dataclass(frozen=True)
@@ -389,6 +397,7 @@ class BatchProgress:
     seconds: float
     arriving_per_s: float | None  # records over the time since the previous batch started
     open_windows: int = 0  # windows held open after the batch (the stream's state)
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)  # {kind of reason: rejects}
 
     def line(self) -> str:
         arriving = f", {self.arriving_per_s:,.0f}/s arriving" if self.arriving_per_s is not None else ""
