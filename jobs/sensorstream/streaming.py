@@ -144,8 +144,11 @@ class Batch:
 
     batch_id: int
     outcome: BatchOutcome
-    rejected: int
     rejected_by_reason: dict[str, int] = field(default_factory=dict)  # {kind of reason: rejects}
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
 
 
 class _Output:
@@ -331,7 +334,7 @@ class _Batches:
                 valid_after_all, _, rejects = self._explained(failed_check(checked))
                 windows += valid_after_all
                 self.explain_all = True
-        batch = Batch(batch_id, self.windows.apply(batch_id, windows), sum(rejects.values()), dict(rejects))
+        batch = Batch(batch_id, self.windows.apply(batch_id, windows), dict(rejects))
         for sink in self.sinks:
             sink(batch)
         self.output.flush()
