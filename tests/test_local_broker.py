@@ -108,7 +108,7 @@ def test_sasl_ssl_reads_the_clients_user_and_the_folders_files(tmp_path):
     clients = security.client_settings(_secured_settings())
     assert (clients.security_protocol, clients.sasl_mechanism, clients.ssl_ca_location) == (
         "SASL_SSL", "SCRAM-SHA-512", tls / "ca.pem")
-    props = security.listener_properties(9092, 9100, 9200, tmp_path / "keystore.pem")
+    props = security.listener_properties("127.0.0.1", 9092, 9100, 9200, tmp_path / "keystore.pem")
     assert props["listeners"] == ("SASL_SSL://127.0.0.1:9092,INTERNAL://127.0.0.1:9100,"
                                   "CONTROLLER://127.0.0.1:9200")
     assert props["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
@@ -160,3 +160,21 @@ def test_a_cluster_keeps_the_security_it_was_formatted_with(tmp_path):
         LocalKafka(tmp_path / "state")._prepare("java", "")
     with pytest.raises(LocalStackError, match="SCRAM user 'other'"):
         LocalKafka(tmp_path / "state", security=security)._prepare("java", "")
+
+
+def test_a_cluster_keeps_the_address_it_was_formatted_with(tmp_path):
+    """`local up --port/--host` on a cluster formatted for another address is one line naming the way
+    out; without the flags, or with the same ones, it starts where it was formatted."""
+    home = tmp_path / "state" / "local"
+    home.mkdir(parents=True)
+    (home / "cluster.json").write_text('{"cluster_id": "x", "host": "10.244.0.1", "ports": [19092], '
+                                       '"controller_ports": [9093]}')
+    for asked in ({"port": 9092}, {"host": "127.0.0.1"}, {"host": "10.244.0.1", "port": 9092}):
+        with pytest.raises(LocalStackError, match=r"listening on 10\.244\.0\.1:19092, not .*local down --purge"):
+            LocalKafka(tmp_path / "state", **asked)._prepare("java", "")
+    for asked in ({}, {"port": 19092}, {"host": "10.244.0.1", "port": 19092}):
+        assert LocalKafka(tmp_path / "state", **asked)._prepare("java", "")["ports"] == [19092]
+    assert LocalKafka(tmp_path / "state").bootstrap == "10.244.0.1:19092"
+    # A cluster formatted before the host was recorded listens on 127.0.0.1.
+    (home / "cluster.json").write_text('{"cluster_id": "x", "ports": [9092], "controller_ports": [9093]}')
+    assert LocalKafka(tmp_path / "state").bootstrap == "127.0.0.1:9092"

@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     local_cmds.required = True
     up = local_cmds.add_parser("up", help="start the broker(s) and create the chart's topics")
     up.add_argument("--brokers", type=int, default=1, help="number of brokers (default 1)")
-    up.add_argument("--port", type=int, default=9092, help="port of broker 1; broker N uses port+N-1 (default 9092)")
+    up.add_argument("--port", type=int, help="port of broker 1; broker N uses port+N-1 (default 9092; fixed when "
+                                             "the storage is first formatted)")
+    up.add_argument("--host", metavar="ADDRESS",
+                    help="address the brokers listen on and advertise to clients (default 127.0.0.1; fixed when "
+                         "the storage is first formatted), e.g. a bridge address that Pods on this machine reach")
     up.add_argument("--sasl-ssl", metavar="DIR", type=Path,
                     help="clients connect with SASL_SSL (SCRAM-SHA-512): TLS from DIR/broker.pem and DIR/broker.key "
                          "(PEM, for 127.0.0.1), the user KAFKA_SASL_USERNAME with KAFKA_SASL_PASSWORD, created "
@@ -177,8 +181,8 @@ def _local(args, settings) -> int:
     from sensorstream.local.topics import ensure_topics, specs_from_values
 
     secured = getattr(args, "sasl_ssl", None)
-    cluster = LocalKafka(default_state_dir(), brokers=getattr(args, "brokers", 1), port=getattr(args, "port", 9092),
-                         progress=lambda m: _say(f"local: {m}"),
+    cluster = LocalKafka(default_state_dir(), brokers=getattr(args, "brokers", 1), port=getattr(args, "port", None),
+                         host=getattr(args, "host", None), progress=lambda m: _say(f"local: {m}"),
                          security=SaslSsl.from_settings(secured, settings) if secured else None)
     if args.local_command == "up":
         started = cluster.up()
@@ -204,7 +208,7 @@ def _local(args, settings) -> int:
         return 3
     for node in nodes:
         state = f"running (pid {node.pid})" if node.running else "stopped"
-        print(f"broker {node.node_id}: 127.0.0.1:{node.port} {state}")
+        print(f"broker {node.node_id}: {cluster.bootstrap.split(',')[node.node_id - 1]} {state}")
     return 0 if all(n.running for n in nodes) else 3
 
 

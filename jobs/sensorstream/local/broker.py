@@ -5,9 +5,11 @@
     cluster.down()      # stop only the processes this stack started (pid files)
     with cluster.running() as bootstrap: ...   # up, yield "127.0.0.1:PORT", down (tests)
 
-Layout under <state_dir>/local/: cluster.json (ports, cluster id), node-N/{server.properties,
-data/, broker.log, pid}. Broker N listens on port+N-1 (clients) and its controller on a port of its
-own; every node is broker and controller, so any broker count forms a quorum.
+Layout under <state_dir>/local/: cluster.json (host, ports, cluster id), node-N/{server.properties,
+data/, broker.log, pid}. Broker N listens on host:port+N-1 (clients; host 127.0.0.1 unless asked
+for another, such as a bridge address that Pods reach) and its controller on a port of its own on
+127.0.0.1; every node is broker and controller, so any broker count forms a quorum. Host and ports
+are written into the formatted storage: a later `up` asking for others is refused with one line.
 
 Secured (`LocalKafka(..., security=SaslSsl.from_settings(dir, settings))`, `local up --sasl-ssl DIR`):
 the client listener is SASL_SSL with SCRAM-SHA-512, its TLS from the caller's PEM files, and the
@@ -36,6 +38,7 @@ from sensorstream.config import Secret, Settings, invalid, load_settings
 from sensorstream.errors import BrokerUnavailableError, ConfigError, LocalStackError
 from sensorstream.jvm import find_java, require_jars
 
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9092
 READY_TIMEOUT_S = 90.0
 STOP_TIMEOUT_S = 30.0
 HEAP = "-Xmx512m"
@@ -113,12 +116,12 @@ class SaslSsl:
         """StorageTool's --add-scram value: the user, created with the storage."""
         return f"{SCRAM_MECHANISM}=[name={self.username},password={self.password.reveal()}]"
 
-    def listener_properties(self, port: int, internal: int, controller: int, keystore: Path) -> dict:
-        """server.properties entries: clients on SASL_SSL, brokers and controllers on 127.0.0.1 PLAINTEXT."""
+    def listener_properties(self, host: str, port: int, internal: int, controller: int, keystore: Path) -> dict:
+        """server.properties entries: clients on SASL_SSL at host, brokers and controllers on 127.0.0.1 PLAINTEXT."""
         return {
-            "listeners": f"SASL_SSL://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal},"
+            "listeners": f"SASL_SSL://{host}:{port},INTERNAL://127.0.0.1:{internal},"
                          f"CONTROLLER://127.0.0.1:{controller}",
-            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port},INTERNAL://127.0.0.1:{internal}",
+            "advertised.listeners": f"SASL_SSL://{host}:{port},INTERNAL://127.0.0.1:{internal}",
             "inter.broker.listener.name": "INTERNAL",
             "listener.security.protocol.map": "SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "sasl.enabled.mechanisms": SCRAM_MECHANISM,
@@ -162,14 +165,18 @@ def _alive(pid: int) -> bool:
 class LocalKafka:
     """The embedded broker(s). Ports are fixed once the storage is formatted (cluster.json)."""
 
-    def __init__(self, state_dir: Path, brokers: int = 1, port: int = 9092, jars_dir: Path | None = None,
-                 progress: Callable[[str], None] = lambda _: None, security: SaslSsl | None = None):
+    def __init__(self, state_dir: Path, brokers: int = 1, port: int | None = None, jars_dir: Path | None = None,
+                 progress: Callable[[str], None] = lambda _: None, security: SaslSsl | None = None,
+                 host: str | None = None):
+        """`port` and `host` None: those the cluster was formatted with, else 9092 and 127.0.0.1."""
         if brokers < 1:
             raise ConfigError("--brokers", None, f"{brokers} must be 1 or more")
         self.home = Path(state_dir) / "local"
         self.jars_dir = Path(jars_dir) if jars_dir else Path(state_dir) / "jars" / "kafka"
         self.brokers = brokers
-        self.port = port
+        self.asked_port, self.asked_host = port, host
+        self.port = port if port is not None else DEFAULT_PORT
+        self.host = host or DEFAULT_HOST
         self.progress = progress
         self.security = security
 
@@ -205,7 +212,11 @@ class LocalKafka:
     def bootstrap(self) -> str:
         meta = self._meta()
         ports = meta["ports"] if meta else [self.port + i for i in range(self.brokers)]
-        return ",".join(f"127.0.0.1:{p}" for p in ports)
+        return ",".join(f"{self._host(meta)}:{p}" for p in ports)
+
+    def _host(self, meta: dict | None) -> str:
+        """The client listeners' address: the formatted cluster's, else the one asked for."""
+        return meta.get("host", DEFAULT_HOST) if meta else self.host
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -298,14 +309,16 @@ class LocalKafka:
             )
         if meta:
             self._check_security(meta)
+            self._check_address(meta)
             return meta
+        host = self.host
         ports = [self.port + i for i in range(self.brokers)]
         controllers = [free_port() for _ in ports]
         internals = [free_port() for _ in ports] if self.security else []
         for port in ports:
-            if accepts_connections("127.0.0.1", port):
+            if accepts_connections(host, port):
                 raise LocalStackError(
-                    f"port {port} on 127.0.0.1 is taken by another program; stop it or choose another "
+                    f"port {port} on {host} is taken by another program; stop it or choose another "
                     "with `sensorstream local up --port N`"
                 )
         self.progress("formatting storage (KRaft)")
@@ -320,8 +333,8 @@ class LocalKafka:
                 "process.roles": "broker,controller",
                 "node.id": node_id,
                 "controller.quorum.voters": voters,
-                "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}",
-                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+                "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://127.0.0.1:{controller}",
+                "advertised.listeners": f"PLAINTEXT://{host}:{port}",
                 "controller.listener.names": "CONTROLLER",
                 "inter.broker.listener.name": "PLAINTEXT",
                 "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -337,14 +350,14 @@ class LocalKafka:
                 "log.segment.bytes": 64 * 1024 * 1024,
             }
             if self.security:
-                props.update(self.security.listener_properties(port, internals[node_id - 1], controller, self.keystore))
+                props.update(self.security.listener_properties(host, port, internals[node_id - 1], controller, self.keystore))
             config = node / "server.properties"
             config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
             format_args = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)]
             if self.security:
                 format_args += ["--add-scram", self.security.scram_argument()]
             self._run_tool(java, classpath, format_args)
-        meta = {"cluster_id": cluster_id, "ports": ports, "controller_ports": controllers}
+        meta = {"cluster_id": cluster_id, "host": host, "ports": ports, "controller_ports": controllers}
         if self.security:
             meta.update(internal_ports=internals, sasl_ssl={"tls_dir": str(self.security.tls_dir),
                                                             "user": self.security.username})
@@ -364,6 +377,16 @@ class LocalKafka:
                 f"the local cluster in {self.home} has the SCRAM user {formatted['user']!r} (created with its "
                 f"storage), not {self.security.username!r}; set KAFKA_SASL_USERNAME to it, or run "
                 "`sensorstream local down --purge` first to start over")
+
+    def _check_address(self, meta: dict) -> None:
+        """Host and ports are fixed in the formatted storage: one line when `up` asks for others."""
+        host, port = self._host(meta), meta["ports"][0]
+        if (self.asked_host not in (None, host)) or (self.asked_port not in (None, port)):
+            asked = f"{self.asked_host or host}:{self.asked_port if self.asked_port is not None else port}"
+            raise LocalStackError(
+                f"the local cluster in {self.home} was created listening on {host}:{port}, not {asked}; "
+                f"start it as it is with `sensorstream local up`, or run `sensorstream local down --purge` "
+                "first to start over there (its topics and data are deleted)")
 
     @staticmethod
     def _write_private(path: Path, text: str) -> None:
@@ -428,12 +451,13 @@ class LocalKafka:
         """Every node answers on its own port and sees `expected` brokers. Asking one node is not
         enough: a broker killed a moment ago stays in the others' metadata until its session times
         out, so the cluster would look whole while that broker is still starting."""
-        ports = self._meta()["ports"]
-        if not all(accepts_connections("127.0.0.1", port) for port in ports):
+        meta = self._meta()
+        host, ports = self._host(meta), meta["ports"]
+        if not all(accepts_connections(host, port) for port in ports):
             return False
         for port in ports:
             try:
-                with admin_client(settings.replace(bootstrap_servers=f"127.0.0.1:{port}")) as admin:
+                with admin_client(settings.replace(bootstrap_servers=f"{host}:{port}")) as admin:
                     if len(admin.describe_cluster()["brokers"]) < expected:
                         return False
             except BrokerUnavailableError:
