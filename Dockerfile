@@ -1,63 +1,127 @@
 # syntax=docker/dockerfile:1
 # One image for every sensorstream workload on Kubernetes: the producer Deployment, the streaming
-# SparkApplication (driver and executors) and the report CronJob.
+# SparkApplication (driver and executors), the report CronJob and the helm test pod.
 #
-#   make image   (docker build with the files git knows as the context: no .venv, jars or data)
+#   make image   (the files git knows as the context: no .venv, jars or data; docker when a Docker
+#                 engine answers, else buildah with a locally made debian:bookworm-slim base)
+#
+# Built from Debian packages and PyPI only, on debian:bookworm-slim:
+#   stage "jars": Debian's Maven and JDK 17 resolve the Spark Kafka connector and its dependencies
+#                 with the same pom and profile that `make jars` uses locally, so the image and a
+#                 laptop run the very same jars.
+#   runtime:      Debian's Java 17 (JRE) and Python 3.11; a virtualenv (/opt/sensorstream/venv;
+#                 bookworm's Python is externally managed) with pyspark, which ships Spark itself
+#                 (jars, bin/, the Kubernetes backend), and the sensorstream package.
+#                 SPARK_HOME=/opt/spark, a link to the venv's pyspark folder; the connector is
+#                 copied into its jars/. User `spark`, uid/gid 185, with a passwd entry and a home.
+#                 Entrypoint: k8s/image/entrypoint.sh under tini (Spark's driver/executor contract;
+#                 any other command runs as given). Nothing is downloaded when a pod starts.
 #
 # Versions that must agree, checked by tests/chart/test_chart_consistency.py:
 #   SPARK_VERSION here == <spark.version> in jobs/jvm/pom.xml == sparkVersion in the chart
-#                      == the pyspark pin in pyproject.toml
+#                      == the pyspark pin in pyproject.toml (the `spark` extra installed below)
+#   SCALA_BINARY_VERSION here == <scala.binary.version> in the pom (pyspark 4 is Scala 2.13)
+# The build itself fails if the installed pyspark or the connector jar does not match them.
 #
-# Stage 1 resolves the Spark Kafka connector and its dependencies with the same pom and profile
-# that `make jars` uses locally, so the image and a laptop run the very same jars.
-# Stage 2 is the official Apache Spark image (Ubuntu 22.04, Java 17, Python 3.10, user `spark`
-# uid 185, SPARK_HOME=/opt/spark) with the connector baked into Spark's own jar folder and the
-# sensorstream package installed. Nothing is downloaded when a pod starts.
+# Behind a TLS-inspecting proxy, pass its CA as a build secret (never stored in a layer):
+#   --secret id=build-ca,src=<PEM file>   (make image does this with the CAs this machine added
+#                                          under /usr/local/share/ca-certificates)
 
 ARG SPARK_VERSION=4.0.4
-ARG MAVEN_IMAGE=maven:3.9.11-eclipse-temurin-17
+ARG SCALA_BINARY_VERSION=2.13
 
-FROM ${MAVEN_IMAGE} AS maven
+# --- stage 1: the Spark Kafka connector jars ------------------------------------------------------
+FROM debian:bookworm-slim AS jars
+# The slim image has no /usr/share/man: the JDK's update-alternatives fails without man1.
+RUN set -eux; \
+    mkdir -p /usr/share/man/man1; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends maven openjdk-17-jdk-headless; \
+    apt-get clean; rm -rf /var/lib/apt/lists/*
 WORKDIR /build
 COPY jobs/jvm/pom.xml jobs/jvm/pom.xml
-RUN mvn -B -q -f jobs/jvm/pom.xml -P spark-connector package -Djars.dir=/jars \
-    && ls -1 /jars/spark
+# A build CA, if given, is added to Java's trust store of this throw-away stage only.
+RUN --mount=type=secret,id=build-ca,required=false \
+    set -eu; \
+    if [ -s /run/secrets/build-ca ]; then \
+      mkdir -p /usr/local/share/ca-certificates/build-ca; \
+      awk '/-----BEGIN CERTIFICATE-----/ { n++ } n { print > ("/usr/local/share/ca-certificates/build-ca/" n ".crt") }' /run/secrets/build-ca; \
+      update-ca-certificates >/dev/null; \
+    fi; \
+    mvn -B -q -f jobs/jvm/pom.xml -P spark-connector package -Djars.dir=/jars; \
+    ls -1 /jars/spark
 
-FROM apache/spark:${SPARK_VERSION}-scala2.13-java17-python3-ubuntu
+# --- stage 2: the runtime -------------------------------------------------------------------------
+FROM debian:bookworm-slim
 ARG SPARK_VERSION
+ARG SCALA_BINARY_VERSION
 
 LABEL org.opencontainers.image.title="sensorstream" \
       org.opencontainers.image.description="IoT sensor pipeline on Apache Kafka and Apache Spark: producer, streaming windows, batch report" \
       org.opencontainers.image.licenses="Apache-2.0" \
       io.sensorstream.spark-version="${SPARK_VERSION}"
 
-USER root
+# procps: Spark's scripts use ps. tini: PID 1 that forwards signals and reaps children.
+# man1: see stage 1.
+RUN set -eux; \
+    mkdir -p /usr/share/man/man1; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends \
+      openjdk-17-jre-headless python3 python3-venv tini bash procps; \
+    # (ca-certificates-java runs Java as root while installing: its perf data stays in /tmp)
+    apt-get clean; rm -rf /var/lib/apt/lists/* /tmp/hsperfdata_root; \
+    groupadd --system --gid 185 spark; \
+    useradd --system --uid 185 --gid 185 --home-dir /home/spark --create-home --shell /bin/bash spark
+
+ENV VIRTUAL_ENV=/opt/sensorstream/venv \
+    SPARK_HOME=/opt/spark \
+    PYSPARK_PYTHON=/opt/sensorstream/venv/bin/python3 \
+    PYTHONUNBUFFERED=1
+ENV PATH=${VIRTUAL_ENV}/bin:${SPARK_HOME}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+# pyspark first, in its own layer: ~450 MB that changes only with SPARK_VERSION, not with the code.
+RUN --mount=type=secret,id=build-ca,required=false \
+    set -eu; \
+    if [ -s /run/secrets/build-ca ]; then \
+      cat /etc/ssl/certs/ca-certificates.crt /run/secrets/build-ca > /tmp/build-ca.pem; \
+      export PIP_CERT=/tmp/build-ca.pem; \
+    fi; \
+    python3 -m venv "$VIRTUAL_ENV"; \
+    pip install --no-cache-dir --disable-pip-version-check "pyspark==${SPARK_VERSION}"; \
+    ln -s "$(python3 -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')" "$SPARK_HOME"; \
+    rm -f /tmp/build-ca.pem
 
 # The connector next to Spark's own jars: on the classpath of driver and executors, no --jars.
-COPY --from=maven /jars/spark/ /opt/spark/jars/
+COPY --from=jars /jars/spark/ /opt/spark/jars/
 
-# The package. Its runtime dependencies are kafka-python and pyyaml only; pyspark is the image's
-# own (/opt/spark/python), which must match the JVM side exactly, so the `spark` extra is not used.
+# The package, with the `spark` extra: pip checks that pyproject's pyspark pin is the one above.
 COPY pyproject.toml README.md /opt/sensorstream/
 COPY jobs/ /opt/sensorstream/jobs/
-RUN set -eux; \
-    python3 -m pip install --no-cache-dir /opt/sensorstream; \
-    # spark-submit puts pyspark on the path of the jobs it starts; plain `sensorstream report`
-    # (the CronJob) runs Spark in local mode without spark-submit, so make the image's pyspark
-    # and py4j importable for every Python process.
-    site="$(python3 -c 'import site; print(site.getsitepackages()[0])')"; \
-    { echo /opt/spark/python; ls -1 /opt/spark/python/lib/py4j-*-src.zip; } > "$site/spark.pth"; \
+COPY k8s/image/entrypoint.sh /opt/sensorstream/entrypoint.sh
+RUN --mount=type=secret,id=build-ca,required=false \
+    set -eu; \
+    if [ -s /run/secrets/build-ca ]; then \
+      cat /etc/ssl/certs/ca-certificates.crt /run/secrets/build-ca > /tmp/build-ca.pem; \
+      export PIP_CERT=/tmp/build-ca.pem; \
+    fi; \
+    pip install --no-cache-dir --disable-pip-version-check "/opt/sensorstream[spark]"; \
+    rm -f /tmp/build-ca.pem; \
     # The package runs from site-packages; the copy under /opt/sensorstream/jobs stays for the
     # SparkApplication's main file and the log4j2 configuration the chart points the JVMs at.
     rm -rf /opt/sensorstream/build /opt/sensorstream/jobs/*.egg-info; \
-    mkdir -p /checkpoints /reports; \
-    chown 185:185 /checkpoints /reports; \
+    chmod 0755 /opt/sensorstream/entrypoint.sh; \
+    mkdir -p /checkpoints /reports "$SPARK_HOME/work-dir"; \
+    chown 185:185 /checkpoints /reports "$SPARK_HOME/work-dir"; \
     cd /tmp; \
     python3 -c "import pyspark, sensorstream, sys; sys.exit(pyspark.__version__ != '${SPARK_VERSION}')"; \
-    command -v sensorstream
+    test -f "$SPARK_HOME/jars/spark-sql-kafka-0-10_${SCALA_BINARY_VERSION}-${SPARK_VERSION}.jar"; \
+    test -f "$SPARK_HOME/jars/spark-kubernetes_${SCALA_BINARY_VERSION}-${SPARK_VERSION}.jar"; \
+    command -v sensorstream spark-submit java tini
 
 # The SparkApplication's mainApplicationFile is local:///opt/sensorstream/jobs/spark_entrypoint.py.
 USER 185
 WORKDIR /opt/spark/work-dir
-# The Spark image's entrypoint stays: the Spark Operator relies on it for driver and executor
-# pods; for the producer and report pods the chart sets the command.
+# Spark starts driver and executor pods with args `driver ...` / `executor` and no command; the
+# producer, report and test pods set their own command (which replaces this entrypoint).
+ENTRYPOINT ["/usr/bin/tini", "--", "/opt/sensorstream/entrypoint.sh"]
+CMD ["sensorstream", "--help"]

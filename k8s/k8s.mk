@@ -33,6 +33,15 @@ SPARK_OPERATOR_NAMESPACE ?= spark-operator
 # above. The pins are passed to k8s/k8s-tools.sh, which rebuilds a binary only when its pin changes.
 KUBERNETES_VERSION := v1.37.2
 ETCD_VERSION := v3.6.8
+# The node that `make node-tools` builds (kubelet, kube-scheduler and kube-proxy at
+# KUBERNETES_VERSION, from the same module). containerd 2.x, not Debian's 1.6: containerd's release
+# support table pairs Kubernetes 1.37 with containerd 2.3/2.4, and 1.6 is out of support. CoreDNS
+# is built with only the plugins listed (package names under its plugin/ folder): the cluster DNS
+# listens on the node's bridge address only (bind), serves cluster.local and forwards nothing, there
+# being no upstream (so no forward plugin).
+CONTAINERD_VERSION := v2.4.2
+COREDNS_VERSION := v1.15.0
+COREDNS_PLUGINS := kubernetes bind errors health ready cache log loop
 # The image tag is the chart's appVersion, which a test keeps equal to the package version.
 K8S_IMAGE := sensorstream:$(shell sed -n 's/^appVersion: *"*\([^"]*\)"*/\1/p' $(K8S_CHART)/Chart.yaml)
 
@@ -95,8 +104,24 @@ k8s-tools: $(HELM) ## build the local control plane for test-k8s (pinned) into .
 	KUBERNETES_VERSION=$(KUBERNETES_VERSION) ETCD_VERSION=$(ETCD_VERSION) \
 	  SPARK_OPERATOR_VERSION=v$(SPARK_OPERATOR_VERSION) k8s/k8s-tools.sh $(STATE)/tools
 
+# kubelet, kube-scheduler, kube-proxy, containerd (+ shim, ctr), CoreDNS and the pause image (a
+# docker-archive in .sensorstream/tools/images for `ctr images import`), plus the Debian packages
+# the node runs with (runc, CNI plugins, buildah, ...), installed when missing (needs root). Cold,
+# about 4 minutes on 2 cores after k8s-tools (whose Go build cache it reuses); then seconds.
+.PHONY: node-tools
+node-tools: k8s-tools ## build a real Kubernetes node (kubelet, containerd, CoreDNS, pause; pinned) into .sensorstream/tools
+	KUBERNETES_VERSION=$(KUBERNETES_VERSION) CONTAINERD_VERSION=$(CONTAINERD_VERSION) \
+	  COREDNS_VERSION=$(COREDNS_VERSION) COREDNS_PLUGINS="$(COREDNS_PLUGINS)" k8s/node-tools.sh $(STATE)/tools
+
 test-k8s: $(VENV)/.installed crds ## the chart on a local control plane and the real Spark Operator (after k8s-tools)
 	$(PY) -m pytest -m apiserver
+
+# The chart on a real node built on this machine: kubelet, containerd, kube-proxy, CoreDNS and the
+# control plane as local processes on a bridge of their own, the image imported into containerd
+# (tests/node/; needs root; puts the host back as it was).
+.PHONY: test-node
+test-node: $(VENV)/.installed jars crds image-archive ## the chart's Pods on a real node built here (after node-tools; root)
+	$(PY) -m pytest -m node tests/node
 
 # --- cluster ----------------------------------------------------------------------------------
 kind-up: ## create the kind cluster (Kubernetes 1.37, one node)
@@ -131,13 +156,64 @@ operators: $(HELM) ## install Strimzi 1.2.0 and Spark Operator 2.5.2, both watch
 # --- image ------------------------------------------------------------------------------------
 # The build context is the project's files as git knows them (tracked, plus new files not ignored):
 # never the virtualenv, the local jars, broker data or job output, with no ignore file to maintain.
-image: ## build the image (Dockerfile) as sensorstream:<appVersion>
-	$(need_docker)
-	git ls-files -z --cached --others --exclude-standard \
-	  | tar --null --ignore-failed-read -T - -c -f - \
-	  | docker build -t $(K8S_IMAGE) -f Dockerfile -
+# With a Docker engine: docker build (BuildKit). Without one: Debian's buildah, chroot isolation,
+# layers cached in its default storage (/var/lib/containers/storage, shared by every clone), on a
+# debian:bookworm-slim that k8s/image/debian-base.sh makes with mmdebstrap when it is missing.
+# CAs this machine added (Debian's place for them: /usr/local/share/ca-certificates, e.g. those of
+# a TLS-inspecting proxy) reach the build's downloads as a build secret, never a layer.
+K8S_IMAGE_TAG := $(lastword $(subst :, ,$(K8S_IMAGE)))
+K8S_IMAGE_DIR := $(STATE)/image
+K8S_IMAGE_ARCHIVE := $(K8S_IMAGE_DIR)/sensorstream-$(K8S_IMAGE_TAG).tar
+IMAGE_BUILD_CAS ?= $(wildcard /usr/local/share/ca-certificates/*.crt /usr/local/share/ca-certificates/*/*.crt)
+IMAGE_BUILD_SECRET = $(if $(strip $(IMAGE_BUILD_CAS)),--secret id=build-ca$(comma)src=$(abspath $(K8S_IMAGE_DIR))/build-ca.pem)
+comma := ,
+K8S_IMAGE_CONTEXT = git ls-files -z --cached --others --exclude-standard | tar --null --ignore-failed-read -T - -c -f -
+docker_answers = command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
 
-kind-load: ## load the image into the kind node (no registry needed)
+.PHONY: image-archive
+
+image: ## build the image (Dockerfile) as sensorstream:<appVersion> (docker, or buildah without Docker)
+	@set -euo pipefail; mkdir -p $(K8S_IMAGE_DIR); \
+	$(if $(strip $(IMAGE_BUILD_CAS)),cat $(IMAGE_BUILD_CAS) > $(K8S_IMAGE_DIR)/build-ca.pem;) \
+	if $(docker_answers); then \
+	  echo "==> docker build $(K8S_IMAGE)"; \
+	  $(K8S_IMAGE_CONTEXT) | docker build $(IMAGE_BUILD_SECRET) -t $(K8S_IMAGE) -f Dockerfile -; \
+	else \
+	  command -v buildah >/dev/null 2>&1 || { echo "no Docker engine answers and buildah is missing: start Docker, or apt-get install buildah mmdebstrap"; exit 1; }; \
+	  k8s/image/debian-base.sh; \
+	  ctx=$$(mktemp -d "$${TMPDIR:-/tmp}/sensorstream-context.XXXXXX"); trap 'rm -rf "$$ctx"' EXIT; \
+	  $(K8S_IMAGE_CONTEXT) | tar -x -f - -C "$$ctx"; \
+	  echo "==> buildah build $(K8S_IMAGE) (no Docker engine; first build: pyspark from PyPI, several minutes)"; \
+	  buildah build --pull=never --isolation chroot --layers --force-rm $(IMAGE_BUILD_SECRET) \
+	    -t $(K8S_IMAGE) -f "$$ctx/Dockerfile" "$$ctx"; \
+	fi
+
+# A docker-archive of the image for a containerd without a registry: ctr -n k8s.io images import
+# FILE (pods with imagePullPolicy IfNotPresent then find it). Written again only when the image id
+# changed since the last archive (the id is kept next to it).
+image-archive: image ## write the built image to .sensorstream/image/sensorstream-<tag>.tar (for ctr images import)
+	@set -euo pipefail; mkdir -p $(K8S_IMAGE_DIR); \
+	if command -v buildah >/dev/null 2>&1 && id=$$(buildah inspect --type image --format '{{.FromImageID}}' $(K8S_IMAGE) 2>/dev/null); then \
+	  tool=buildah; \
+	elif $(docker_answers) && id=$$(docker image inspect --format '{{.Id}}' $(K8S_IMAGE) 2>/dev/null); then \
+	  tool=docker; \
+	else \
+	  echo "image $(K8S_IMAGE) not built yet: run 'make image' (needs Docker, or: apt-get install buildah mmdebstrap)"; exit 1; \
+	fi; \
+	if [ -f $(K8S_IMAGE_ARCHIVE) ] && [ "$$(cat $(K8S_IMAGE_ARCHIVE).id 2>/dev/null)" = "$$id" ]; then \
+	  echo "$(K8S_IMAGE_ARCHIVE) is up to date (image $${id:0:12})"; exit 0; \
+	fi; \
+	rm -f $(K8S_IMAGE_ARCHIVE) $(K8S_IMAGE_ARCHIVE).id $(K8S_IMAGE_ARCHIVE).part; \
+	echo "==> writing $(K8S_IMAGE) (image $${id:0:12}) to $(K8S_IMAGE_ARCHIVE) with $$tool"; \
+	if [ $$tool = buildah ]; then \
+	  buildah push --quiet $(K8S_IMAGE) docker-archive:$(K8S_IMAGE_ARCHIVE).part:$(K8S_IMAGE); \
+	else \
+	  docker save -o $(K8S_IMAGE_ARCHIVE).part $(K8S_IMAGE); \
+	fi; \
+	mv $(K8S_IMAGE_ARCHIVE).part $(K8S_IMAGE_ARCHIVE); echo "$$id" > $(K8S_IMAGE_ARCHIVE).id; \
+	echo "import it on a node with: ctr -n k8s.io images import $(K8S_IMAGE_ARCHIVE)"
+
+kind-load: ## load the image into the kind node (no registry needed; needs Docker)
 	$(need_docker)
 	$(need_kind)
 	@docker image inspect $(K8S_IMAGE) >/dev/null 2>&1 || { echo "image $(K8S_IMAGE) not built yet: run 'make image'"; exit 1; }

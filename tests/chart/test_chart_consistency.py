@@ -3,7 +3,10 @@ exist, a main file where the Dockerfile puts it, one Spark and one Kafka version
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
 
 import pytest
 import yaml
@@ -138,7 +141,8 @@ def test_image_paths_in_spark_conf_exist_in_the_repository(rendered):
 def test_spark_version_agrees_everywhere(rendered):
     spark = pom_property("spark.version")
     assert dockerfile_arg("SPARK_VERSION") == spark
-    assert f"scala{pom_property('scala.binary.version')}-java17-python3-ubuntu" in DOCKERFILE
+    # pyspark 4 is built for Scala 2.13; the image checks the connector jar by this name.
+    assert dockerfile_arg("SCALA_BINARY_VERSION") == pom_property("scala.binary.version")
     assert chart_values()["stream"]["sparkVersion"] == spark
     schema = yaml.safe_load((CHART / "values.schema.json").read_text())
     assert schema["properties"]["stream"]["properties"]["sparkVersion"]["const"] == spark
@@ -185,7 +189,88 @@ def test_the_cli_accepts_every_command_the_chart_runs(rendered):
 
 def test_image_runs_as_the_spark_user():
     assert re.findall(r"^USER (\S+)$", DOCKERFILE, re.MULTILINE)[-1] == "185"
-    assert "pip install --no-cache-dir /opt/sensorstream" in DOCKERFILE
+    # A passwd entry for 185 (Hadoop's login in Spark fails without one).
+    assert re.search(r"useradd [^;]*--uid 185 --gid 185 ", DOCKERFILE)
     for values in (CHART / "values.yaml", ):
         ctx = yaml.safe_load(values.read_text())["podSecurityContext"]
         assert ctx["runAsUser"] == 185 and ctx["runAsNonRoot"] is True
+
+
+def test_every_stage_is_debian_bookworm_slim():
+    """Users pull debian:bookworm-slim; without a registry, k8s/image/debian-base.sh makes the same
+    release under that name. Java and Python are Debian's (17 and bookworm's 3.11)."""
+    froms = re.findall(r"^FROM (\S+)", DOCKERFILE, re.MULTILINE)
+    assert froms and set(froms) == {"debian:bookworm-slim"}
+    assert "openjdk-17-jre-headless" in DOCKERFILE and "openjdk-17-jdk-headless" in DOCKERFILE
+    assert f"--mount=type=secret,id={'build-ca'},required=false" in DOCKERFILE
+    base_script = (K8S / "image" / "debian-base.sh").read_text()
+    assert "docker.io/library/debian:bookworm-slim" in base_script
+
+
+def test_image_installs_the_package_with_the_pinned_pyspark():
+    """The `spark` extra is pyspark at the Spark version, and the image installs the package with it
+    (pip fails the build if the pin and the pyspark installed before it differ)."""
+    import tomllib
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["optional-dependencies"]["spark"] == [f"pyspark=={pom_property('spark.version')}"]
+    assert 'pip install --no-cache-dir --disable-pip-version-check "/opt/sensorstream[spark]"' in DOCKERFILE
+    assert 'pip install --no-cache-dir --disable-pip-version-check "pyspark==${SPARK_VERSION}"' in DOCKERFILE
+
+
+def dockerfile_entrypoint() -> list[str]:
+    (entry,) = re.findall(r"^ENTRYPOINT (\[.*\])$", DOCKERFILE, re.MULTILINE)
+    return json.loads(entry)
+
+
+def test_entrypoint_is_the_repository_script_under_tini():
+    entry = dockerfile_entrypoint()
+    assert entry[:2] == ["/usr/bin/tini", "--"]
+    (source,) = [src for src, dst in re.findall(r"^COPY (?!--)(\S+) (\S+)$", DOCKERFILE, re.MULTILINE) if dst == entry[2]]
+    assert source == "k8s/image/entrypoint.sh" and os.access(ROOT / source, os.X_OK)
+
+
+def run_entrypoint(tmp_path, args: list[str], env: dict[str, str]) -> list[str]:
+    """Runs k8s/image/entrypoint.sh with stand-ins for java and spark-submit that print the
+    arguments they get, one per line."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir(exist_ok=True)
+    for name in ("java", "spark-submit"):
+        tool = fake_bin / name
+        tool.write_text(f'#!/bin/sh\necho {name}\nfor a in "$@"; do echo "$a"; done\n')
+        tool.chmod(0o755)
+    full_env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "SPARK_HOME": "/opt/spark", **env}
+    out = subprocess.run(["bash", str(ROOT / "k8s" / "image" / "entrypoint.sh"), *args], env=full_env,
+                         capture_output=True, text=True, check=True).stdout
+    return out.splitlines()
+
+
+def test_entrypoint_passes_other_commands_through(tmp_path):
+    assert run_entrypoint(tmp_path, ["echo", "hi", "there"], {}) == ["hi there"]
+
+
+def test_entrypoint_runs_the_driver_as_spark_submit_in_client_mode(tmp_path):
+    args = ["--properties-file", "/opt/spark/conf/spark.properties", "--class", "org.apache.spark.deploy.PythonRunner",
+            "local:///opt/sensorstream/jobs/spark_entrypoint.py", "stream"]
+    assert run_entrypoint(tmp_path, ["driver", *args], {"SPARK_DRIVER_BIND_ADDRESS": "10.244.0.7"}) == [
+        "spark-submit", "--conf", "spark.driver.bindAddress=10.244.0.7", "--deploy-mode", "client", *args]
+
+
+def test_entrypoint_runs_the_executor_backend_from_spark_env(tmp_path):
+    env = {
+        "SPARK_DRIVER_URL": "spark://CoarseGrainedScheduler@driver-svc:7078",
+        "SPARK_EXECUTOR_ID": "3", "SPARK_EXECUTOR_CORES": "1", "SPARK_EXECUTOR_MEMORY": "1024m",
+        "SPARK_APPLICATION_ID": "spark-abc", "SPARK_EXECUTOR_POD_IP": "10.244.0.9",
+        "SPARK_EXECUTOR_POD_NAME": "stream-exec-3", "SPARK_RESOURCE_PROFILE_ID": "0",
+        "SPARK_CONF_DIR": "/opt/spark/conf", "SPARK_CLASSPATH": "/extra/a.jar",
+        # one option per variable, kept whole, in numeric order (10 after 2)
+        "SPARK_JAVA_OPT_0": "-Dspark.driver.port=7078", "SPARK_JAVA_OPT_2": "-Dx=a b",
+        "SPARK_JAVA_OPT_10": "-Dlast=1", "SPARK_JAVA_OPT_1": "-Dlog4j2.configurationFile=/x.properties",
+    }
+    assert run_entrypoint(tmp_path, ["executor"], env) == [
+        "java", "-Xms1024m", "-Xmx1024m",
+        "-Dspark.driver.port=7078", "-Dlog4j2.configurationFile=/x.properties", "-Dx=a b", "-Dlast=1",
+        "-cp", "/opt/spark/conf:/extra/a.jar:/opt/spark/jars/*",
+        "org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend",
+        "--driver-url", env["SPARK_DRIVER_URL"], "--executor-id", "3", "--cores", "1", "--app-id", "spark-abc",
+        "--hostname", "10.244.0.9", "--resourceProfileId", "0", "--podName", "stream-exec-3"]
