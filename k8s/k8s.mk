@@ -120,7 +120,7 @@ test-k8s: $(VENV)/.installed crds ## the chart on a local control plane and the 
 # control plane as local processes on a bridge of their own, the image imported into containerd
 # (tests/node/; needs root; puts the host back as it was).
 .PHONY: test-node
-test-node: $(VENV)/.installed jars crds image-archive ## the chart's Pods on a real node built here (after node-tools; root)
+test-node: $(VENV)/.installed jars image-archive ## the chart's Pods on a real node built here (after node-tools; root)
 	$(PY) -m pytest -m node tests/node
 
 # --- cluster ----------------------------------------------------------------------------------

@@ -112,6 +112,9 @@ class ControlPlane:
     """etcd + kube-apiserver (RBAC; PodSecurity among the default admission plugins) +
     kube-controller-manager (all default controllers), on 127.0.0.1 with free ports."""
 
+    #: The address kube-apiserver binds to and advertises (a node's harness uses its bridge's).
+    host = "127.0.0.1"
+
     def __init__(self, workdir: Path, bin_dir: Path = BIN):
         self.dir, self.bin = workdir, bin_dir
         self.processes: list[Process] = []
@@ -148,7 +151,7 @@ class ControlPlane:
         pki.mkdir(parents=True)
         _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=sensorstream-test-ca",
                  "-keyout", "ca.key", "-out", "ca.crt", cwd=pki)
-        (pki / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n")
+        (pki / "san.ext").write_text(f"subjectAltName={','.join(self.server_names())}\n")
         _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=kube-apiserver",
                  "-keyout", "server.key", "-out", "server.csr", cwd=pki)
         _openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
@@ -156,6 +159,10 @@ class ControlPlane:
         _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
         _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
         (pki / "tokens.csv").write_text(f"{self.token},sensorstream-test-admin,1,system:masters\n")
+
+    def server_names(self) -> list[str]:
+        """The subject alternative names of the API server's certificate."""
+        return ["IP:127.0.0.1", "DNS:localhost", "DNS:kubernetes.default.svc"]
 
     def _etcd(self) -> None:
         client, peer = free_port(), free_port()
@@ -180,18 +187,17 @@ class ControlPlane:
     def _apiserver(self) -> None:
         pki = self.dir / "pki"
         self.port = free_port()
-        self.server = f"https://127.0.0.1:{self.port}"
+        self.server = f"https://{self.host}:{self.port}"
         apiserver = self._spawn("kube-apiserver", [
             "kube-apiserver", f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.port}",
+            f"--bind-address={self.host}", f"--advertise-address={self.host}", f"--secure-port={self.port}",
             f"--tls-cert-file={pki / 'server.crt'}", f"--tls-private-key-file={pki / 'server.key'}",
             f"--client-ca-file={pki / 'ca.crt'}", f"--token-auth-file={pki / 'tokens.csv'}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--service-cluster-ip-range=10.96.0.0/16",
-            "--authorization-mode=RBAC",
-            "--endpoint-reconciler-type=none",
             f"--cert-dir={self.dir / 'apiserver-certs'}",
+            *self.apiserver_args(),
         ])
         context = ssl.create_default_context(cafile=str(self.ca))
 
@@ -212,6 +218,10 @@ class ControlPlane:
             "current-context": "test",
         }))
         self.kubeconfig.chmod(0o600)
+
+    def apiserver_args(self) -> list[str]:
+        """Flags that differ between a control plane alone and one with a node."""
+        return ["--authorization-mode=RBAC", "--endpoint-reconciler-type=none"]
 
     def _controller_manager(self) -> None:
         pki = self.dir / "pki"
@@ -384,7 +394,7 @@ class SparkOperator:
             # The controller runs spark-submit from SPARK_HOME against this API server; the
             # submission client (fabric8) takes the token and CA from KUBECONFIG.
             "SPARK_HOME": str(Path(pyspark.__file__).parent),
-            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+            "KUBERNETES_SERVICE_HOST": self.plane.host,
             "KUBERNETES_SERVICE_PORT": str(self.plane.port),
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             # spark-submit's own temporary files go to our folder, not /tmp

@@ -20,6 +20,7 @@ VALUES_SETS = {
     "kind": [K8S / "values-kind.yaml"],
     "minikube": [K8S / "values-minikube.yaml"],
     "existing-kafka": [K8S / "values-existing-kafka.yaml"],
+    "node": [K8S / "values-node.yaml"],
     "monitoring": [ROOT / "tests" / "chart" / "values" / "monitoring.yaml"],
     "no-metrics": [ROOT / "tests" / "chart" / "values" / "no-metrics.yaml"],
 }
