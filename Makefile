@@ -12,7 +12,7 @@ HELM := $(STATE)/tools/bin/helm
 JARS_STAMP := $(STATE)/jars/.resolved
 MVN_FLAGS := -B -q -f jobs/jvm/pom.xml
 
-.PHONY: help setup jars crds browser demo test test-fast test-faults up down status bench bench-report clean distclean
+.PHONY: help setup jars crds browser demo lint test test-fast test-faults up down status bench bench-report clean distclean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -88,6 +88,11 @@ demo: setup ## the whole pipeline locally: broker, producer, stream, report, sta
 	@echo "                          http://127.0.0.1:4040/metrics/prometheus/ (Spark's own, stream only)"
 	@echo "The broker keeps running: try '$(SENSORSTREAM) produce --count 0' and '$(SENSORSTREAM) stream'"
 	@echo "in two terminals; 'make down' stops it."
+
+lint: $(VENV)/.installed ## ruff (lint and format check) and mypy, as pre-commit and CI run them
+	$(VENV)/bin/ruff check jobs tests k8s
+	$(VENV)/bin/ruff format --check jobs tests k8s
+	$(VENV)/bin/mypy
 
 test: setup helm crds ## the whole test suite: real Kafka broker, real Spark, chart checks
 	$(PY) -m pytest

@@ -3,6 +3,7 @@
 spark-submit runs a Python file, not a console script, so this file only hands over to the CLI:
     spark-submit jobs/spark_entrypoint.py stream --sinks console,kafka
 """
+
 import sys
 
 from sensorstream.cli import main

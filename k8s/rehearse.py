@@ -33,9 +33,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
 
 import yaml
 
@@ -75,6 +75,7 @@ def _say(message: str) -> None:
 
 # --- rendering -------------------------------------------------------------------------------
 
+
 def find_tool(name: str) -> str | None:
     """A tool `make` builds into .sensorstream/tools/bin (helm, kind): $<NAME> (e.g. $HELM), else the
     built one, else PATH; None when none of them is an executable file."""
@@ -93,11 +94,23 @@ def find_helm() -> str:
     return helm
 
 
-def render(values: Iterable[Path] = (DEFAULT_VALUES,), helm: str | None = None,
-           release: str = RELEASE, namespace: str = NAMESPACE) -> list[dict]:
+def render(
+    values: Iterable[Path] = (DEFAULT_VALUES,),
+    helm: str | None = None,
+    release: str = RELEASE,
+    namespace: str = NAMESPACE,
+) -> list[dict]:
     """The chart's objects, as `helm template` renders them."""
-    command = [helm or find_helm(), "template", release, str(CHART), "--namespace", namespace,
-               "--kube-version", KUBE_VERSION]
+    command = [
+        helm or find_helm(),
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+    ]
     for path in values:
         command += ["--values", str(path)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -107,6 +120,7 @@ def render(values: Iterable[Path] = (DEFAULT_VALUES,), helm: str | None = None,
 
 
 # --- what the cluster would run --------------------------------------------------------------
+
 
 @dataclass
 class Workload:
@@ -200,10 +214,14 @@ def plan(docs: list[dict]) -> Plan:
     """Read the rendered chart into what the rehearsal runs."""
     configmaps = {d["metadata"]["name"]: d.get("data") or {} for d in docs if d.get("kind") == "ConfigMap"}
     topics = [
-        TopicSpec(name=d["spec"].get("topicName") or d["metadata"]["name"],
-                  partitions=int(d["spec"].get("partitions", 1)), replicas=int(d["spec"].get("replicas", 1)),
-                  config={str(k): str(v) for k, v in (d["spec"].get("config") or {}).items()})
-        for d in docs if d.get("kind") == "KafkaTopic"
+        TopicSpec(
+            name=d["spec"].get("topicName") or d["metadata"]["name"],
+            partitions=int(d["spec"].get("partitions", 1)),
+            replicas=int(d["spec"].get("replicas", 1)),
+            config={str(k): str(v) for k, v in (d["spec"].get("config") or {}).items()},
+        )
+        for d in docs
+        if d.get("kind") == "KafkaTopic"
     ]
     if not topics:
         raise RehearsalError("the rendered chart declares no KafkaTopics (kafka.manageTopics is false?)")
@@ -230,6 +248,7 @@ def plan(docs: list[dict]) -> Plan:
 
 # --- the substitutions -----------------------------------------------------------------------
 
+
 class Mapper:
     """The rehearsal's only substitutions: bootstrap, image paths, volume mounts."""
 
@@ -238,7 +257,7 @@ class Mapper:
         self.bootstrap = bootstrap
         self.paths: dict[str, Path] = {k: Path(v) for k, v in IMAGE_PATHS.items()}
 
-    def scoped(self, mounts: dict[str, str]) -> "Mapper":
+    def scoped(self, mounts: dict[str, str]) -> Mapper:
         """A mapper for one workload: the image paths plus that workload's mounts, each volume a
         folder under the work dir (the same volume name is the same folder across workloads)."""
         mapper = Mapper(self.workdir, self.bootstrap)
@@ -250,7 +269,7 @@ class Mapper:
 
     def text(self, value: str) -> str:
         if value.startswith("local://"):
-            value = value[len("local://"):]
+            value = value[len("local://") :]
         # One pass (a replacement is never rewritten again), longest paths first so /a/b wins
         # over /a, whole path components only.
         alternatives = "|".join(re.escape(p) for p in sorted(self.paths, key=len, reverse=True))
@@ -275,19 +294,35 @@ def base_env() -> dict[str, str]:
 
 # --- running ---------------------------------------------------------------------------------
 
+
 class Process:
     """A subprocess whose combined output is copied to a log file and watched line by line."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path, cwd: Path,
-                 watch: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log: Path,
+        cwd: Path,
+        watch: Callable[[str], None] | None = None,
+    ):
         self.name = name
         self.log = log
         self.lines: list[str] = []
         self._watch = watch
         log.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                         text=True, bufsize=1, start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise RehearsalError(f"{name}: cannot start {argv[0]}: {exc.strerror}") from None
         self._reader = threading.Thread(target=self._read, name=f"{name}-log", daemon=True)
@@ -367,8 +402,10 @@ def create_topics(bootstrap: str, topics: list[TopicSpec], say: Say) -> None:
         admin.close()
     specs = [replace(t, replicas=min(t.replicas, brokers)) for t in topics]
     created = ensure_topics(bootstrap, specs)
-    say(f"topics from the KafkaTopics: {', '.join(t.name for t in topics)} "
-        f"({'created ' + ', '.join(created) if created else 'already there'}; replicas capped to {brokers} broker(s))")
+    say(
+        f"topics from the KafkaTopics: {', '.join(t.name for t in topics)} "
+        f"({'created ' + ', '.join(created) if created else 'already there'}; replicas capped to {brokers} broker(s))"
+    )
 
 
 def _flag_value(argv: list[str], flag: str) -> str | None:
@@ -384,14 +421,22 @@ def spark_submit_argv(job: SparkJob, mapper: Mapper, jars: list[Path]) -> list[s
     return argv + [mapper.text(job.main_file)] + [mapper.text(a) for a in job.arguments]
 
 
-def rehearse(bootstrap: str, workdir: Path, values: Iterable[Path] = (DEFAULT_VALUES,), helm: str | None = None,
-             say: Say = _say, produce_seconds: float = 5, rows_timeout: float = 300,
-             report_timeout: float = 600) -> Result:
+def rehearse(
+    bootstrap: str,
+    workdir: Path,
+    values: Iterable[Path] = (DEFAULT_VALUES,),
+    helm: str | None = None,
+    say: Say = _say,
+    produce_seconds: float = 5,
+    rows_timeout: float = 300,
+    report_timeout: float = 600,
+) -> Result:
     """Render the chart, run its workloads locally against `bootstrap`; see the module docstring."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     values = [Path(v) for v in values]
-    say(f"rendering {CHART.relative_to(REPO)} with {', '.join(str(v.relative_to(REPO)) if v.is_relative_to(REPO) else str(v) for v in values)}")
+    shown = ", ".join(str(v.relative_to(REPO)) if v.is_relative_to(REPO) else str(v) for v in values)
+    say(f"rendering {CHART.relative_to(REPO)} with {shown}")
     the_plan = plan(render(values, helm))
     volumes = Mapper(workdir, bootstrap)
     logs = {name: workdir / f"{name}.log" for name in ("producer", "stream", "report")}
@@ -417,25 +462,36 @@ def rehearse(bootstrap: str, workdir: Path, values: Iterable[Path] = (DEFAULT_VA
         deadline = time.monotonic() + 90
         while heartbeat and not Path(heartbeat).exists():
             if not producer.running():
-                raise RehearsalError(f"producer exited with {producer.proc.returncode} before any delivery:\n{producer.tail()}")
+                raise RehearsalError(
+                    f"producer exited with {producer.proc.returncode} before any delivery:\n{producer.tail()}"
+                )
             if time.monotonic() > deadline:
-                raise RehearsalError(f"producer: no acknowledged delivery within 90 s (no {heartbeat}):\n{producer.tail()}")
+                raise RehearsalError(
+                    f"producer: no acknowledged delivery within 90 s (no {heartbeat}):\n{producer.tail()}"
+                )
             time.sleep(0.5)
-        say(f"producer: deliveries acknowledged (heartbeat file touched); producing {produce_seconds:g} s before the stream starts")
+        say(
+            f"producer: deliveries acknowledged (heartbeat file touched); producing {produce_seconds:g} s "
+            "before the stream starts"
+        )
         time.sleep(produce_seconds)
 
         # 2. stream
         job = the_plan.stream
         mapper = volumes.scoped(job.mounts)
         argv = spark_submit_argv(job, mapper, jars)
-        say(f"stream: spark-submit --master local[2] {job.main_file} {' '.join(job.arguments)} "
-            f"({len(job.spark_conf)} sparkConf entries as --conf)")
+        say(
+            f"stream: spark-submit --master local[2] {job.main_file} {' '.join(job.arguments)} "
+            f"({len(job.spark_conf)} sparkConf entries as --conf)"
+        )
         rows = WindowRows()
         stream = Process("stream", argv, base_env() | mapper.env(job.env), logs["stream"], cwd=workdir, watch=rows)
         deadline = time.monotonic() + rows_timeout
         while not rows.event.wait(1):
             if not stream.running():
-                raise RehearsalError(f"stream exited with {stream.proc.returncode} before any window row:\n{stream.tail(40)}")
+                raise RehearsalError(
+                    f"stream exited with {stream.proc.returncode} before any window row:\n{stream.tail(40)}"
+                )
             if time.monotonic() > deadline:
                 raise RehearsalError(f"stream: no window rows within {rows_timeout:g} s:\n{stream.tail(40)}")
         time.sleep(1)  # let the rest of the table reach the log
@@ -493,22 +549,31 @@ def _local_broker(say: Say) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", help="broker to use (default: start the local one with `sensorstream local up`)")
-    parser.add_argument("--values", action="append", type=Path,
-                        help=f"values file(s) to render with (default {DEFAULT_VALUES.relative_to(REPO)})")
+    parser.add_argument(
+        "--values",
+        action="append",
+        type=Path,
+        help=f"values file(s) to render with (default {DEFAULT_VALUES.relative_to(REPO)})",
+    )
     parser.add_argument("--workdir", type=Path, help="folder for logs and volumes (default: a new temporary folder)")
-    parser.add_argument("--produce-seconds", type=float, default=5, help="producing before the stream starts (default 5)")
+    parser.add_argument(
+        "--produce-seconds", type=float, default=5, help="producing before the stream starts (default 5)"
+    )
     args = parser.parse_args(argv)
     try:
         bootstrap = args.bootstrap or _local_broker(_say)
         workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sensorstream-rehearsal-"))
-        result = rehearse(bootstrap, workdir, values=args.values or [DEFAULT_VALUES],
-                          produce_seconds=args.produce_seconds)
+        result = rehearse(
+            bootstrap, workdir, values=args.values or [DEFAULT_VALUES], produce_seconds=args.produce_seconds
+        )
     except RehearsalError as exc:
         print(f"[rehearse] FAILED: {exc}", file=sys.stderr)
         return 1
     verdict = "PASSED" if result.passed else "FAILED"
-    print(f"[rehearse] {verdict}: {len(result.window_rows)} window row(s) in the stream's log, "
-          f"{len(result.report_files)} report file(s); logs in {result.workdir}")
+    print(
+        f"[rehearse] {verdict}: {len(result.window_rows)} window row(s) in the stream's log, "
+        f"{len(result.report_files)} report file(s); logs in {result.workdir}"
+    )
     return 0 if result.passed else 1
 
 

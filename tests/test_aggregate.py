@@ -8,8 +8,14 @@ import pytest
 from sensorstream.aggregate import sensor_report, window_stats
 from sensorstream.schema import parse, parse_and_validate
 from sensorstream.simulator import Simulator
-from support.readings import (KAFKA_DDL, assert_stats_equal, kafka_rows, reference_report, reference_windows,
-                              stepping_clock)
+from support.readings import (
+    KAFKA_DDL,
+    assert_stats_equal,
+    kafka_rows,
+    reference_report,
+    reference_windows,
+    stepping_clock,
+)
 
 pytestmark = pytest.mark.spark
 

@@ -2,8 +2,16 @@ from datetime import timedelta
 
 import pytest
 
-from sensorstream.config import (Secret, confluent_kafka_config, describe, kafka_python_kwargs, load_settings,
-                                 parse_duration, spark_interval, spark_kafka_options)
+from sensorstream.config import (
+    Secret,
+    confluent_kafka_config,
+    describe,
+    kafka_python_kwargs,
+    load_settings,
+    parse_duration,
+    spark_interval,
+    spark_kafka_options,
+)
 from sensorstream.errors import ConfigError
 
 
@@ -27,9 +35,11 @@ def test_precedence_defaults_file_environment_flags(tmp_path):
         "KAFKA_BOOTSTRAP_SERVERS=file:9092\nKAFKA_INPUT_TOPIC=from_file\n"
         "export SPARK_APP_NAME='quoted app'\nBATCH_DURATION=30\nKAFKA_OUTPUT_TOPIC=file_out\n"
     )
-    s = load_settings(env_file=env_file,
-                      environ={"KAFKA_INPUT_TOPIC": "from_env", "KAFKA_OUTPUT_TOPIC": "env_out"},
-                      overrides={"output_topic": "flag_out", "sensors": None})
+    s = load_settings(
+        env_file=env_file,
+        environ={"KAFKA_INPUT_TOPIC": "from_env", "KAFKA_OUTPUT_TOPIC": "env_out"},
+        overrides={"output_topic": "flag_out", "sensors": None},
+    )
     assert s.bootstrap_servers == "file:9092"
     assert s.spark_app_name == "quoted app"
     assert s.trigger_interval == timedelta(seconds=30)
@@ -48,10 +58,17 @@ def test_env_file_named_by_environment(tmp_path):
     assert load_settings(environ={"SENSORSTREAM_ENV_FILE": str(env_file)}).sensors == 3
 
 
-@pytest.mark.parametrize("raw, expected", [
-    ("5 minutes", timedelta(minutes=5)), ("5m", timedelta(minutes=5)), ("300", timedelta(seconds=300)),
-    ("1.5h", timedelta(minutes=90)), ("250ms", timedelta(milliseconds=250)), ("2 days", timedelta(days=2)),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("5 minutes", timedelta(minutes=5)),
+        ("5m", timedelta(minutes=5)),
+        ("300", timedelta(seconds=300)),
+        ("1.5h", timedelta(minutes=90)),
+        ("250ms", timedelta(milliseconds=250)),
+        ("2 days", timedelta(days=2)),
+    ],
+)
 def test_parse_duration(raw, expected):
     assert parse_duration(raw) == expected
 
@@ -61,17 +78,20 @@ def test_spark_interval():
     assert spark_interval(timedelta(milliseconds=1500)) == "1500 milliseconds"
 
 
-@pytest.mark.parametrize("env, value, flag", [
-    ("PRODUCER_RATE", "-1", "--rate"),
-    ("WINDOW_DURATION", "five minutes", "--window"),
-    ("WATERMARK_DELAY", "0s", "--watermark"),
-    ("REPORT_FORMATS", "csv,xml", "--format"),
-    ("STREAM_SINKS", "console,s3", "--sinks"),
-    ("PRODUCER_SENSORS", "0", "--sensors"),
-    ("PRODUCER_COUNT", "lots", "--count"),
-    ("STARTING_OFFSETS", "yesterday", "--starting-offsets"),
-    ("KAFKA_SECURITY_PROTOCOL", "TLS", "security_protocol"),
-])
+@pytest.mark.parametrize(
+    "env, value, flag",
+    [
+        ("PRODUCER_RATE", "-1", "--rate"),
+        ("WINDOW_DURATION", "five minutes", "--window"),
+        ("WATERMARK_DELAY", "0s", "--watermark"),
+        ("REPORT_FORMATS", "csv,xml", "--format"),
+        ("STREAM_SINKS", "console,s3", "--sinks"),
+        ("PRODUCER_SENSORS", "0", "--sensors"),
+        ("PRODUCER_COUNT", "lots", "--count"),
+        ("STARTING_OFFSETS", "yesterday", "--starting-offsets"),
+        ("KAFKA_SECURITY_PROTOCOL", "TLS", "security_protocol"),
+    ],
+)
 def test_invalid_settings_name_the_setting_and_env_var(env, value, flag):
     with pytest.raises(ConfigError) as err:
         load_settings(environ={env: value})
@@ -107,8 +127,10 @@ def test_sasl_needs_a_mechanism():
 
 
 SECURE = {
-    "KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
-    "KAFKA_SASL_USERNAME": "sensor", "KAFKA_SASL_PASSWORD": "s3cr3t-value",
+    "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+    "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+    "KAFKA_SASL_USERNAME": "sensor",
+    "KAFKA_SASL_PASSWORD": "s3cr3t-value",
 }
 
 
@@ -131,8 +153,15 @@ def test_security_settings_reach_both_clients(tmp_path):
 
 def test_security_settings_reach_confluent_kafka_in_librdkafka_names(tmp_path):
     ca, cert, key = (tmp_path / f"{name}.pem" for name in ("ca", "cert", "key"))
-    s = load_settings(environ={**SECURE, "KAFKA_SSL_CA_LOCATION": str(ca), "KAFKA_SSL_CERT_LOCATION": str(cert),
-                               "KAFKA_SSL_KEY_LOCATION": str(key), "KAFKA_BOOTSTRAP_SERVERS": "a:9093,b:9093"})
+    s = load_settings(
+        environ={
+            **SECURE,
+            "KAFKA_SSL_CA_LOCATION": str(ca),
+            "KAFKA_SSL_CERT_LOCATION": str(cert),
+            "KAFKA_SSL_KEY_LOCATION": str(key),
+            "KAFKA_BOOTSTRAP_SERVERS": "a:9093,b:9093",
+        }
+    )
     assert confluent_kafka_config(s) == {
         "bootstrap.servers": "a:9093,b:9093",
         "security.protocol": "sasl_ssl",
@@ -144,14 +173,17 @@ def test_security_settings_reach_confluent_kafka_in_librdkafka_names(tmp_path):
         "ssl.key.location": str(key),
     }
     assert confluent_kafka_config(load_settings(environ={})) == {
-        "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "plaintext"}
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "plaintext",
+    }
 
 
 def test_librdkafka_takes_the_sasl_names():
     from confluent_kafka import Producer
 
-    s = load_settings(environ={**SECURE, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-                               "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"})
+    s = load_settings(
+        environ={**SECURE, "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    )
     # An unknown name or value would raise here; no connection is needed to know.
     Producer({**confluent_kafka_config(s), "log_level": 0}).close()
 
@@ -159,8 +191,9 @@ def test_librdkafka_takes_the_sasl_names():
 def test_producer_client_is_kafka_python_unless_chosen():
     assert load_settings(environ={}).producer_client == "kafka-python"
     assert load_settings(environ={"PRODUCER_CLIENT": "Confluent-Kafka"}).producer_client == "confluent-kafka"
-    assert load_settings(environ={}, overrides={"producer_client": "confluent-kafka"}).producer_client \
-        == "confluent-kafka"
+    assert (
+        load_settings(environ={}, overrides={"producer_client": "confluent-kafka"}).producer_client == "confluent-kafka"
+    )
     with pytest.raises(ConfigError, match=r"--client \(env PRODUCER_CLIENT\).*kafka-python, confluent-kafka"):
         load_settings(environ={"PRODUCER_CLIENT": "rdkafka"})
 

@@ -22,8 +22,9 @@ SENSORS = {"sensor_1", 'lab "B", rack 2'}
 @pytest.fixture(scope="module")
 def sent(kafka_bootstrap, tmp_path_factory):
     """The issue's table, sent as raw bytes by a plain kafka-python producer."""
-    settings = isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("contract"), sinks="kafka",
-                                 report_formats="csv,json")
+    settings = isolated_settings(
+        kafka_bootstrap, tmp_path_factory.mktemp("contract"), sinks="kafka", report_formats="csv,json"
+    )
     producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     try:
         for _, value, _ in FOREIGN:

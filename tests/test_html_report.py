@@ -36,8 +36,15 @@ def test_the_page_is_self_contained_and_has_a_chart_per_sensor_and_metric():
     assert page.count("<svg") == 2 * 3  # two sensors, three metrics each
     assert page.count("<polygon") == 2 and page.count("<polyline") == 2  # sensor_1's two metrics with data
     assert page.count("no readings") == 4
-    for text in ("records read", "<b>10</b>", "rejected: invalid JSON", "<b>3</b>", "<th>avg_temperature</th>",
-                 "<td>22.500</td>", "2026-01-31 08:00:00"):
+    for text in (
+        "records read",
+        "<b>10</b>",
+        "rejected: invalid JSON",
+        "<b>3</b>",
+        "<th>avg_temperature</th>",
+        "<td>22.500</td>",
+        "2026-01-31 08:00:00",
+    ):
         assert text in page, text
 
 
@@ -58,8 +65,9 @@ def _chromium() -> str:
 @pytest.mark.slow
 def test_a_browser_shows_the_report(kafka_settings, spark, tmp_path):
     browser = _chromium()
-    simulator = RecordingSimulator(sensors=4, seed=11, clock=stepping_clock(step=timedelta(seconds=6)),
-                                   bad_ratio=0.05, late_ratio=0.05)
+    simulator = RecordingSimulator(
+        sensors=4, seed=11, clock=stepping_clock(step=timedelta(seconds=6)), bad_ratio=0.05, late_ratio=0.05
+    )
     assert produce(kafka_settings, simulator, count=600, rate=0).acked == 600
     result = report.run(spark, kafka_settings.replace(report_formats=("csv", "html")))
     page = result.folder / "sensor_report.html"
@@ -69,10 +77,22 @@ def test_a_browser_shows_the_report(kafka_settings, spark, tmp_path):
     assert text.count("<circle") >= 4 * 3 * 10  # an hour of readings: a dozen 5-minute windows per chart
 
     shot = tmp_path / "report.png"
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1200",
-                           f"--screenshot={shot}", page.as_uri()],
-                          capture_output=True, text=True, timeout=180)
+    done = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1280,1200",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
     width, height, pixels = read_pixels(shot)
     assert (width, height) == (1280, 1200)

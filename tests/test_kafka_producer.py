@@ -20,8 +20,7 @@ from support.broker import base_settings
 TP = TopicPartition("readings", 0)
 #: No retries, so a lost request fails its batch at once; one request in flight, so the partition
 #: is muted while it is out (as `sensorstream produce` runs); a fixed API version: no broker asked.
-OPTIONS = {"retries": 0, "enable_idempotence": False, "max_in_flight_requests_per_connection": 1,
-           "api_version": (2, 5)}
+OPTIONS = {"retries": 0, "enable_idempotence": False, "max_in_flight_requests_per_connection": 1, "api_version": (2, 5)}
 
 
 @pytest.fixture

@@ -51,9 +51,16 @@ def test_topics_come_from_the_chart_values():
 
 def test_replicas_are_capped_to_the_broker_count(tmp_path):
     values = tmp_path / "values.yaml"
-    values.write_text(yaml.safe_dump({"topics": {
-        role: {"name": f"t-{role}", "partitions": 2, "replicas": 3} for role in ("input", "output", "deadLetter")
-    }}))
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "topics": {
+                    role: {"name": f"t-{role}", "partitions": 2, "replicas": 3}
+                    for role in ("input", "output", "deadLetter")
+                }
+            }
+        )
+    )
     assert {s.replicas for s in specs_from_values(values, max_replicas=2).values()} == {2}
     assert {s.replicas for s in specs_from_values(values).values()} == {3}
 
@@ -85,6 +92,7 @@ def test_two_brokers_form_one_cluster(tmp_path):
 
 # --- the secured listener (`local up --sasl-ssl DIR`); the broker itself runs in tests/faults ---
 
+
 def _tls_dir(tmp_path):
     folder = tmp_path / "tls"
     folder.mkdir()
@@ -95,6 +103,7 @@ def _tls_dir(tmp_path):
 
 def _secured_settings(**env):
     from sensorstream.config import load_settings
+
     return load_settings(environ={"KAFKA_SASL_USERNAME": "app", "KAFKA_SASL_PASSWORD": "pw-1", **env})
 
 
@@ -107,10 +116,12 @@ def test_sasl_ssl_reads_the_clients_user_and_the_folders_files(tmp_path):
     assert security.scram_argument() == "SCRAM-SHA-512=[name=app,password=pw-1]"
     clients = security.client_settings(_secured_settings())
     assert (clients.security_protocol, clients.sasl_mechanism, clients.ssl_ca_location) == (
-        "SASL_SSL", "SCRAM-SHA-512", tls / "ca.pem")
+        "SASL_SSL",
+        "SCRAM-SHA-512",
+        tls / "ca.pem",
+    )
     props = security.listener_properties("127.0.0.1", 9092, 9100, 9200, tmp_path / "keystore.pem")
-    assert props["listeners"] == ("SASL_SSL://127.0.0.1:9092,INTERNAL://127.0.0.1:9100,"
-                                  "CONTROLLER://127.0.0.1:9200")
+    assert props["listeners"] == ("SASL_SSL://127.0.0.1:9092,INTERNAL://127.0.0.1:9100,CONTROLLER://127.0.0.1:9200")
     assert props["listener.security.protocol.map"] == "SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
     assert "pw-1" not in repr(props) and "pw-1" not in repr(security)
     other_ca = tmp_path / "other.pem"
@@ -118,12 +129,15 @@ def test_sasl_ssl_reads_the_clients_user_and_the_folders_files(tmp_path):
     assert SaslSsl.from_settings(tls, _secured_settings(KAFKA_SSL_CA_LOCATION=str(other_ca))).ca == other_ca
 
 
-@pytest.mark.parametrize("env, missing, words", [
-    ({}, "broker.key", ["broker.key not found", "--sasl-ssl"]),
-    ({}, "ca.pem", ["KAFKA_SSL_CA_LOCATION", "ca.pem not found"]),
-    ({"KAFKA_SASL_PASSWORD": ""}, None, ["KAFKA_SASL_PASSWORD", "required with --sasl-ssl"]),
-    ({"KAFKA_SASL_USERNAME": "a,b"}, None, ["KAFKA_SASL_USERNAME", "commas"]),
-])
+@pytest.mark.parametrize(
+    "env, missing, words",
+    [
+        ({}, "broker.key", ["broker.key not found", "--sasl-ssl"]),
+        ({}, "ca.pem", ["KAFKA_SSL_CA_LOCATION", "ca.pem not found"]),
+        ({"KAFKA_SASL_PASSWORD": ""}, None, ["KAFKA_SASL_PASSWORD", "required with --sasl-ssl"]),
+        ({"KAFKA_SASL_USERNAME": "a,b"}, None, ["KAFKA_SASL_USERNAME", "commas"]),
+    ],
+)
 def test_sasl_ssl_says_what_is_missing(tmp_path, env, missing, words):
     from sensorstream.errors import ConfigError
     from sensorstream.local.broker import SaslSsl
@@ -154,8 +168,10 @@ def test_a_cluster_keeps_the_security_it_was_formatted_with(tmp_path):
     security = SaslSsl.from_settings(_tls_dir(tmp_path), _secured_settings())
     with pytest.raises(LocalStackError, match="created without --sasl-ssl"):
         LocalKafka(tmp_path / "state", security=security)._prepare("java", "")
-    (home / "cluster.json").write_text('{"cluster_id": "x", "ports": [9092], "controller_ports": [9093], '
-                                       '"sasl_ssl": {"tls_dir": "/t", "user": "other"}}')
+    (home / "cluster.json").write_text(
+        '{"cluster_id": "x", "ports": [9092], "controller_ports": [9093], '
+        '"sasl_ssl": {"tls_dir": "/t", "user": "other"}}'
+    )
     with pytest.raises(LocalStackError, match="created with --sasl-ssl DIR"):
         LocalKafka(tmp_path / "state")._prepare("java", "")
     with pytest.raises(LocalStackError, match="SCRAM user 'other'"):
@@ -167,8 +183,9 @@ def test_a_cluster_keeps_the_address_it_was_formatted_with(tmp_path):
     out; without the flags, or with the same ones, it starts where it was formatted."""
     home = tmp_path / "state" / "local"
     home.mkdir(parents=True)
-    (home / "cluster.json").write_text('{"cluster_id": "x", "host": "10.244.0.1", "ports": [19092], '
-                                       '"controller_ports": [9093]}')
+    (home / "cluster.json").write_text(
+        '{"cluster_id": "x", "host": "10.244.0.1", "ports": [19092], "controller_ports": [9093]}'
+    )
     for asked in ({"port": 9092}, {"host": "127.0.0.1"}, {"host": "10.244.0.1", "port": 9092}):
         with pytest.raises(LocalStackError, match=r"listening on 10\.244\.0\.1:19092, not .*local down --purge"):
             LocalKafka(tmp_path / "state", **asked)._prepare("java", "")

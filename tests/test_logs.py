@@ -92,4 +92,5 @@ def test_kafka_client_errors_are_one_line_each(restore_logging):
         "warning: kafka-python: a delivery callback failed (TypeError: 'RequestTimedOutError' object is not "
         "callable); its records are counted as failed when their delivery timeout expires",
         "error: Error receiving network data closing socket (ConnectionResetError: [Errno 104] Connection reset by "
-        "peer)"]
+        "peer)",
+    ]

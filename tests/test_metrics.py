@@ -27,8 +27,14 @@ STREAM_QUERY_METRIC = "metrics_sensorstream_driver_spark_streaming_sensorstream_
 
 
 def _start(env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "sensorstream", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "sensorstream", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _stop(process: subprocess.Popen) -> tuple[int, str]:
@@ -45,21 +51,45 @@ def _stop(process: subprocess.Popen) -> tuple[int, str]:
 def test_every_metric_the_dashboard_queries_is_served(cli_env, kafka_settings):
     producer_port, stream_port, spark_port = free_port(), free_port(), free_port()
     env = topic_env(cli_env, kafka_settings)
-    producer = _start(env, "produce", "--count", "0", "--rate", "40", "--bad-ratio", "0.1", "--late-ratio", "0.1",
-                      "--metrics-port", str(producer_port))
-    stream = _start({**env, "LOG_FORMAT": "json"}, "stream", "--sinks", "kafka", "--metrics-port", str(stream_port),
-                    "--spark-ui-port", str(spark_port))
-    urls = {"producer": f"http://127.0.0.1:{producer_port}/metrics",
-            "stream": f"http://127.0.0.1:{stream_port}/metrics",
-            "spark": f"http://127.0.0.1:{spark_port}{SPARK_METRICS_PATH}"}
+    producer = _start(
+        env,
+        "produce",
+        "--count",
+        "0",
+        "--rate",
+        "40",
+        "--bad-ratio",
+        "0.1",
+        "--late-ratio",
+        "0.1",
+        "--metrics-port",
+        str(producer_port),
+    )
+    stream = _start(
+        {**env, "LOG_FORMAT": "json"},
+        "stream",
+        "--sinks",
+        "kafka",
+        "--metrics-port",
+        str(stream_port),
+        "--spark-ui-port",
+        str(spark_port),
+    )
+    urls = {
+        "producer": f"http://127.0.0.1:{producer_port}/metrics",
+        "stream": f"http://127.0.0.1:{stream_port}/metrics",
+        "spark": f"http://127.0.0.1:{spark_port}{SPARK_METRICS_PATH}",
+    }
     try:
         deadline = time.monotonic() + 300
         while True:
             scraped = {name: scrape(url) for name, url in urls.items()}
-            ready = (value(scraped["producer"], "sensorstream_producer_records_acked_total") > 0
-                     and value(scraped["stream"], "sensorstream_stream_batches_total") >= 2
-                     and value(scraped["stream"], "sensorstream_stream_dead_letters_total") > 0
-                     and STREAM_QUERY_METRIC in scraped["spark"])
+            ready = (
+                value(scraped["producer"], "sensorstream_producer_records_acked_total") > 0
+                and value(scraped["stream"], "sensorstream_stream_batches_total") >= 2
+                and value(scraped["stream"], "sensorstream_stream_dead_letters_total") > 0
+                and STREAM_QUERY_METRIC in scraped["spark"]
+            )
             if ready:
                 break
             assert producer.poll() is None and stream.poll() is None, "a process ended early"

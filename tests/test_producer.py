@@ -112,8 +112,16 @@ def test_a_stop_reaches_every_process_and_totals_add_up(kafka_settings, tmp_path
     seen = []
     timer = threading.Timer(4.0, stop.set)
     timer.start()
-    stats = produce(kafka_settings, Simulator(sensors=4, seed=9), count=0, rate=400, stop=stop, workers=2,
-                    progress=lambda s: seen.append((s.sent, s.acked)), heartbeat_file=beat)
+    stats = produce(
+        kafka_settings,
+        Simulator(sensors=4, seed=9),
+        count=0,
+        rate=400,
+        stop=stop,
+        workers=2,
+        progress=lambda s: seen.append((s.sent, s.acked)),
+        heartbeat_file=beat,
+    )
     timer.cancel()
     assert 0 < stats.sent < 10_000
     assert stats.acked + stats.failed == stats.sent and stats.failed == 0
@@ -159,5 +167,7 @@ def test_failed_deliveries_are_summed_up_not_logged_one_by_one(caplog, monkeypat
         monkeypatch.setattr(producer, "FAILURE_LOG_INTERVAL_S", 0.0)
         stats.record_failure(TimeoutError("expired"))
     assert [r.getMessage() for r in caplog.records] == [
-        "delivery failed: expired", "delivery failed: expired (and 999 more TimeoutError since the last such line)"]
+        "delivery failed: expired",
+        "delivery failed: expired (and 999 more TimeoutError since the last such line)",
+    ]
     assert stats.failed == 1001 and stats.errors == {"TimeoutError": 1001}

@@ -21,8 +21,10 @@ def test_a_batch_over_the_ratio_is_named_with_its_figures_and_the_fix():
     limit.check(settings("0.2"), 5, 1_000, 201)
     assert limit.reached.is_set() and limit.batch_id == 5
     message = str(limit.error(committed=True))
-    assert message.startswith("micro-batch 5 rejected 201 of 1,000 records (20.1%), over --max-reject-ratio 0.2; "
-                              "see the dead-letter topic dlq")
+    assert message.startswith(
+        "micro-batch 5 rejected 201 of 1,000 records (20.1%), over --max-reject-ratio 0.2; "
+        "see the dead-letter topic dlq"
+    )
     assert "(it goes on after micro-batch 5)" in message and "--max-reject-ratio (STREAM_MAX_REJECT_RATIO)" in message
     assert "\n" not in message
     assert "runs again" in str(limit.error(committed=False))

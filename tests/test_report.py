@@ -17,13 +17,15 @@ from support.readings import T0, RecordingSimulator, assert_stats_equal, referen
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 
 ORIGINAL_COLUMNS = ["sensor_id", "total_readings"] + [
-    f"{stat}_{m}" for m in ("temperature", "humidity", "pressure") for stat in ("avg", "min", "max")]
+    f"{stat}_{m}" for m in ("temperature", "humidity", "pressure") for stat in ("avg", "min", "max")
+]
 
 
 @pytest.fixture
 def produced(kafka_settings):
-    sim = RecordingSimulator(sensors=10, seed=23, clock=stepping_clock(step=timedelta(seconds=6)),
-                             bad_ratio=0.05, late_ratio=0.05)
+    sim = RecordingSimulator(
+        sensors=10, seed=23, clock=stepping_clock(step=timedelta(seconds=6)), bad_ratio=0.05, late_ratio=0.05
+    )
     assert produce(kafka_settings, sim, count=600, rate=0).acked == 600
     return kafka_settings, sim.sent
 
@@ -47,8 +49,10 @@ def test_report_in_every_format_matches_python(produced, spark):
     for row in rows:
         want = expected[row["sensor_id"]]
         assert int(row["total_readings"]) == want["total_readings"]
-        assert_stats_equal({k: float(row[k]) for k in want if k.startswith(("avg", "min", "max", "stddev"))},
-                           {k: v for k, v in want.items() if k.startswith(("avg", "min", "max", "stddev"))})
+        assert_stats_equal(
+            {k: float(row[k]) for k in want if k.startswith(("avg", "min", "max", "stddev"))},
+            {k: v for k, v in want.items() if k.startswith(("avg", "min", "max", "stddev"))},
+        )
         assert int(row["missing_seq"]) == want["missing_seq"]
 
     json_rows = [json.loads(line) for line in (result.folder / "sensor_report.json").read_text().splitlines()]

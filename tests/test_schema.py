@@ -10,8 +10,19 @@ import re
 import pytest
 
 from sensorstream.readings import RANGES, UNITS
-from sensorstream.schema import (READING_COLUMNS, REASON_KINDS, RECORD_COLUMNS, REJECT_COLUMNS, UNCHECKED, check,
-                                 explain, failed_check, parse, parse_and_validate, passed_readings)
+from sensorstream.schema import (
+    READING_COLUMNS,
+    REASON_KINDS,
+    RECORD_COLUMNS,
+    REJECT_COLUMNS,
+    UNCHECKED,
+    check,
+    explain,
+    failed_check,
+    parse,
+    parse_and_validate,
+    passed_readings,
+)
 from sensorstream.simulator import Simulator, encode, malformed
 from support.places import ROOT
 from support.readings import FOREIGN, GOOD_TEXT, KAFKA_DDL, kafka_rows, reference_reason, stepping_clock, swap, with_
@@ -97,8 +108,18 @@ def test_foreign_records_follow_the_readme(spark, name, value, want):
 def test_out_of_range_reads_the_same_from_the_typed_parse_and_from_the_second_parse(spark):
     """A well-formed reading out of range takes its reason from the typed parse; a `}` inside a
     string sends the same reading down the second parse. Both must word it alike."""
-    spellings = ["140", "140.0", "1.4e2", "1E+3", "100.00000000000001", "-0.5", "-1e-7", "12345678901234567890",
-                 "1.7976931348623157e308", "4.9e-324"]
+    spellings = [
+        "140",
+        "140.0",
+        "1.4e2",
+        "1E+3",
+        "100.00000000000001",
+        "-0.5",
+        "-1e-7",
+        "12345678901234567890",
+        "1.7976931348623157e308",
+        "4.9e-324",
+    ]
     plain = [swap('"humidity": 40.0', f'"humidity": {v}') for v in spellings]
     with_brace = [text[:-1] + ', "note": "}"}' for text in plain]
     fast, slow = reasons_of(spark, plain), reasons_of(spark, with_brace)
@@ -116,23 +137,77 @@ def test_the_python_reference_agrees_with_every_case():
 def _mutants(rng: random.Random, n: int) -> list[bytes]:
     """Readings with one or two random departures from the contract (or harmless variations)."""
     json_values = {
-        "sensor_id": ['"s1"', '"123"', '"-x"', '"{x"', '"[a"', '"true"', '"null"', '"a}b"', '"  s2 "', '""',
-                      '" \\t"', "123", "-5", "1.5", "true", "false", "null", '{"id":"s"}', "[1]"],
-        "timestamp": ['"2026-01-31T08:00:01Z"', '"2026-01-31 08:00:01"', '"2026-01-31T08:00:01.123456789+01:00"',
-                      '"2026-01-31T08:00:01+0530"', '"2026-01-31T08:00:01+01"', '"2026-01-31T08:00:01+19:00"',
-                      '"2026-01-31T24:00:00"', '"2026-01-31"', '"10:15:30"', '"2026-1-31T08:00:01"',
-                      '"2026-01-31t08:00:01z"', '"2026-01-31T08:00:01 UTC"', "1769846401", "null", '["x"]'],
-        "temperature": ["21.5", "-40", "85", "85.0000001", "-40.5", "1e400", "-1e400", "0", '"21.5"', '"NaN"',
-                        "true", "null", "[1]", '{"a":1}', "12345678901234567890", "2E1"],
-        "seq": ["1", "0", "-3", "1.0", "1e2", '"1"', "true", "null", str(2**63), str(-2**63), "[1]"],
+        "sensor_id": [
+            '"s1"',
+            '"123"',
+            '"-x"',
+            '"{x"',
+            '"[a"',
+            '"true"',
+            '"null"',
+            '"a}b"',
+            '"  s2 "',
+            '""',
+            '" \\t"',
+            "123",
+            "-5",
+            "1.5",
+            "true",
+            "false",
+            "null",
+            '{"id":"s"}',
+            "[1]",
+        ],
+        "timestamp": [
+            '"2026-01-31T08:00:01Z"',
+            '"2026-01-31 08:00:01"',
+            '"2026-01-31T08:00:01.123456789+01:00"',
+            '"2026-01-31T08:00:01+0530"',
+            '"2026-01-31T08:00:01+01"',
+            '"2026-01-31T08:00:01+19:00"',
+            '"2026-01-31T24:00:00"',
+            '"2026-01-31"',
+            '"10:15:30"',
+            '"2026-1-31T08:00:01"',
+            '"2026-01-31t08:00:01z"',
+            '"2026-01-31T08:00:01 UTC"',
+            "1769846401",
+            "null",
+            '["x"]',
+        ],
+        "temperature": [
+            "21.5",
+            "-40",
+            "85",
+            "85.0000001",
+            "-40.5",
+            "1e400",
+            "-1e400",
+            "0",
+            '"21.5"',
+            '"NaN"',
+            "true",
+            "null",
+            "[1]",
+            '{"a":1}',
+            "12345678901234567890",
+            "2E1",
+        ],
+        "seq": ["1", "0", "-3", "1.0", "1e2", '"1"', "true", "null", str(2**63), str(-(2**63)), "[1]"],
         "extra": ['{"a":"}"}', '[1,{"b":2}]', '"}{"', '{"a":{"b":1,"b":2}}', "null"],
     }
     trailing = ["{}", '{"sensor_id":"s9"}', " x", "]", "}", ",1", "[]", '"s"', "null", "}}", "]]"]
     spaces = ["", " ", "\t", "\n", "\r\n", " \n "]
     out = []
     for _ in range(n):
-        fields = {"sensor_id": '"sensor_1"', "timestamp": '"2026-01-31T08:00:01Z"', "temperature": "21.5",
-                  "humidity": "40.0", "pressure": "1013.25", "seq": "7"}
+        fields = {
+            "sensor_id": '"sensor_1"',
+            "timestamp": '"2026-01-31T08:00:01Z"',
+            "temperature": "21.5",
+            "humidity": "40.0",
+            "pressure": "1013.25",
+            "seq": "7",
+        }
         pairs = None
         for _ in range(rng.randint(1, 2)):
             what = rng.randrange(6)
@@ -198,6 +273,7 @@ def test_rejects_keep_the_original_value_and_source(spark):
     assert bad[1]["sensor_id"] == "sensor_1"
     assert bad[2]["sensor_id"] is None  # a number names no sensor
     import base64
+
     assert base64.b64decode(bad[3]["value_base64"]) == not_utf8
     assert bad[4]["sensor_id"] is None  # nor does a blank string
 
@@ -233,8 +309,12 @@ def test_every_simulated_malformed_record_is_rejected(spark):
         kinds.append(kind)
     good, bad = split(spark, values)
     assert good == []
-    prefixes = {"broken_json": ("invalid JSON",), "wrong_type": ("wrong type",),
-                "missing_field": ("missing field", "bad timestamp"), "out_of_range": ("out of range",)}
+    prefixes = {
+        "broken_json": ("invalid JSON",),
+        "wrong_type": ("wrong type",),
+        "missing_field": ("missing field", "bad timestamp"),
+        "out_of_range": ("out of range",),
+    }
     for row in bad:
         assert row["reason"].startswith(prefixes[kinds[row["source_offset"]]]), (row["reason"], row["value"])
 

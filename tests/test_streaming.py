@@ -27,8 +27,9 @@ WINDOW = timedelta(minutes=5)
 def run(kafka_bootstrap, spark, tmp_path_factory):
     """Produce one hour of readings (with malformed ones) and run the stream over them once: the
     settings, what was sent, and each micro-batch's progress."""
-    settings = isolated_settings(kafka_bootstrap, tmp_path_factory.mktemp("stream"), sinks="console,kafka,parquet",
-                                 max_offsets_per_trigger="300")
+    settings = isolated_settings(
+        kafka_bootstrap, tmp_path_factory.mktemp("stream"), sinks="console,kafka,parquet", max_offsets_per_trigger="300"
+    )
     sim = RecordingSimulator(sensors=10, seed=17, clock=stepping_clock(step=timedelta(seconds=3)), bad_ratio=0.05)
     stats = produce(settings, sim, count=1200, rate=0)
     assert stats.acked == 1200
@@ -62,8 +63,10 @@ def test_stream_windows_match_an_independent_computation(run):
 def test_stream_and_batch_give_the_same_windows(run, spark):
     settings, _, _ = run
     readings, _ = parse_and_validate(read_topic(spark, settings))
-    batch = {(r["sensor_id"], r["window_start"].astimezone(timezone.utc)): r.asDict()
-             for r in window_stats(readings, WINDOW).collect()}
+    batch = {
+        (r["sensor_id"], r["window_start"].astimezone(timezone.utc)): r.asDict()
+        for r in window_stats(readings, WINDOW).collect()
+    }
     stream = final_windows(settings)
     assert len(batch) == len(stream)
     for key, value in stream.items():
@@ -80,8 +83,12 @@ def test_every_malformed_record_reaches_the_dead_letter_topic(run):
     assert len(letters) == len(bad)
     assert sorted(letter["value"] for letter in letters) == sorted(r.value.decode() for r in bad)
     by_value = {r.value.decode(): r.kind for r in bad}
-    prefixes = {"broken_json": ("invalid JSON",), "wrong_type": ("wrong type",),
-                "missing_field": ("missing field",), "out_of_range": ("out of range",)}
+    prefixes = {
+        "broken_json": ("invalid JSON",),
+        "wrong_type": ("wrong type",),
+        "missing_field": ("missing field",),
+        "out_of_range": ("out of range",),
+    }
     for letter in letters:
         assert letter["reason"].startswith(prefixes[by_value[letter["value"]]]), letter
         assert letter["source_topic"] == settings.input_topic
@@ -232,8 +239,10 @@ def test_a_batch_over_the_reject_ratio_is_written_and_committed_then_the_stream_
         streaming.run(spark, settings, available_now=True, say=lambda _: None)
     message = str(err.value)
     assert "\n" not in message
-    assert (f"micro-batch 1 rejected {rejects} of 100 records ({rejects / 100:.1%}), over --max-reject-ratio 0.3; "
-            f"see the dead-letter topic {settings.dead_letter_topic}") in message
+    assert (
+        f"micro-batch 1 rejected {rejects} of 100 records ({rejects / 100:.1%}), over --max-reject-ratio 0.3; "
+        f"see the dead-letter topic {settings.dead_letter_topic}"
+    ) in message
     assert "(it goes on after micro-batch 1)" in message
     assert len(consume_all(settings, settings.dead_letter_topic)) == rejects
     windows = final_windows(settings)

@@ -17,8 +17,14 @@ def partial(n, temperature=20.0, humidity=50.0, pressure=1000.0):
 
 
 def window_row(start, sensor, n, newest=None, partition=0, **values):
-    return {"kind": "window", "window_start_us": start, "sensor_id": sensor, "source_partition": partition,
-            "max_event_us": newest if newest is not None else start, **partial(n, **values)}
+    return {
+        "kind": "window",
+        "window_start_us": start,
+        "sensor_id": sensor,
+        "source_partition": partition,
+        "max_event_us": newest if newest is not None else start,
+        **partial(n, **values),
+    }
 
 
 def windows(tmp_path):
@@ -65,8 +71,9 @@ def test_the_watermark_waits_for_the_partition_furthest_behind(tmp_path):
     state = windows(tmp_path)
     state.apply(0, [window_row(T0, "old", 1, partition=0), window_row(T0 + 60 * MINUTE, "new", 1, partition=5)])
     assert state.watermark_us == T0 - 10 * MINUTE  # held by partition 0, not T0 + 50 min
-    outcome = state.apply(1, [window_row(T0 + 5 * MINUTE, "old", 3, partition=0),
-                              window_row(T0 + 65 * MINUTE, "new", 1, partition=5)])
+    outcome = state.apply(
+        1, [window_row(T0 + 5 * MINUTE, "old", 3, partition=0), window_row(T0 + 65 * MINUTE, "new", 1, partition=5)]
+    )
     assert outcome.late == 0 and state.watermark_us == T0 - 5 * MINUTE
     # partition 0 caught up: a batch that reads only partition 5 moves the watermark on
     outcome = state.apply(2, [window_row(T0 + 70 * MINUTE, "new", 1, partition=5)])

@@ -46,8 +46,11 @@ def partial_columns() -> list[Column]:
     """The aggregate expressions of PARTIALS, in order."""
     columns = [F.count(F.lit(1)).alias("num_readings")]
     for metric in METRICS:
-        columns += [F.sum(metric).alias(f"sum_{metric}"), F.min(metric).alias(f"min_{metric}"),
-                    F.max(metric).alias(f"max_{metric}")]
+        columns += [
+            F.sum(metric).alias(f"sum_{metric}"),
+            F.min(metric).alias(f"min_{metric}"),
+            F.max(metric).alias(f"max_{metric}"),
+        ]
     return columns
 
 
@@ -85,7 +88,8 @@ def window_stats(readings: DataFrame, window: timedelta, slide: timedelta | None
     window computed by the stream and in batch agree.
     """
     partials = readings.groupBy(window_column(F.col("event_time"), window, slide).alias("window"), "sensor_id").agg(
-        *partial_columns())
+        *partial_columns()
+    )
     finished = _finish({name: F.col(name) for name in PARTIALS}, lambda total, n: total / n)
     return partials.select(
         F.col("window.start").alias("window_start"),
@@ -120,31 +124,34 @@ def sensor_report(records: DataFrame) -> DataFrame:
         F.max("event_time").alias("last_seen"),
         (F.max("seq") - F.min("seq") + 1 - F.count_distinct("seq")).alias("missing_seq"),
         F.count_if(~valid).alias("invalid_records"),
-        F.map_from_arrays(F.array(*[F.lit(k) for k in REASON_KINDS]),
-                          F.array(*[F.count_if(kind == k) for k in REASON_KINDS])).alias("rejected"),
+        F.map_from_arrays(
+            F.array(*[F.lit(k) for k in REASON_KINDS]), F.array(*[F.count_if(kind == k) for k in REASON_KINDS])
+        ).alias("rejected"),
     )
 
 
-def micro_batch(records: DataFrame, window: timedelta, slide: timedelta | None = None,
-                with_dead_letters: bool = False) -> DataFrame:
+def micro_batch(
+    records: DataFrame, window: timedelta, slide: timedelta | None = None, with_dead_letters: bool = False
+) -> DataFrame:
     """One micro-batch of parsed records -> what the stream needs from it, in one Spark job.
 
     One row per (window, sensor, input partition) of the batch's readings with their PARTIALS and
     newest event time (kind "window"; a sensor's readings share one partition unless the topic
     grew), and for the rejects (kind "reject") one row per input partition, or, `with_dead_letters`,
     one row per reject with its kind of reason and its dead letter (`reason_kind`, `reject_key`,
-    `dead_letter`: `schema.dead_letter_columns`). `records` counts each input record once (a reading in several sliding windows
-    counts in the newest). Window starts are in microseconds. Whether a window is already closed
-    (its readings late) is the driver's call (windows.py): the plan holds no watermark, so it is
-    the same every batch and Spark compiles it once.
+    `dead_letter`: `schema.dead_letter_columns`). `records` counts each input record once (a reading
+    in several sliding windows counts in the newest). Window starts are in microseconds. Whether a
+    window is already closed (its readings late) is the driver's call (windows.py): the plan holds
+    no watermark, so it is the same every batch and Spark compiles it once.
     """
     keyed, keys, aggregates = _micro_batch_columns(window, slide, with_dead_letters)
     return records.select(*keyed).groupBy(*keys).agg(*aggregates)
 
 
 @functools.cache
-def _micro_batch_columns(window: timedelta, slide: timedelta | None, with_dead_letters: bool) -> tuple[
-        tuple[Column, ...], tuple[str, ...], tuple[Column, ...]]:
+def _micro_batch_columns(
+    window: timedelta, slide: timedelta | None, with_dead_letters: bool
+) -> tuple[tuple[Column, ...], tuple[str, ...], tuple[Column, ...]]:
     """micro_batch's expressions, built once: the stream applies them to every micro-batch."""
     valid = F.col("reason").isNull()
     # rejects have no event time; give them one so that window() keeps them (it drops nulls)
@@ -161,14 +168,17 @@ def _micro_batch_columns(window: timedelta, slide: timedelta | None, with_dead_l
         F.unix_micros(F.col("event_time")).alias("event_us"),
         *[F.col(m) for m in METRICS],
     )
-    keys = ("kind", "window_start_us", "sensor_id", "source_partition")
+    keys: tuple[str, ...] = ("kind", "window_start_us", "sensor_id", "source_partition")
     if with_dead_letters:
         # A reject's fields are part of its (unique) key: text in an aggregation buffer would take
         # Spark off its hash aggregation onto sorting every row.
         key, value = dead_letter_columns()
-        keyed += (F.when(~valid, F.col("source_offset")).alias("source_offset"),
-                  F.when(~valid, reason_kind()).alias("reason_kind"),
-                  F.when(~valid, key).alias("reject_key"), F.when(~valid, value).alias("dead_letter"))
+        keyed += (
+            F.when(~valid, F.col("source_offset")).alias("source_offset"),
+            F.when(~valid, reason_kind()).alias("reason_kind"),
+            F.when(~valid, key).alias("reject_key"),
+            F.when(~valid, value).alias("dead_letter"),
+        )
         keys += ("source_offset", "reason_kind", "reject_key", "dead_letter")
     aggregates = (F.count_if("newest").alias("records"), *partial_columns(), F.max("event_us").alias("max_event_us"))
     return keyed, keys, aggregates

@@ -11,16 +11,26 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Iterable, Iterator
 
 from kafka import KafkaAdminClient
-from kafka.errors import (KafkaError, NoBrokersAvailable, NodeNotReadyError,
-                          SaslAuthenticationFailedError, UnsupportedSaslMechanismError)
+from kafka.errors import (
+    KafkaError,
+    NoBrokersAvailable,
+    NodeNotReadyError,
+    SaslAuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+)
 
 from sensorstream.config import Settings, declaration, kafka_python_kwargs
-from sensorstream.errors import (BrokerUnavailableError, KafkaSecurityError, NoKafkaAnswerError, QuorumLostError,
-                                 TopicMissingError)
+from sensorstream.errors import (
+    BrokerUnavailableError,
+    KafkaSecurityError,
+    NoKafkaAnswerError,
+    QuorumLostError,
+    TopicMissingError,
+)
 
 #: What a broker says when it refuses a login; kafka-python only logs it (then reports another error).
 _REFUSALS = (SaslAuthenticationFailedError, UnsupportedSaslMechanismError)
@@ -48,13 +58,16 @@ def _envs(*names: str) -> str:
 def refused_login(settings: Settings, error: KafkaError) -> KafkaSecurityError:
     """The one line for a login the broker refused, naming the settings to fix."""
     if isinstance(error, UnsupportedSaslMechanismError):
-        return KafkaSecurityError(f"Kafka at {settings.bootstrap_servers} does not offer SASL mechanism "
-                                  f"{settings.sasl_mechanism}: set {_envs('sasl_mechanism')} to one it offers")
+        return KafkaSecurityError(
+            f"Kafka at {settings.bootstrap_servers} does not offer SASL mechanism "
+            f"{settings.sasl_mechanism}: set {_envs('sasl_mechanism')} to one it offers"
+        )
     return KafkaSecurityError(
         f"Kafka at {settings.bootstrap_servers} refused the login of user {settings.sasl_username!r} "
         f"({settings.sasl_mechanism}): authentication failed, wrong user name or password; set "
         f"{_envs('sasl_username', 'sasl_password')} to a user the cluster has (the local broker's is the one "
-        "`sensorstream local up --sasl-ssl` created)")
+        "`sensorstream local up --sasl-ssl` created)"
+    )
 
 
 def tls_failed(settings: Settings, error: ssl.SSLError) -> KafkaSecurityError:
@@ -63,10 +76,12 @@ def tls_failed(settings: Settings, error: ssl.SSLError) -> KafkaSecurityError:
         return KafkaSecurityError(
             f"the TLS certificate of Kafka at {settings.bootstrap_servers} is not trusted ({error.verify_message}); "
             f"set {_envs('ssl_ca_location')} to the CA certificate (PEM) that signed it, and give the broker a "
-            "certificate for the host name in KAFKA_BOOTSTRAP_SERVERS")
+            "certificate for the host name in KAFKA_BOOTSTRAP_SERVERS"
+        )
     return KafkaSecurityError(
         f"TLS with Kafka at {settings.bootstrap_servers} failed ({error.reason or error}); check that "
-        f"{_envs('security_protocol')}={settings.security_protocol} is what the broker's listener speaks")
+        f"{_envs('security_protocol')}={settings.security_protocol} is what the broker's listener speaks"
+    )
 
 
 def accepts_connections(host: str, port: int, timeout_s: float = 0.5) -> bool:
@@ -120,8 +135,9 @@ def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
                     if isinstance(last, NodeNotReadyError):  # a broker answered; no controller did
                         raise QuorumLostError(settings.bootstrap_servers) from None
                     if _listening(settings.bootstrap_servers):
-                        raise NoKafkaAnswerError(settings.bootstrap_servers, settings.security_protocol,
-                                                 timeout_s) from None
+                        raise NoKafkaAnswerError(
+                            settings.bootstrap_servers, settings.security_protocol, timeout_s
+                        ) from None
                     raise BrokerUnavailableError(settings.bootstrap_servers, type(last).__name__) from None
                 time.sleep(0.5)
     finally:

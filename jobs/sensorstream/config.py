@@ -21,10 +21,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from sensorstream.errors import ConfigError
 
@@ -63,11 +64,23 @@ class Secret:
 # --- value parsers: each takes the raw string and returns the typed value or raises ValueError ---
 
 _DURATION_UNITS = {
-    "ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001,
-    "s": 1, "sec": 1, "second": 1, "seconds": 1,
-    "m": 60, "min": 60, "minute": 60, "minutes": 60,
-    "h": 3600, "hour": 3600, "hours": 3600,
-    "d": 86400, "day": 86400, "days": 86400,
+    "ms": 0.001,
+    "millisecond": 0.001,
+    "milliseconds": 0.001,
+    "s": 1,
+    "sec": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hour": 3600,
+    "hours": 3600,
+    "d": 86400,
+    "day": 86400,
+    "days": 86400,
 }
 # ASCII digits and spaces only, as the chart's schema (Go regular expressions) reads them.
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE | re.ASCII)
@@ -122,6 +135,7 @@ def _non_negative_float(raw: str) -> float:
 
 def _within(convert: Callable[[str], float], low: float, high: float, problem: str) -> Callable[[str], float]:
     """A parser of numbers from low to high (NaN is outside); `problem` completes the error."""
+
     def parse(raw: str) -> float:
         value = convert(raw)
         if not low <= value <= high:
@@ -142,7 +156,18 @@ def _share(raw: str) -> float:
     return value
 
 
-def _choice_list(*allowed: str) -> Callable[[str], tuple[str, ...]]:
+class _Choices:
+    """A parser that also names the values it accepts (the CLI's help, the chart's schema and the
+    settings table are checked against them)."""
+
+    def __init__(self, parse: Callable[[str], Any], choices: tuple[str, ...]):
+        self.parse, self.choices = parse, choices
+
+    def __call__(self, raw: str) -> Any:
+        return self.parse(raw)
+
+
+def _choice_list(*allowed: str) -> _Choices:
     def parse(raw: str) -> tuple[str, ...]:
         items = tuple(dict.fromkeys(p.strip().lower() for p in str(raw).split(",") if p.strip()))
         unknown = [p for p in items if p not in allowed]
@@ -150,25 +175,21 @@ def _choice_list(*allowed: str) -> Callable[[str], tuple[str, ...]]:
             raise ValueError(f"{raw!r}: choose one or more of {', '.join(allowed)} (comma-separated)")
         return items
 
-    parse.choices = allowed
-    return parse
+    return _Choices(parse, allowed)
 
 
-def _choice(*allowed: str) -> Callable[[str], str]:
+def _choice(*allowed: str) -> _Choices:
     def parse(raw: str) -> str:
         value = str(raw).strip()
         if value.upper() in (a.upper() for a in allowed):
             return next(a for a in allowed if a.upper() == value.upper())
         raise ValueError(f"{raw!r}: choose one of {', '.join(allowed)}")
 
-    parse.choices = allowed
-    return parse
+    return _Choices(parse, allowed)
 
 
-def _optional_choice(*allowed: str) -> Callable[[str], str | None]:
-    parse = _optional(_choice(*allowed))
-    parse.choices = allowed
-    return parse
+def _optional_choice(*allowed: str) -> _Choices:
+    return _Choices(_optional(_choice(*allowed)), allowed)
 
 
 _port = _within(int, 1, 65535, "is not a TCP port (1 to 65535)")
@@ -264,149 +285,355 @@ class Settings:
 
     # Kafka
     bootstrap_servers: str = _setting(
-        "KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092", _non_empty, "Kafka bootstrap servers, host:port[,host:port]",
-        flag="--bootstrap-servers", metavar="HOST:PORT", commands=(EVERY_COMMAND,))
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "127.0.0.1:9092",
+        _non_empty,
+        "Kafka bootstrap servers, host:port[,host:port]",
+        flag="--bootstrap-servers",
+        metavar="HOST:PORT",
+        commands=(EVERY_COMMAND,),
+    )
     input_topic: str = _setting(
-        "KAFKA_INPUT_TOPIC", "input_topic", _topic, "topic of raw readings",
-        flag="--topic", metavar="NAME", commands=("produce",), chart="topics.input.name")
+        "KAFKA_INPUT_TOPIC",
+        "input_topic",
+        _topic,
+        "topic of raw readings",
+        flag="--topic",
+        metavar="NAME",
+        commands=("produce",),
+        chart="topics.input.name",
+    )
     output_topic: str = _setting(
-        "KAFKA_OUTPUT_TOPIC", "output_topic", _topic, "topic of per-sensor window statistics",
-        chart="topics.output.name")
+        "KAFKA_OUTPUT_TOPIC",
+        "output_topic",
+        _topic,
+        "topic of per-sensor window statistics",
+        chart="topics.output.name",
+    )
     dead_letter_topic: str = _setting(
-        "KAFKA_DEAD_LETTER_TOPIC", "dead_letter_topic", _topic, "topic of malformed records, with the reason",
-        chart="topics.deadLetter.name")
+        "KAFKA_DEAD_LETTER_TOPIC",
+        "dead_letter_topic",
+        _topic,
+        "topic of malformed records, with the reason",
+        chart="topics.deadLetter.name",
+    )
     security_protocol: str = _setting(
-        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", _choice(*SECURITY_PROTOCOLS), "Kafka security protocol",
-        chart="kafka.security.protocol")
+        "KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        _choice(*SECURITY_PROTOCOLS),
+        "Kafka security protocol",
+        chart="kafka.security.protocol",
+    )
     sasl_mechanism: str | None = _setting(
-        "KAFKA_SASL_MECHANISM", "", _optional_choice(*SASL_MECHANISMS), "SASL mechanism (with SASL_* protocols)",
-        chart="kafka.security.saslMechanism")
+        "KAFKA_SASL_MECHANISM",
+        "",
+        _optional_choice(*SASL_MECHANISMS),
+        "SASL mechanism (with SASL_* protocols)",
+        chart="kafka.security.saslMechanism",
+    )
     sasl_username: str = _setting("KAFKA_SASL_USERNAME", "", _text, "SASL user name")
     sasl_password: Secret = _setting("KAFKA_SASL_PASSWORD", "", _secret, "SASL password", secret=True)
-    ssl_ca_location: Path | None = _setting(
-        "KAFKA_SSL_CA_LOCATION", "", _optional(_path), "CA certificate (PEM) file")
+    ssl_ca_location: Path | None = _setting("KAFKA_SSL_CA_LOCATION", "", _optional(_path), "CA certificate (PEM) file")
     ssl_cert_location: Path | None = _setting(
-        "KAFKA_SSL_CERT_LOCATION", "", _optional(_path), "client certificate (PEM) file")
-    ssl_key_location: Path | None = _setting(
-        "KAFKA_SSL_KEY_LOCATION", "", _optional(_path), "client key (PEM) file")
+        "KAFKA_SSL_CERT_LOCATION", "", _optional(_path), "client certificate (PEM) file"
+    )
+    ssl_key_location: Path | None = _setting("KAFKA_SSL_KEY_LOCATION", "", _optional(_path), "client key (PEM) file")
     connect_timeout: timedelta = _setting(
-        "KAFKA_CONNECT_TIMEOUT", "10 seconds", parse_duration,
-        "how long a command waits for a broker before saying it is not reachable")
+        "KAFKA_CONNECT_TIMEOUT",
+        "10 seconds",
+        parse_duration,
+        "how long a command waits for a broker before saying it is not reachable",
+    )
     # Spark
     spark_app_name: str = _setting(
-        "SPARK_APP_NAME", "sensorstream", _non_empty, "Spark application name", chart="settings.sparkAppName")
+        "SPARK_APP_NAME", "sensorstream", _non_empty, "Spark application name", chart="settings.sparkAppName"
+    )
     spark_master: str = _setting(
-        "SPARK_MASTER", "local[2]", _non_empty, "Spark master when not launched by spark-submit",
-        chart="report.sparkMaster")
+        "SPARK_MASTER",
+        "local[2]",
+        _non_empty,
+        "Spark master when not launched by spark-submit",
+        chart="report.sparkMaster",
+    )
     jars_dir: Path | None = _setting(
-        "SENSORSTREAM_JARS_DIR", "", _optional(_path),
-        "folder of the connector jars (default: .sensorstream/jars/spark in the checkout)")
+        "SENSORSTREAM_JARS_DIR",
+        "",
+        _optional(_path),
+        "folder of the connector jars (default: .sensorstream/jars/spark in the checkout)",
+    )
     # Streaming
     checkpoint_location: Path = _setting(
-        "CHECKPOINT_LOCATION", "data/checkpoints", _path,
+        "CHECKPOINT_LOCATION",
+        "data/checkpoints",
+        _path,
         "root folder of the streaming checkpoints (one sub-folder per sink)",
-        flag="--checkpoint-root", metavar="DIR", commands=("stream", "status"), chart="stream.checkpoint.mountPath")
+        flag="--checkpoint-root",
+        metavar="DIR",
+        commands=("stream", "status"),
+        chart="stream.checkpoint.mountPath",
+    )
     trigger_interval: timedelta = _setting(
-        "BATCH_DURATION", "250 milliseconds", parse_duration, "micro-batch trigger interval (plain number = seconds)",
-        flag="--trigger", metavar="DURATION", commands=("stream",), chart="stream.trigger")
+        "BATCH_DURATION",
+        "250 milliseconds",
+        parse_duration,
+        "micro-batch trigger interval (plain number = seconds)",
+        flag="--trigger",
+        metavar="DURATION",
+        commands=("stream",),
+        chart="stream.trigger",
+    )
     window_duration: timedelta = _setting(
-        "WINDOW_DURATION", "5 minutes", parse_duration, "event-time window length",
-        flag="--window", metavar="DURATION", commands=("stream",), chart="stream.window")
+        "WINDOW_DURATION",
+        "5 minutes",
+        parse_duration,
+        "event-time window length",
+        flag="--window",
+        metavar="DURATION",
+        commands=("stream",),
+        chart="stream.window",
+    )
     slide_duration: timedelta | None = _setting(
-        "SLIDE_DURATION", "", _optional(parse_duration), "window slide; empty = tumbling windows",
-        flag="--slide", metavar="DURATION", commands=("stream",), chart="stream.slide")
+        "SLIDE_DURATION",
+        "",
+        _optional(parse_duration),
+        "window slide; empty = tumbling windows",
+        flag="--slide",
+        metavar="DURATION",
+        commands=("stream",),
+        chart="stream.slide",
+    )
     watermark_delay: timedelta = _setting(
-        "WATERMARK_DELAY", "10 minutes", parse_duration, "how late a reading may arrive and still count",
-        flag="--watermark", metavar="DURATION", commands=("stream",), chart="stream.watermark")
+        "WATERMARK_DELAY",
+        "10 minutes",
+        parse_duration,
+        "how late a reading may arrive and still count",
+        flag="--watermark",
+        metavar="DURATION",
+        commands=("stream",),
+        chart="stream.watermark",
+    )
     starting_offsets: str = _setting(
-        "STARTING_OFFSETS", "earliest", _choice("earliest", "latest"),
+        "STARTING_OFFSETS",
+        "earliest",
+        _choice("earliest", "latest"),
         "where a new stream starts reading (a checkpoint overrides it)",
-        flag="--starting-offsets", metavar="earliest|latest", commands=("stream",), chart="stream.startingOffsets")
+        flag="--starting-offsets",
+        metavar="earliest|latest",
+        commands=("stream",),
+        chart="stream.startingOffsets",
+    )
     max_offsets_per_trigger: int | None = _setting(
-        "MAX_OFFSETS_PER_TRIGGER", "", _optional(_at_least(1)), "cap on records per micro-batch; empty = no cap",
-        flag="--max-offsets-per-trigger", metavar="N", commands=("stream",), chart="stream.maxOffsetsPerTrigger")
+        "MAX_OFFSETS_PER_TRIGGER",
+        "",
+        _optional(_at_least(1)),
+        "cap on records per micro-batch; empty = no cap",
+        flag="--max-offsets-per-trigger",
+        metavar="N",
+        commands=("stream",),
+        chart="stream.maxOffsetsPerTrigger",
+    )
     max_reject_ratio: float | None = _setting(
-        "STREAM_MAX_REJECT_RATIO", "", _optional(_share),
+        "STREAM_MAX_REJECT_RATIO",
+        "",
+        _optional(_share),
         "stop the stream (exit 1) after a micro-batch whose share of rejects is above this, "
         "above 0 and at most 1; empty = never",
-        flag="--max-reject-ratio", metavar="R", commands=("stream",), chart="stream.maxRejectRatio")
+        flag="--max-reject-ratio",
+        metavar="R",
+        commands=("stream",),
+        chart="stream.maxRejectRatio",
+    )
     sinks: tuple[str, ...] = _setting(
-        "STREAM_SINKS", "console,kafka", _choice_list(*SINKS), "stream sinks: console, kafka, parquet",
-        flag="--sinks", metavar=",".join(SINKS), commands=("stream",), chart="stream.sinks")
+        "STREAM_SINKS",
+        "console,kafka",
+        _choice_list(*SINKS),
+        "stream sinks: console, kafka, parquet",
+        flag="--sinks",
+        metavar=",".join(SINKS),
+        commands=("stream",),
+        chart="stream.sinks",
+    )
     parquet_dir: Path = _setting(
-        "STREAM_PARQUET_DIR", "data/windows", _path, "folder of the parquet sink",
-        flag="--parquet-dir", metavar="DIR", commands=("stream",))
+        "STREAM_PARQUET_DIR",
+        "data/windows",
+        _path,
+        "folder of the parquet sink",
+        flag="--parquet-dir",
+        metavar="DIR",
+        commands=("stream",),
+    )
     # Report
     report_dir: Path = _setting(
-        "REPORT_DIR", "data/sensor_report", _path, "folder of the batch reports",
-        flag="--report-dir", metavar="DIR", commands=("report",), chart="report.reports.mountPath")
+        "REPORT_DIR",
+        "data/sensor_report",
+        _path,
+        "folder of the batch reports",
+        flag="--report-dir",
+        metavar="DIR",
+        commands=("report",),
+        chart="report.reports.mountPath",
+    )
     report_formats: tuple[str, ...] = _setting(
-        "REPORT_FORMATS", "csv,html", _choice_list(*REPORT_FORMATS),
+        "REPORT_FORMATS",
+        "csv,html",
+        _choice_list(*REPORT_FORMATS),
         "report formats: csv, parquet, json, html (one page with charts, for people)",
-        flag="--format", metavar=",".join(REPORT_FORMATS), commands=("report",), chart="report.formats")
+        flag="--format",
+        metavar=",".join(REPORT_FORMATS),
+        commands=("report",),
+        chart="report.formats",
+    )
     # Producer
     sensors: int = _setting(
-        "PRODUCER_SENSORS", "10", _at_least(1), "number of simulated sensors",
-        flag="--sensors", metavar="N", commands=("produce",), chart="producer.sensors")
+        "PRODUCER_SENSORS",
+        "10",
+        _at_least(1),
+        "number of simulated sensors",
+        flag="--sensors",
+        metavar="N",
+        commands=("produce",),
+        chart="producer.sensors",
+    )
     rate: float = _setting(
-        "PRODUCER_RATE", "0.5", _non_negative_float, "readings per second; 0 = as fast as possible",
-        flag="--rate", metavar="PER_S", commands=("produce",), chart="producer.rate")
+        "PRODUCER_RATE",
+        "0.5",
+        _non_negative_float,
+        "readings per second; 0 = as fast as possible",
+        flag="--rate",
+        metavar="PER_S",
+        commands=("produce",),
+        chart="producer.rate",
+    )
     count: int = _setting(
-        "PRODUCER_COUNT", "100", _at_least(0), "readings to send; 0 = unlimited",
-        flag="--count", metavar="N", commands=("produce",))
+        "PRODUCER_COUNT",
+        "100",
+        _at_least(0),
+        "readings to send; 0 = unlimited",
+        flag="--count",
+        metavar="N",
+        commands=("produce",),
+    )
     seed: int | None = _setting(
-        "PRODUCER_SEED", "", _optional(int), "simulator seed; empty = random",
-        flag="--seed", metavar="N", commands=("produce",), chart="producer.seed")
+        "PRODUCER_SEED",
+        "",
+        _optional(int),
+        "simulator seed; empty = random",
+        flag="--seed",
+        metavar="N",
+        commands=("produce",),
+        chart="producer.seed",
+    )
     bad_ratio: float = _setting(
-        "PRODUCER_BAD_RATIO", "0", _ratio,
+        "PRODUCER_BAD_RATIO",
+        "0",
+        _ratio,
         "share of malformed records (broken JSON, wrong types, missing fields, out of range), 0 to 1",
-        flag="--bad-ratio", metavar="F", commands=("produce",), chart="producer.badRatio")
+        flag="--bad-ratio",
+        metavar="F",
+        commands=("produce",),
+        chart="producer.badRatio",
+    )
     late_ratio: float = _setting(
-        "PRODUCER_LATE_RATIO", "0", _ratio,
+        "PRODUCER_LATE_RATIO",
+        "0",
+        _ratio,
         "share of readings with out-of-order timestamps (30 s to 15 min late), 0 to 1",
-        flag="--late-ratio", metavar="F", commands=("produce",), chart="producer.lateRatio")
+        flag="--late-ratio",
+        metavar="F",
+        commands=("produce",),
+        chart="producer.lateRatio",
+    )
     producer_workers: int = _setting(
-        "PRODUCER_WORKERS", "0", _at_least(0),
+        "PRODUCER_WORKERS",
+        "0",
+        _at_least(0),
         "producer processes, each owning a share of the sensors; 0 = one per CPU core at rate 0, else 1",
-        flag="--workers", metavar="N", commands=("produce",))
+        flag="--workers",
+        metavar="N",
+        commands=("produce",),
+    )
     producer_client: str = _setting(
-        "PRODUCER_CLIENT", "kafka-python", _choice(*PRODUCER_CLIENTS),
-        "producer's Kafka client: kafka-python, or confluent-kafka (faster; pip install 'sensorstream[fast]')",
-        flag="--client", metavar="|".join(PRODUCER_CLIENTS), commands=("produce",))
+        "PRODUCER_CLIENT",
+        "kafka-python",
+        _choice(*PRODUCER_CLIENTS),
+        "producer's Kafka client: kafka-python, or confluent-kafka (faster; the `fast` extra)",
+        flag="--client",
+        metavar="|".join(PRODUCER_CLIENTS),
+        commands=("produce",),
+    )
     # Watching it: logs, metrics, status
     log_level: str = _setting(
-        "LOG_LEVEL", "INFO", _choice(*LOG_LEVELS), "log level of every command: DEBUG, INFO, WARNING, ERROR",
-        flag="--log-level", metavar="LEVEL", commands=(EVERY_COMMAND,), chart="settings.logLevel")
+        "LOG_LEVEL",
+        "INFO",
+        _choice(*LOG_LEVELS),
+        "log level of every command: DEBUG, INFO, WARNING, ERROR",
+        flag="--log-level",
+        metavar="LEVEL",
+        commands=(EVERY_COMMAND,),
+        chart="settings.logLevel",
+    )
     log_format: str = _setting(
-        "LOG_FORMAT", "text", _choice(*LOG_FORMATS), "log lines: text (for people) or json (one object per line)",
-        flag="--log-format", metavar="|".join(LOG_FORMATS), commands=(EVERY_COMMAND,), chart="settings.logFormat")
+        "LOG_FORMAT",
+        "text",
+        _choice(*LOG_FORMATS),
+        "log lines: text (for people) or json (one object per line)",
+        flag="--log-format",
+        metavar="|".join(LOG_FORMATS),
+        commands=(EVERY_COMMAND,),
+        chart="settings.logFormat",
+    )
     metrics_port: int | None = _setting(
-        "METRICS_PORT", "", _optional(_port),
+        "METRICS_PORT",
+        "",
+        _optional(_port),
         "port of the Prometheus endpoint (/metrics) of produce and stream; empty = no endpoint",
-        flag="--metrics-port", metavar="PORT", commands=("produce", "stream"), chart="metrics.port")
+        flag="--metrics-port",
+        metavar="PORT",
+        commands=("produce", "stream"),
+        chart="metrics.port",
+    )
     metrics_host: str = _setting(
-        "METRICS_HOST", "127.0.0.1", _non_empty,
+        "METRICS_HOST",
+        "127.0.0.1",
+        _non_empty,
         "address the metrics endpoint listens on (0.0.0.0 in a pod, for Prometheus to reach it)",
-        flag="--metrics-host", metavar="ADDRESS", commands=("produce", "stream"), chart="metrics.host")
+        flag="--metrics-host",
+        metavar="ADDRESS",
+        commands=("produce", "stream"),
+        chart="metrics.host",
+    )
     spark_ui_port: int = _setting(
-        "SPARK_UI_PORT", "4040", _port,
+        "SPARK_UI_PORT",
+        "4040",
+        _port,
         "port of the stream driver's Spark UI, which serves Spark's own metrics at /metrics/prometheus "
         "(on only with METRICS_PORT)",
-        flag="--spark-ui-port", metavar="PORT", commands=("stream",), chart="metrics.sparkUiPort")
+        flag="--spark-ui-port",
+        metavar="PORT",
+        commands=("stream",),
+        chart="metrics.sparkUiPort",
+    )
     max_lag: int = _setting(
-        "STATUS_MAX_LAG", "1000", _at_least(0), "`status` exits 1 when the stream is behind by more records than this",
-        flag="--max-lag", metavar="N", commands=("status",))
+        "STATUS_MAX_LAG",
+        "1000",
+        _at_least(0),
+        "`status` exits 1 when the stream is behind by more records than this",
+        flag="--max-lag",
+        metavar="N",
+        commands=("status",),
+    )
     #: where each value came from: "default", "env file", "environment" or "flag"
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
-    def replace(self, **changes: Any) -> "Settings":
+    def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
 
 #: Every setting, in the order of the declarations.
 SETTINGS: tuple[Setting, ...] = tuple(
     dataclasses.replace(f.metadata["setting"], name=f.name)
-    for f in dataclasses.fields(Settings) if "setting" in f.metadata
+    for f in dataclasses.fields(Settings)
+    if "setting" in f.metadata
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -491,7 +718,9 @@ def _check_consistency(settings: Settings) -> None:
     if settings.slide_duration and settings.slide_duration > settings.window_duration:
         raise invalid("slide_duration", "must not be longer than the window")
     if settings.security_protocol.startswith("SASL") and not settings.sasl_mechanism:
-        raise invalid("sasl_mechanism", f"required with {declaration('security_protocol').env}={settings.security_protocol}")
+        raise invalid(
+            "sasl_mechanism", f"required with {declaration('security_protocol').env}={settings.security_protocol}"
+        )
     if bool(settings.ssl_cert_location) != bool(settings.ssl_key_location):
         raise invalid("ssl_key_location", "client certificate and key go together: set both or neither")
 
@@ -518,11 +747,22 @@ def describe(settings: Settings) -> list[tuple[str, str, str, str]]:
 # --- converters to client options -------------------------------------------------------------
 
 #: Where each client takes the security settings: kafka-python's keyword names, librdkafka's names.
-_KAFKA_PYTHON_NAMES = {"mechanism": "sasl_mechanism", "username": "sasl_plain_username",
-                       "password": "sasl_plain_password", "ca": "ssl_cafile", "cert": "ssl_certfile",
-                       "key": "ssl_keyfile"}
-_LIBRDKAFKA_NAMES = {"mechanism": "sasl.mechanism", "username": "sasl.username", "password": "sasl.password",
-                     "ca": "ssl.ca.location", "cert": "ssl.certificate.location", "key": "ssl.key.location"}
+_KAFKA_PYTHON_NAMES = {
+    "mechanism": "sasl_mechanism",
+    "username": "sasl_plain_username",
+    "password": "sasl_plain_password",
+    "ca": "ssl_cafile",
+    "cert": "ssl_certfile",
+    "key": "ssl_keyfile",
+}
+_LIBRDKAFKA_NAMES = {
+    "mechanism": "sasl.mechanism",
+    "username": "sasl.username",
+    "password": "sasl.password",
+    "ca": "ssl.ca.location",
+    "cert": "ssl.certificate.location",
+    "key": "ssl.key.location",
+}
 
 
 def _security_options(settings: Settings, names: Mapping[str, str]) -> dict[str, str]:
@@ -542,16 +782,20 @@ def _security_options(settings: Settings, names: Mapping[str, str]) -> dict[str,
 
 def kafka_python_kwargs(settings: Settings) -> dict[str, Any]:
     """Connection and security options for kafka-python clients."""
-    return {"bootstrap_servers": settings.bootstrap_servers.split(","),
-            "security_protocol": settings.security_protocol,
-            **_security_options(settings, _KAFKA_PYTHON_NAMES)}
+    return {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "security_protocol": settings.security_protocol,
+        **_security_options(settings, _KAFKA_PYTHON_NAMES),
+    }
 
 
 def confluent_kafka_config(settings: Settings) -> dict[str, str]:
     """The same connection and security options in librdkafka's names, for confluent-kafka clients."""
-    return {"bootstrap.servers": settings.bootstrap_servers,
-            "security.protocol": settings.security_protocol.lower(),
-            **_security_options(settings, _LIBRDKAFKA_NAMES)}
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "security.protocol": settings.security_protocol.lower(),
+        **_security_options(settings, _LIBRDKAFKA_NAMES),
+    }
 
 
 _JAAS_MODULES = {

@@ -44,8 +44,10 @@ def chart(metric: str, points: list[Point]) -> str:
     """An SVG chart of one metric's 5-minute averages with their min-max band."""
     title = f"{metric} ({UNITS[metric]})"
     if not points:
-        return (f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}: no data">'
-                f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" class="empty">no readings</text></svg>')
+        return (
+            f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}: no data">'
+            f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" class="empty">no readings</text></svg>'
+        )
     points = sorted(points, key=lambda p: p.start)
     t0, t1 = _utc(points[0].start).timestamp(), _utc(points[-1].start).timestamp()
     low, high = min(p.low for p in points), max(p.high for p in points)
@@ -69,7 +71,7 @@ def chart(metric: str, points: list[Point]) -> str:
     first, last = _utc(points[0].start), _utc(points[-1].start)
     return (
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{escape(title)}">'
-        f'<title>{escape(title)}: 5-minute averages, band = min..max</title>'
+        f"<title>{escape(title)}: 5-minute averages, band = min..max</title>"
         f'<rect x="{_PAD_LEFT}" y="{_PAD_TOP}" width="{inner_w}" height="{inner_h}" class="plot"/>'
         f'<polygon points="{" ".join(band)}" fill="{colour}" fill-opacity="0.22" stroke="none"/>'
         f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="1.6"/>{dots}'
@@ -109,12 +111,16 @@ def _cell(value) -> str:
     return escape(str(value))
 
 
-def render(columns: list[str], rows: list[tuple], quality: dict, series: dict[str, dict[str, list[Point]]],
-           generated: datetime) -> str:
+def render(
+    columns: list[str], rows: list[tuple], quality: dict, series: dict[str, dict[str, list[Point]]], generated: datetime
+) -> str:
     """The whole page. `series`: sensor id -> metric -> its 5-minute points; `rows`: the report table."""
     rejected = quality.get("rejected") or {}
-    cards = [("records read", quality.get("records", 0)), ("valid", quality.get("valid", 0)),
-             ("rejected", sum(rejected.values()))] + [(f"rejected: {k}", v) for k, v in sorted(rejected.items())]
+    cards = [
+        ("records read", quality.get("records", 0)),
+        ("valid", quality.get("valid", 0)),
+        ("rejected", sum(rejected.values())),
+    ] + [(f"rejected: {k}", v) for k, v in sorted(rejected.items())]
     index = columns.index("sensor_id") if "sensor_id" in columns else 0
     sensors = [row[index] for row in rows] + sorted(set(series) - {row[index] for row in rows})
     parts = [
@@ -127,7 +133,8 @@ def render(columns: list[str], rows: list[tuple], quality: dict, series: dict[st
         f'<p class="meta">topic {escape(str(quality.get("input_topic", "")))}; generated '
         f"{_utc(generated):%Y-%m-%d %H:%M:%S} UTC"
         + (f"; from {escape(str(quality['from']))}" if quality.get("from") else "")
-        + (f"; to {escape(str(quality['to']))}" if quality.get("to") else "") + "</p>",
+        + (f"; to {escape(str(quality['to']))}" if quality.get("to") else "")
+        + "</p>",
         "<h2>Data quality</h2>",
         '<div class="quality">' + "".join(f"<div>{escape(k)}<b>{v:,}</b></div>" for k, v in cards) + "</div>",
         "<h2>Per sensor: 5-minute averages, band = minimum to maximum</h2>",

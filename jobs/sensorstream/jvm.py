@@ -23,7 +23,9 @@ def find_java() -> str:
         raise DependencyError(f"Java not found; {JAVA_HINT}")
     version = java_major_version(candidate)
     if version < MIN_JAVA:
-        raise DependencyError(f"Java {version} found at {candidate}, but Kafka 4 and Spark 4 need Java {MIN_JAVA}+; {JAVA_HINT}")
+        raise DependencyError(
+            f"Java {version} found at {candidate}, but Kafka 4 and Spark 4 need Java {MIN_JAVA}+; {JAVA_HINT}"
+        )
     return candidate
 
 

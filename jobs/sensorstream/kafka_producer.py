@@ -32,8 +32,9 @@ RECONNECT_BACKOFF_MAX_MS = 1000
 
 def kafka_producer(settings: Settings, **options: Any) -> KafkaProducer:
     """A kafka-python producer on the settings' cluster (and security), with `options`."""
-    producer = KafkaProducer(**kafka_python_kwargs(settings),
-                             **{"reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS, **options})
+    producer = KafkaProducer(
+        **kafka_python_kwargs(settings), **{"reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS, **options}
+    )
     _fail_lost_requests_cleanly(producer)
     return producer
 
@@ -52,7 +53,7 @@ def _fail_lost_requests_cleanly(producer: KafkaProducer) -> None:
     """
     sender = getattr(producer, "_sender", None)
     fail_batch = getattr(sender, "_fail_batch", None)
-    if fail_batch is None:  # another kafka-python than the pinned one: nothing to correct
+    if sender is None or fail_batch is None:  # another kafka-python than the pinned one: nothing to correct
         return
 
     def fail(batch, response):

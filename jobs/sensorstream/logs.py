@@ -87,8 +87,13 @@ def _client_errors_in_one_line(record: logging.LogRecord) -> bool:
         return not isinstance(error, SensorstreamError)
     if record.name.startswith("kafka"):
         if record.name == "kafka.future":
-            record.msg, record.args = ("kafka-python: a delivery callback failed (%s: %s); its records are counted "
-                                       "as failed when their delivery timeout expires"), (type(error).__name__, error)
+            record.msg, record.args = (
+                (
+                    "kafka-python: a delivery callback failed (%s: %s); its records are counted "
+                    "as failed when their delivery timeout expires"
+                ),
+                (type(error).__name__, error),
+            )
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         else:
             record.msg, record.args = "%s (%s: %s)", (record.getMessage(), type(error).__name__, error)

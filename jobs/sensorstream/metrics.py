@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from sensorstream.config import Settings, invalid
 from sensorstream.readings import REASON_KINDS
@@ -28,12 +30,13 @@ if TYPE_CHECKING:
     from sensorstream.producer import DeliveryStats
     from sensorstream.streaming import BatchProgress
 
+
 @dataclass
 class Endpoint:
     """A running /metrics endpoint; `close()` stops it."""
 
     url: str
-    _server: object
+    _server: WSGIServer
 
     def close(self) -> None:
         self._server.shutdown()
@@ -47,13 +50,14 @@ def serve(registry: CollectorRegistry, settings: Settings) -> Endpoint | None:
     try:
         server, _thread = start_http_server(settings.metrics_port, settings.metrics_host, registry)
     except OSError as exc:
-        raise invalid("metrics_port", f"cannot listen on {settings.metrics_host}:{settings.metrics_port} "
-                                      f"({exc.strerror or exc})") from None
+        raise invalid(
+            "metrics_port", f"cannot listen on {settings.metrics_host}:{settings.metrics_port} ({exc.strerror or exc})"
+        ) from None
     host = settings.metrics_host if settings.metrics_host not in ("0.0.0.0", "::") else "127.0.0.1"
     return Endpoint(f"http://{host}:{settings.metrics_port}/metrics", server)
 
 
-class ProducerMetrics:
+class ProducerMetrics(Collector):
     """The producer's counts, as of its last progress report."""
 
     def __init__(self, registry: CollectorRegistry | None = None):
@@ -67,24 +71,36 @@ class ProducerMetrics:
 
     def collect(self):
         stats = self._stats
-        sent = CounterMetricFamily("sensorstream_producer_records_sent", "Records handed to the Kafka client, "
-                                   "by kind (reading, late, or the kind of malformed record)", labels=["kind"])
+        sent = CounterMetricFamily(
+            "sensorstream_producer_records_sent",
+            "Records handed to the Kafka client, by kind (reading, late, or the kind of malformed record)",
+            labels=["kind"],
+        )
         for kind, n in sorted((stats.by_kind if stats else {}).items()):
             sent.add_metric([kind], n)
         yield sent
-        yield CounterMetricFamily("sensorstream_producer_records_acked", "Records acknowledged by the brokers "
-                                  "(acks=all)", value=stats.acked if stats else 0)
-        yield CounterMetricFamily("sensorstream_producer_records_failed", "Records whose delivery failed",
-                                  value=stats.failed if stats else 0)
-        errors = CounterMetricFamily("sensorstream_producer_errors", "Failed deliveries by error",
-                                     labels=["error"])
+        yield CounterMetricFamily(
+            "sensorstream_producer_records_acked",
+            "Records acknowledged by the brokers (acks=all)",
+            value=stats.acked if stats else 0,
+        )
+        yield CounterMetricFamily(
+            "sensorstream_producer_records_failed", "Records whose delivery failed", value=stats.failed if stats else 0
+        )
+        errors = CounterMetricFamily("sensorstream_producer_errors", "Failed deliveries by error", labels=["error"])
         for name, n in sorted((stats.errors if stats else {}).items()):
             errors.add_metric([name], n)
         yield errors
-        yield GaugeMetricFamily("sensorstream_producer_records_in_flight", "Records sent, not yet acknowledged "
-                                "or failed", value=stats.in_flight if stats else 0)
-        yield GaugeMetricFamily("sensorstream_producer_ack_rate", "Acknowledged records per second since the "
-                                "start", value=stats.rate if stats else 0.0)
+        yield GaugeMetricFamily(
+            "sensorstream_producer_records_in_flight",
+            "Records sent, not yet acknowledged or failed",
+            value=stats.in_flight if stats else 0,
+        )
+        yield GaugeMetricFamily(
+            "sensorstream_producer_ack_rate",
+            "Acknowledged records per second since the start",
+            value=stats.rate if stats else 0.0,
+        )
 
 
 class StreamMetrics:
@@ -94,27 +110,48 @@ class StreamMetrics:
         self.registry = registry = registry or CollectorRegistry()
         self.batches = Counter("sensorstream_stream_batches", "Micro-batches completed", registry=registry)
         self.records = Counter("sensorstream_stream_input_records", "Input records read", registry=registry)
-        self.dead_letters = Counter("sensorstream_stream_dead_letters", "Records rejected to the dead-letter "
-                                    "topic, by kind of reason", labelnames=("reason",), registry=registry)
+        self.dead_letters = Counter(
+            "sensorstream_stream_dead_letters",
+            "Records rejected to the dead-letter topic, by kind of reason",
+            labelnames=("reason",),
+            registry=registry,
+        )
         for kind in REASON_KINDS:  # every kind served from the start, at 0
             self.dead_letters.labels(reason=kind)
-        self.late = Counter("sensorstream_stream_late_readings_dropped", "Readings dropped because the watermark "
-                            "had passed their window", registry=registry)
+        self.late = Counter(
+            "sensorstream_stream_late_readings_dropped",
+            "Readings dropped because the watermark had passed their window",
+            registry=registry,
+        )
         self.updated = Counter("sensorstream_stream_windows_updated", "Window rows updated", registry=registry)
-        self.final = Counter("sensorstream_stream_windows_final", "Windows closed by the watermark",
-                             registry=registry)
-        self.open = Gauge("sensorstream_stream_open_windows", "Windows held open (the stream's state rows)",
-                          registry=registry)
-        self.duration = Histogram("sensorstream_stream_batch_duration_seconds", "Time to process a micro-batch",
-                                  buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120), registry=registry)
-        self.processed = Gauge("sensorstream_stream_processing_rate", "Records per second the last batch was "
-                               "processed at", registry=registry)
-        self.arriving = Gauge("sensorstream_stream_input_rate", "Records per second arriving, over the time "
-                              "between the last two batches", registry=registry)
-        self.watermark = Gauge("sensorstream_stream_watermark_timestamp_seconds", "The event-time watermark "
-                               "(Unix time)", registry=registry)
-        self.last_batch = Gauge("sensorstream_stream_last_batch_timestamp_seconds", "When the last micro-batch "
-                                "completed (Unix time)", registry=registry)
+        self.final = Counter("sensorstream_stream_windows_final", "Windows closed by the watermark", registry=registry)
+        self.open = Gauge(
+            "sensorstream_stream_open_windows", "Windows held open (the stream's state rows)", registry=registry
+        )
+        self.duration = Histogram(
+            "sensorstream_stream_batch_duration_seconds",
+            "Time to process a micro-batch",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+            registry=registry,
+        )
+        self.processed = Gauge(
+            "sensorstream_stream_processing_rate",
+            "Records per second the last batch was processed at",
+            registry=registry,
+        )
+        self.arriving = Gauge(
+            "sensorstream_stream_input_rate",
+            "Records per second arriving, over the time between the last two batches",
+            registry=registry,
+        )
+        self.watermark = Gauge(
+            "sensorstream_stream_watermark_timestamp_seconds", "The event-time watermark (Unix time)", registry=registry
+        )
+        self.last_batch = Gauge(
+            "sensorstream_stream_last_batch_timestamp_seconds",
+            "When the last micro-batch completed (Unix time)",
+            registry=registry,
+        )
 
     def observe(self, progress: BatchProgress) -> None:
         import time

@@ -26,8 +26,10 @@ from kafka import KafkaConsumer, TopicPartition
 from sensorstream.config import Settings, kafka_python_kwargs
 from sensorstream.errors import CheckpointError
 
-RESET = ("start fresh with --reset-checkpoint (deletes the checkpoint; the stream then reads from "
-         "--starting-offsets, earliest by default)")
+RESET = (
+    "start fresh with --reset-checkpoint (deletes the checkpoint; the stream then reads from "
+    "--starting-offsets, earliest by default)"
+)
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,7 @@ def _read_log(path: Path) -> list[str]:
         for line in lines[1:]:
             json.loads(line)
     except ValueError:
-        raise CheckpointError(
-            f"checkpoint file {path} is damaged (half-written or truncated); {RESET}"
-        ) from None
+        raise CheckpointError(f"checkpoint file {path} is damaged (half-written or truncated); {RESET}") from None
     return lines
 
 
@@ -99,8 +99,9 @@ def check(settings: Settings, checkpoint: Path, skip_lost: bool = False) -> list
     position = committed_offsets(checkpoint, topic)
     if not position:
         return []
-    consumer = KafkaConsumer(**kafka_python_kwargs(settings), enable_auto_commit=False,
-                             client_id="sensorstream-checkpoint-check")
+    consumer = KafkaConsumer(
+        **kafka_python_kwargs(settings), enable_auto_commit=False, client_id="sensorstream-checkpoint-check"
+    )
     try:
         present = consumer.partitions_for_topic(topic) or set()
         gone = sorted(set(position) - present)

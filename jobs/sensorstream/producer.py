@@ -29,9 +29,10 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import cast
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -122,8 +123,11 @@ class DeliveryStats:
             return
         self._said[name] = now
         more = self._unsaid.pop(name, 0)
-        log.warning("delivery failed: %s%s", detail if detail is not None else exc,
-                    f" (and {more:,} more {name} since the last such line)" if more else "")
+        log.warning(
+            "delivery failed: %s%s",
+            detail if detail is not None else exc,
+            f" (and {more:,} more {name} since the last such line)" if more else "",
+        )
 
     def add(self, other: DeliveryStats) -> None:
         """Add another run's counts to these (the parent summing its processes)."""
@@ -149,8 +153,7 @@ class DeliveryStats:
 
     def summary(self) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.by_kind.items()))
-        text = (f"sent {self.sent}, acked {self.acked}, failed {self.failed} "
-                f"in {self.elapsed:.1f}s ({self.rate:.0f}/s)")
+        text = f"sent {self.sent}, acked {self.acked}, failed {self.failed} in {self.elapsed:.1f}s ({self.rate:.0f}/s)"
         if kinds:
             text += f" [{kinds}]"
         if self.errors:
@@ -212,8 +215,9 @@ def produce(
     if workers == 1:
         stats = send(settings, simulator, count, rate, duration, stop, progress, heartbeat.beat)
     else:
-        stats = _send_in_processes(settings, simulator.split(workers), count, rate, duration, stop, progress,
-                                   heartbeat.beat)
+        stats = _send_in_processes(
+            settings, simulator.split(workers), count, rate, duration, stop, progress, heartbeat.beat
+        )
     if progress:
         progress(stats)
     return stats
@@ -226,15 +230,23 @@ def _sender(settings: Settings) -> Callable[..., DeliveryStats]:
             import confluent_kafka  # noqa: F401 - only to know it is there
         except ImportError:
             raise DependencyError(
-                f"the confluent-kafka producer client ({declaration('producer_client').env}=confluent-kafka or --client) "
-                "is not installed: pip install 'sensorstream[fast]', or use --client kafka-python"
+                f"the confluent-kafka producer client ({declaration('producer_client').env}=confluent-kafka or "
+                "--client) is not installed: install the `fast` extra (from a checkout: .venv/bin/pip install -e "
+                "'.[fast]'), or use --client kafka-python"
             ) from None
         return _send_confluent
     return _send
 
 
-def _chunks(stats: DeliveryStats, count: int, rate: float, duration: float | None, stop,
-            report: Callable[[DeliveryStats], None] | None, report_interval: float) -> Iterator[int]:
+def _chunks(
+    stats: DeliveryStats,
+    count: int,
+    rate: float,
+    duration: float | None,
+    stop,
+    report: Callable[[DeliveryStats], None] | None,
+    report_interval: float,
+) -> Iterator[int]:
     """How many records a sending loop sends next, chunk by chunk, until `count` are sent, `duration`
     has passed or `stop` is set. Between chunks: `report(stats)` every `report_interval` s, and a
     wait that paces the sends to `rate` (0: no wait, chunks of CHUNK records; else one at a time)."""
@@ -258,9 +270,17 @@ def _chunks(stats: DeliveryStats, count: int, rate: float, duration: float | Non
                 stop.wait(wait)
 
 
-def _send(settings: Settings, simulator: Simulator, count: int, rate: float, duration: float | None,
-          stop, report: Callable[[DeliveryStats], None] | None, beat: Callable[[], None],
-          report_interval: float = 1.0) -> DeliveryStats:
+def _send(
+    settings: Settings,
+    simulator: Simulator,
+    count: int,
+    rate: float,
+    duration: float | None,
+    stop,
+    report: Callable[[DeliveryStats], None] | None,
+    beat: Callable[[], None],
+    report_interval: float = 1.0,
+) -> DeliveryStats:
     """The sending loop of one process, with kafka-python; `report(stats)` every `report_interval` s."""
     topic = settings.input_topic
     producer = kafka_producer(settings, **PRODUCER_TUNING, client_id="sensorstream-producer")
@@ -274,7 +294,8 @@ def _send(settings: Settings, simulator: Simulator, count: int, rate: float, dur
         raise SensorstreamError(
             f"Kafka at {settings.bootstrap_servers} gave no partitions for {topic} ({type(exc).__name__}): brokers "
             "are down or the controller quorum is lost; start the stopped brokers (`sensorstream local up` "
-            "restarts the local ones) and retry") from None
+            "restarts the local ones) and retry"
+        ) from None
     partitioner = DefaultPartitioner()
     routes: dict[str, tuple[bytes, int]] = {}
     pending: deque = deque()  # futures of the records not yet counted, oldest first
@@ -346,9 +367,17 @@ def _close(producer: KafkaProducer) -> None:
         producer._closed = True
 
 
-def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: float, duration: float | None,
-                    stop, report: Callable[[DeliveryStats], None] | None, beat: Callable[[], None],
-                    report_interval: float = 1.0) -> DeliveryStats:
+def _send_confluent(
+    settings: Settings,
+    simulator: Simulator,
+    count: int,
+    rate: float,
+    duration: float | None,
+    stop,
+    report: Callable[[DeliveryStats], None] | None,
+    beat: Callable[[], None],
+    report_interval: float = 1.0,
+) -> DeliveryStats:
     """`_send` with confluent-kafka: the same loop, deliveries counted by librdkafka's reports."""
     from confluent_kafka import KafkaException, Producer
 
@@ -362,12 +391,20 @@ def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: 
             stats.record_failure(error.name(), error)
 
     try:
-        producer = Producer({**confluent_kafka_config(settings), **CONFLUENT_TUNING,
-                             "client.id": "sensorstream-producer", "on_delivery": delivered})
+        producer = Producer(
+            {
+                **confluent_kafka_config(settings),
+                **CONFLUENT_TUNING,
+                "client.id": "sensorstream-producer",
+                "on_delivery": delivered,
+            }
+        )
     except KafkaException as exc:  # librdkafka refused a setting: a certificate file, a SASL mechanism
-        raise SensorstreamError(f"confluent-kafka cannot create a producer: {exc.args[0].str()}; check the "
-                                "KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_* settings, "
-                                "or use --client kafka-python") from None
+        raise SensorstreamError(
+            f"confluent-kafka cannot create a producer: {exc.args[0].str()}; check the "
+            "KAFKA_SECURITY_PROTOCOL / KAFKA_SASL_* / KAFKA_SSL_* settings, "
+            "or use --client kafka-python"
+        ) from None
     keys: dict[str, bytes] = {}
     send, poll, next_record, by_kind = producer.produce, producer.poll, simulator.next_record, stats.by_kind
     try:
@@ -410,9 +447,16 @@ def _send_confluent(settings: Settings, simulator: Simulator, count: int, rate: 
     return stats
 
 
-def _send_in_processes(settings: Settings, parts: list[Simulator], count: int, rate: float,
-                       duration: float | None, stop, progress: Callable[[DeliveryStats], None] | None,
-                       beat: Callable[[], None]) -> DeliveryStats:
+def _send_in_processes(
+    settings: Settings,
+    parts: list[Simulator],
+    count: int,
+    rate: float,
+    duration: float | None,
+    stop,
+    progress: Callable[[DeliveryStats], None] | None,
+    beat: Callable[[], None],
+) -> DeliveryStats:
     """Run one `_send` per simulator part in its own process; add up their counts as they go.
 
     Each process gets an exact share of `count` and of `rate`. A stop (the `stop` event, or
@@ -425,8 +469,12 @@ def _send_in_processes(settings: Settings, parts: list[Simulator], count: int, r
     shares = [count // n + (i < count % n) for i in range(n)] if count else [0] * n
     pipes = [context.Pipe(duplex=False) for _ in range(n)]
     processes = [
-        context.Process(target=_worker, name=f"sensorstream-producer-{i + 1}", daemon=True,
-                        args=(i, settings, parts[i], shares[i], rate / n, duration, halt, counts, pipes[i][1]))
+        context.Process(
+            target=_worker,
+            name=f"sensorstream-producer-{i + 1}",
+            daemon=True,
+            args=(i, settings, parts[i], shares[i], rate / n, duration, halt, counts, pipes[i][1]),
+        )
         for i in range(n)
     ]
     total = DeliveryStats()
@@ -443,9 +491,9 @@ def _send_in_processes(settings: Settings, parts: list[Simulator], count: int, r
             if stop.is_set():
                 halt.set()
             for reader in multiprocessing.connection.wait(list(readers), timeout=0.2):
-                index = readers.pop(reader)
+                index = readers.pop(cast(multiprocessing.connection.Connection, reader))
                 try:
-                    outcome, payload = reader.recv()
+                    outcome, payload = pipes[index][0].recv()
                 except EOFError:
                     outcome, payload = "error", f"exited with code {processes[index].exitcode}"
                 if outcome == "done":
@@ -455,8 +503,11 @@ def _send_in_processes(settings: Settings, parts: list[Simulator], count: int, r
                     halt.set()
             live = [finals.get(i) or _published(counts, i) for i in range(n)]
             acked = total.acked
-            total.sent, total.acked, total.failed = (sum(s.sent for s in live), sum(s.acked for s in live),
-                                                     sum(s.failed for s in live))
+            total.sent, total.acked, total.failed = (
+                sum(s.sent for s in live),
+                sum(s.acked for s in live),
+                sum(s.failed for s in live),
+            )
             if total.acked > acked:
                 beat()
             if progress and time.monotonic() >= next_report:
@@ -491,8 +542,17 @@ def _published(counts, index: int) -> DeliveryStats:
     return DeliveryStats(sent=counts[base], acked=counts[base + 1], failed=counts[base + 2])
 
 
-def _worker(index: int, settings: Settings, simulator: Simulator, count: int, rate: float,
-            duration: float | None, halt, counts, pipe) -> None:
+def _worker(
+    index: int,
+    settings: Settings,
+    simulator: Simulator,
+    count: int,
+    rate: float,
+    duration: float | None,
+    halt,
+    counts,
+    pipe,
+) -> None:
     """One producer process: send its share, publish its counts, hand its totals to the parent."""
     for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl+C reaches the whole process group
         signal.signal(signum, lambda *_: halt.set())
@@ -502,11 +562,12 @@ def _worker(index: int, settings: Settings, simulator: Simulator, count: int, ra
         counts[base], counts[base + 1], counts[base + 2] = stats.sent, stats.acked, stats.failed
 
     try:
-        stats = _sender(settings)(settings, simulator, count, rate, duration, halt, publish, lambda: None,
-                                  report_interval=PUBLISH_INTERVAL_S)
+        stats = _sender(settings)(
+            settings, simulator, count, rate, duration, halt, publish, lambda: None, report_interval=PUBLISH_INTERVAL_S
+        )
         publish(stats)
         pipe.send(("done", stats))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+    except BaseException as exc:
         pipe.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
         pipe.close()

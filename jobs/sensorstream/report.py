@@ -82,22 +82,27 @@ def _records(spark: SparkSession, settings: Settings, since: datetime | None, un
     return records
 
 
-def build_report(spark: SparkSession, settings: Settings, since: datetime | None = None,
-                 until: datetime | None = None) -> DataFrame:
+def build_report(
+    spark: SparkSession, settings: Settings, since: datetime | None = None, until: datetime | None = None
+) -> DataFrame:
     """sensor_report over the topic; readings selected by event time in [since, until), rejects by Kafka time."""
     return sensor_report(_records(spark, settings, since, until))
 
 
-def chart_series(spark: SparkSession, settings: Settings, since: datetime | None = None,
-                 until: datetime | None = None) -> dict[str, dict[str, list[html_report.Point]]]:
+def chart_series(
+    spark: SparkSession, settings: Settings, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, dict[str, list[html_report.Point]]]:
     """sensor -> metric -> its CHART_WINDOW windows (avg, min, max), for the HTML report's charts."""
     readings = _records(spark, settings, since, until).where(F.col("reason").isNull())
     series: dict[str, dict[str, list[html_report.Point]]] = {}
     for row in window_stats(readings, CHART_WINDOW).collect():
         for metric in METRICS:
             if row[f"avg_{metric}"] is not None:
-                series.setdefault(row["sensor_id"], {}).setdefault(metric, []).append(html_report.Point(
-                    row["window_start"], row[f"avg_{metric}"], row[f"min_{metric}"], row[f"max_{metric}"]))
+                series.setdefault(row["sensor_id"], {}).setdefault(metric, []).append(
+                    html_report.Point(
+                        row["window_start"], row[f"avg_{metric}"], row[f"min_{metric}"], row[f"max_{metric}"]
+                    )
+                )
     return series
 
 
@@ -139,9 +144,16 @@ def _remove_abandoned(report_dir: Path, now: float) -> None:
             pass
 
 
-def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], report_dir: Path,
-                 formats: tuple[str, ...], quality: dict, now: datetime | None = None,
-                 series: dict | None = None) -> tuple[Path, list[Path]]:
+def write_report(
+    spark: SparkSession,
+    schema: StructType,
+    rows: list[tuple],
+    report_dir: Path,
+    formats: tuple[str, ...],
+    quality: dict,
+    now: datetime | None = None,
+    series: dict | None = None,
+) -> tuple[Path, list[Path]]:
     """Write every format into a new time-stamped folder, atomically; returns (folder, files).
     `series` are the html format's charts (`chart_series`)."""
     now = now or datetime.now(timezone.utc)
@@ -176,14 +188,15 @@ def write_report(spark: SparkSession, schema: StructType, rows: list[tuple], rep
                 page = html_report.render(columns, rows, quality, series or {}, now)
                 (staging / f"{REPORT_NAME}.html").write_text(page, encoding="utf-8")
             elif fmt == "parquet":
-                (spark.createDataFrame(rows, schema).coalesce(1).write
-                 .parquet(str(staging / f"{REPORT_NAME}.parquet")))
+                (spark.createDataFrame(rows, schema).coalesce(1).write.parquet(str(staging / f"{REPORT_NAME}.parquet")))
         (staging / "quality.json").write_text(json.dumps(quality, indent=2, default=str) + "\n")
         os.rename(staging, final)
     except OSError as exc:  # disk full, read-only, no permission: one line, nothing left visible
         shutil.rmtree(staging, ignore_errors=True)
-        raise SensorstreamError(f"cannot write the report to {report_dir}: {exc.strerror or exc}; free space "
-                                "there or choose another folder with --report-dir (env REPORT_DIR)") from None
+        raise SensorstreamError(
+            f"cannot write the report to {report_dir}: {exc.strerror or exc}; free space "
+            "there or choose another folder with --report-dir (env REPORT_DIR)"
+        ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -204,8 +217,9 @@ def preflight(settings: Settings) -> None:
     require_topics(settings, [settings.input_topic])
 
 
-def run(spark: SparkSession, settings: Settings, since: datetime | None = None,
-        until: datetime | None = None) -> ReportResult:
+def run(
+    spark: SparkSession, settings: Settings, since: datetime | None = None, until: datetime | None = None
+) -> ReportResult:
     preflight(settings)
     table = build_report(spark, settings, since, until)
     collected = table.collect()  # the one Spark job: one read of the topic, one parse per record
@@ -227,29 +241,26 @@ def run(spark: SparkSession, settings: Settings, since: datetime | None = None,
     }
     schema = StructType([f for f in table.schema.fields if f.name != _REJECTED])
     columns = schema.fieldNames()
-    rows = [tuple(row[c] for c in columns)
-            for row in sorted((r for r in collected if r["sensor_id"] is not None), key=_sensor_order)]
+    rows = [
+        tuple(row[c] for c in columns)
+        for row in sorted((r for r in collected if r["sensor_id"] is not None), key=_sensor_order)
+    ]
     series = chart_series(spark, settings, since, until) if "html" in settings.report_formats else None
-    folder, files = write_report(spark, schema, rows, settings.report_dir, settings.report_formats, quality,
-                                 series=series)
+    folder, files = write_report(
+        spark, schema, rows, settings.report_dir, settings.report_formats, quality, series=series
+    )
     return ReportResult(folder, files, columns, rows, records, valid, rejected)
-
-
 
 
 def console_table(result: ReportResult) -> str:
     """The report as a terminal-width table: avg (min..max) per metric; the files have every column."""
     index = {name: i for i, name in enumerate(result.columns)}
-    columns = ["sensor_id", "readings",
-               *[f"{m} {UNITS[m]} avg (min..max)" for m in METRICS], "missing_seq", "invalid"]
+    columns = ["sensor_id", "readings", *[f"{m} {UNITS[m]} avg (min..max)" for m in METRICS], "missing_seq", "invalid"]
     rows = []
     for row in result.rows:
-        def stat(kind: str, metric: str) -> float | None:
-            return row[index[f"{kind}_{metric}"]]
-
         cells = [row[index["sensor_id"]], row[index["total_readings"]]]
         for metric in METRICS:
-            avg, low, high = stat("avg", metric), stat("min", metric), stat("max", metric)
+            avg, low, high = (row[index[f"{kind}_{metric}"]] for kind in ("avg", "min", "max"))
             cells.append("-" if avg is None else f"{avg:.2f} ({low:.2f}..{high:.2f})")
         cells += [row[index["missing_seq"]], row[index["invalid_records"]]]
         rows.append(cells)

@@ -34,8 +34,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, VariantType
 
-from sensorstream.readings import (  # noqa: F401 - METRICS, RANGES, REASON_KINDS: re-exported
-    FIELDS, METRICS, RANGES, REASON_KINDS, REQUIRED)
+from sensorstream.readings import FIELDS, METRICS, RANGES, REASON_KINDS, REQUIRED  # noqa: F401 - METRICS, RANGES, REASON_KINDS: re-exported
 
 #: A date, a time with seconds, an optional fraction and an optional offset (UTC without one).
 #: A Java regex (\z: the very end; $ would also match before a final line break).
@@ -44,8 +43,13 @@ TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]
 WHITESPACE = " \t\r\n"
 
 #: The JSON a producer sends. seq and event_id are optional for foreign producers.
-_FIELD_TYPES = {"sensor_id": StringType(), "timestamp": StringType(), **{m: DoubleType() for m in METRICS},
-                "seq": LongType(), "event_id": StringType()}
+_FIELD_TYPES = {
+    "sensor_id": StringType(),
+    "timestamp": StringType(),
+    **{m: DoubleType() for m in METRICS},
+    "seq": LongType(),
+    "event_id": StringType(),
+}
 READING_SCHEMA = StructType([StructField(name, _FIELD_TYPES[name]) for name in FIELDS])
 _CORRUPT = "_corrupt_record"
 _PARSE_SCHEMA = StructType([*READING_SCHEMA.fields, StructField(_CORRUPT, StringType())])
@@ -74,11 +78,27 @@ _ONE_BRACE = r"^[^}]*\}[ \t\r\n]*\z"
 READING_COLUMNS = ("sensor_id", "event_time", *METRICS, "seq", "event_id")
 #: Columns of a reject, as written to the dead-letter topic (JSON) and counted by the report.
 #: value is the record as text; value_base64 holds its exact bytes when they are not UTF-8.
-REJECT_COLUMNS = ("reason", "value", "value_base64", "sensor_id", "source_topic", "source_partition",
-                  "source_offset", "kafka_timestamp")
+REJECT_COLUMNS = (
+    "reason",
+    "value",
+    "value_base64",
+    "sensor_id",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "kafka_timestamp",
+)
 #: Columns of `parse`: the reading's (null for a reject) and the reject's (reason null for a reading).
-RECORD_COLUMNS = ("reason", *READING_COLUMNS, "value", "value_base64", "source_topic", "source_partition",
-                  "source_offset", "kafka_timestamp")
+RECORD_COLUMNS = (
+    "reason",
+    *READING_COLUMNS,
+    "value",
+    "value_base64",
+    "source_topic",
+    "source_partition",
+    "source_offset",
+    "kafka_timestamp",
+)
 
 
 def _trim(text: Column) -> Column:
@@ -147,8 +167,12 @@ def _range_reason(p: Column) -> Column:
     for field in METRICS:
         low, high = RANGES[field]
         out = ~p[field].between(low, high)
-        reason = F.when(out, _out_of_range(p[field], field)) if reason is None else reason.when(
-            out, _out_of_range(p[field], field))
+        reason = (
+            F.when(out, _out_of_range(p[field], field))
+            if reason is None
+            else reason.when(out, _out_of_range(p[field], field))
+        )
+    assert reason is not None  # METRICS is not empty
     return reason
 
 
@@ -160,8 +184,8 @@ def _parse_again(raw: Column) -> Column:
     '}' to escape the second, and cannot do both.
     """
     return F.struct(
-        F.from_json(raw, _TEXT_SCHEMA, _STRICT).alias("text"),       # present: not absent, not JSON null
-        F.from_json(raw, _VARIANT_SCHEMA, _STRICT).alias("typed"),   # the JSON type of each field
+        F.from_json(raw, _TEXT_SCHEMA, _STRICT).alias("text"),  # present: not absent, not JSON null
+        F.from_json(raw, _VARIANT_SCHEMA, _STRICT).alias("typed"),  # the JSON type of each field
         F.from_json(F.concat(F.lit("["), raw, F.lit("]")), "array<string>", _STRICT).alias("element"),
         F.from_json(F.concat(F.lit('{"v":'), raw, F.lit("}")), "v string", _STRICT)["v"].alias("member"),
         F.coalesce(F.is_valid_utf8(raw), F.lit(False)).alias("utf8"),
@@ -171,8 +195,12 @@ def _parse_again(raw: Column) -> Column:
 
 def _is_json_object(again: Column) -> Column:
     """Exactly one strict JSON object in UTF-8, whitespace around it allowed."""
-    return (again["utf8"] & F.coalesce(again["opens"], F.lit(False))
-            & F.coalesce(F.size(again["element"]) == 1, F.lit(False)) & again["member"].isNotNull())
+    return (
+        again["utf8"]
+        & F.coalesce(again["opens"], F.lit(False))
+        & F.coalesce(F.size(again["element"]) == 1, F.lit(False))
+        & again["member"].isNotNull()
+    )
 
 
 def _is_json(variant: Column, *types: str) -> Column:
@@ -198,8 +226,7 @@ def _reason(again: Column, p: Column, event_time: Column) -> Column:
         reason = reason.when(~_is_json_string(typed[field]), F.lit(f"wrong type: {field}"))
     for field in METRICS:
         reason = reason.when(~_is_json(typed[field], *_NUMBER_TYPES, "DECIMAL"), F.lit(f"wrong type: {field}"))
-    reason = reason.when(text["seq"].isNotNull() & ~_is_json(typed["seq"], *_INTEGER_TYPES),
-                         F.lit("wrong type: seq"))
+    reason = reason.when(text["seq"].isNotNull() & ~_is_json(typed["seq"], *_INTEGER_TYPES), F.lit("wrong type: seq"))
     reason = reason.when(
         ~p["timestamp"].rlike(TIMESTAMP_PATTERN) | event_time.isNull(),
         F.concat(F.lit("bad timestamp: "), p["timestamp"]),
@@ -214,8 +241,7 @@ def _reason(again: Column, p: Column, event_time: Column) -> Column:
 def _reject_sensor(again: Column) -> Column:
     """The sensor a reject names: its sensor_id when that is a non-blank JSON string, else null."""
     text = _trim(again["text"]["sensor_id"])
-    return F.when(_is_json_object(again) & _is_json_string(again["typed"]["sensor_id"]) & (F.length(text) > 0),
-                  text)
+    return F.when(_is_json_object(again) & _is_json_string(again["typed"]["sensor_id"]) & (F.length(text) > 0), text)
 
 
 def parse(kafka_df: DataFrame) -> DataFrame:
@@ -257,8 +283,12 @@ def passed_readings(checked: DataFrame) -> DataFrame:
 @functools.cache
 def _passed_columns() -> tuple[Column | str, ...]:
     passed = F.col("fast")
-    return _record_columns(reason=F.when(~passed, F.lit(UNCHECKED)), sensor_id=F.when(passed, F.col("p")["sensor_id"]),
-                           valid=passed, value_base64=F.lit(None).cast("string"))
+    return _record_columns(
+        reason=F.when(~passed, F.lit(UNCHECKED)),
+        sensor_id=F.when(passed, F.col("p")["sensor_id"]),
+        valid=passed,
+        value_base64=F.lit(None).cast("string"),
+    )
 
 
 def _record_columns(reason: Column, sensor_id: Column, valid: Column, value_base64: Column) -> tuple[Column | str, ...]:
@@ -268,15 +298,20 @@ def _record_columns(reason: Column, sensor_id: Column, valid: Column, value_base
     def reading(column: Column) -> Column:
         return F.when(valid, column)
 
-    return (reason.alias("reason"),
-            sensor_id.alias("sensor_id"),
-            reading(F.col("event_time")).alias("event_time"),
-            *[reading(p[m]).alias(m) for m in METRICS],
-            reading(p["seq"]).alias("seq"),
-            reading(p["event_id"]).alias("event_id"),
-            F.col("raw").alias("value"),
-            value_base64.alias("value_base64"),
-            "source_topic", "source_partition", "source_offset", "kafka_timestamp")
+    return (
+        reason.alias("reason"),
+        sensor_id.alias("sensor_id"),
+        reading(F.col("event_time")).alias("event_time"),
+        *[reading(p[m]).alias(m) for m in METRICS],
+        reading(p["seq"]).alias("seq"),
+        reading(p["event_id"]).alias("event_id"),
+        F.col("raw").alias("value"),
+        value_base64.alias("value_base64"),
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "kafka_timestamp",
+    )
 
 
 def failed_check(checked: DataFrame) -> DataFrame:
@@ -307,28 +342,40 @@ def _projections() -> tuple[tuple[Column | str, ...], ...]:
             F.when(~again["utf8"], F.base64(raw.cast("binary"))).alias("value_base64"),
         )
 
-    out_of_range = F.struct(_range_reason(p).alias("reason"), p["sensor_id"].alias("named"),
-                            F.lit(None).cast("string").alias("value_base64"))
+    out_of_range = F.struct(
+        _range_reason(p).alias("reason"),
+        p["sensor_id"].alias("named"),
+        F.lit(None).cast("string").alias("value_base64"),
+    )
     reason = F.col("slow.reason")
     valid = reason.isNull()
 
     return (  # check: the first _CHECKED projections; explain: the rest
-        (F.col("value").cast("string").alias("raw"),  # the same bytes, not checked for UTF-8 here
-         F.col("topic").alias("source_topic"),
-         F.col("partition").alias("source_partition"),
-         F.col("offset").alias("source_offset"),
-         F.col("timestamp").alias("kafka_timestamp")),
+        (
+            F.col("value").cast("string").alias("raw"),  # the same bytes, not checked for UTF-8 here
+            F.col("topic").alias("source_topic"),
+            F.col("partition").alias("source_partition"),
+            F.col("offset").alias("source_offset"),
+            F.col("timestamp").alias("kafka_timestamp"),
+        ),
         ("*", F.from_json(raw, _PARSE_SCHEMA, _TYPED).alias("p")),
         ("*", p["timestamp"].try_cast("timestamp").alias("event_time")),
         ("*", _well_formed(raw, p, event_time).alias("formed")),
         ("*", (formed & _in_range(p)).alias("fast")),
         # transform over a one-element array binds the parses to a name: made once, read many times
-        ("*", F.when(fast, None).when(formed & _finite(p), out_of_range)
-         .otherwise(F.transform(F.array(_parse_again(raw)), explain)[0]).alias("slow")),
+        (
+            "*",
+            F.when(fast, None)
+            .when(formed & _finite(p), out_of_range)
+            .otherwise(F.transform(F.array(_parse_again(raw)), explain)[0])
+            .alias("slow"),
+        ),
         _record_columns(
             reason=reason,
             sensor_id=F.when(fast, p["sensor_id"]).when(valid, _trim(p["sensor_id"])).otherwise(F.col("slow.named")),
-            valid=valid, value_base64=F.when(~valid, F.col("slow.value_base64"))),
+            valid=valid,
+            value_base64=F.when(~valid, F.col("slow.value_base64")),
+        ),
     )
 
 
@@ -348,7 +395,14 @@ def dead_letter_columns() -> tuple[Column, Column]:
 
 def reject_json() -> Column:
     """A reject as the JSON value of a dead-letter record (value_base64 only for non-UTF-8 values)."""
-    return F.to_json(F.struct(
-        "reason", "value", "value_base64", "source_topic", "source_partition", "source_offset",
-        F.date_format("kafka_timestamp", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("kafka_timestamp"),
-    ))
+    return F.to_json(
+        F.struct(
+            "reason",
+            "value",
+            "value_base64",
+            "source_topic",
+            "source_partition",
+            "source_offset",
+            F.date_format("kafka_timestamp", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("kafka_timestamp"),
+        )
+    )

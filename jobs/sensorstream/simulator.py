@@ -25,9 +25,10 @@ import json
 import math
 import pickle
 import random
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii as _json_string
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from sensorstream.readings import METRICS, RANGES
 
@@ -73,11 +74,29 @@ class Record(NamedTuple):
 
 
 class _Sensor:
-    __slots__ = ("sensor_id", "json_prefix", "base_temperature", "base_humidity", "base_pressure", "amplitude",
-                 "phase", "drift", "seq", "stuck_left", "last")
+    __slots__ = (
+        "amplitude",
+        "base_humidity",
+        "base_pressure",
+        "base_temperature",
+        "drift",
+        "json_prefix",
+        "last",
+        "phase",
+        "sensor_id",
+        "seq",
+        "stuck_left",
+    )
 
-    def __init__(self, sensor_id: str, base_temperature: float, base_humidity: float, base_pressure: float,
-                 amplitude: float, phase: float):
+    def __init__(
+        self,
+        sensor_id: str,
+        base_temperature: float,
+        base_humidity: float,
+        base_pressure: float,
+        amplitude: float,
+        phase: float,
+    ):
         self.sensor_id = sensor_id
         self.json_prefix = '{"sensor_id":' + _json_string(sensor_id) + ',"timestamp":"'
         self.base_temperature = base_temperature
@@ -101,11 +120,14 @@ def _number(value: float) -> str:
     return repr(value) if math.isfinite(value) else json.dumps(value)
 
 
-def _json(prefix: str, stamp: str, temperature: float, humidity: float, pressure: float, seq: int,
-          event_id: str) -> bytes:
+def _json(
+    prefix: str, stamp: str, temperature: float, humidity: float, pressure: float, seq: int, event_id: str
+) -> bytes:
     """The one wire format of a reading: compact JSON, fields in Reading's order."""
-    return (f'{prefix}{stamp}","temperature":{_number(temperature)},"humidity":{_number(humidity)},'
-            f'"pressure":{_number(pressure)},"seq":{seq},"event_id":{_json_string(event_id)}}}').encode()
+    return (
+        f'{prefix}{stamp}","temperature":{_number(temperature)},"humidity":{_number(humidity)},'
+        f'"pressure":{_number(pressure)},"seq":{seq},"event_id":{_json_string(event_id)}}}'
+    ).encode()
 
 
 class Simulator:
@@ -115,10 +137,15 @@ class Simulator:
     clock so that readings span several windows.
     """
 
-    def __init__(self, sensors: int = 10, seed: int | None = None,
-                 clock: Callable[[], datetime] | None = None,
-                 bad_ratio: float = 0.0, late_ratio: float = 0.0,
-                 max_lateness: timedelta = timedelta(minutes=15)):
+    def __init__(
+        self,
+        sensors: int = 10,
+        seed: int | None = None,
+        clock: Callable[[], datetime] | None = None,
+        bad_ratio: float = 0.0,
+        late_ratio: float = 0.0,
+        max_lateness: timedelta = timedelta(minutes=15),
+    ):
         if sensors < 1:
             raise ValueError("sensors must be 1 or more")
         self.seed = seed
@@ -160,8 +187,9 @@ class Simulator:
         parts = max(1, min(parts, self.sensor_count))
         result = []
         for index in range(parts):
-            part = Simulator(self.sensor_count, self.seed, self.clock, self.bad_ratio, self.late_ratio,
-                             self.max_lateness)
+            part = Simulator(
+                self.sensor_count, self.seed, self.clock, self.bad_ratio, self.late_ratio, self.max_lateness
+            )
             part.sensors = part.sensors[index::parts]
             if parts > 1:
                 part.rng = random.Random(None if self.seed is None else f"{self.seed}/{index}/{parts}")
@@ -192,9 +220,11 @@ class Simulator:
             temperature += rng.choice((-1, 1)) * rng.uniform(12, 25)
         elif fault < FAULT_SPIKE + FAULT_STUCK:
             sensor.stuck_left = rng.randint(3, 8)
-        values = (round(max(_T_LOW, min(_T_HIGH, temperature)), 2),
-                  round(max(_H_LOW, min(_H_HIGH, humidity)), 2),
-                  round(max(_P_LOW, min(_P_HIGH, pressure)), 2))
+        values = (
+            round(max(_T_LOW, min(_T_HIGH, temperature)), 2),
+            round(max(_H_LOW, min(_H_HIGH, humidity)), 2),
+            round(max(_P_LOW, min(_P_HIGH, pressure)), 2),
+        )
         sensor.last = values
         return values
 
@@ -240,9 +270,15 @@ class Simulator:
 
 def encode(reading: Reading) -> bytes:
     """The JSON bytes of a reading (the same as json.dumps of to_json() with compact separators)."""
-    return _json('{"sensor_id":' + _json_string(reading.sensor_id) + ',"timestamp":"',
-                 reading.timestamp.isoformat(timespec="microseconds"), reading.temperature, reading.humidity,
-                 reading.pressure, reading.seq, reading.event_id)
+    return _json(
+        '{"sensor_id":' + _json_string(reading.sensor_id) + ',"timestamp":"',
+        reading.timestamp.isoformat(timespec="microseconds"),
+        reading.temperature,
+        reading.humidity,
+        reading.pressure,
+        reading.seq,
+        reading.event_id,
+    )
 
 
 def malformed(reading: Reading, kind: str, rng: random.Random) -> bytes:
@@ -257,8 +293,9 @@ def malformed(reading: Reading, kind: str, rng: random.Random) -> bytes:
     elif kind == "missing_field":
         del record[rng.choice(("timestamp", *METRICS, "sensor_id"))]
     elif kind == "out_of_range":
-        field, value = rng.choice((("temperature", 250.0), ("humidity", 140.0), ("pressure", 12.0),
-                                   ("temperature", -120.0)))
+        field, value = rng.choice(
+            (("temperature", 250.0), ("humidity", 140.0), ("pressure", 12.0), ("temperature", -120.0))
+        )
         record[field] = value
     else:
         raise ValueError(f"unknown malformed kind {kind!r}")

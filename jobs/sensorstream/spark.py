@@ -66,13 +66,16 @@ def get_session(settings: Settings, serve_metrics: bool = False):
     from pyspark.sql import SparkSession
 
     builder = (
-        SparkSession.builder.appName(settings.spark_app_name).config("spark.sql.session.timeZone", "UTC")
+        SparkSession.builder.appName(settings.spark_app_name)
+        .config("spark.sql.session.timeZone", "UTC")
         # The stream writes two small checkpoint files per micro-batch (offsets, then commit). Through
         # Hadoop's FileSystem API each took ~10 ms here, through FileContext (Spark's default) ~45 ms:
         # 70 ms of every micro-batch. Both write aside and rename; a rename is atomic on a local
         # or mounted volume (the chart's checkpoint PVC), which is what the choice between them is about.
-        .config("spark.sql.streaming.checkpointFileManagerClass",
-                "org.apache.spark.sql.execution.streaming.FileSystemBasedCheckpointFileManager")
+        .config(
+            "spark.sql.streaming.checkpointFileManagerClass",
+            "org.apache.spark.sql.execution.streaming.FileSystemBasedCheckpointFileManager",
+        )
     )
     if not launched_by_spark_submit():
         find_java()

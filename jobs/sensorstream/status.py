@@ -73,8 +73,9 @@ def committed_offsets(checkpoint: Path, topic: str) -> tuple[int | None, dict[in
         try:
             source = json.loads(line)
         except ValueError:
-            raise CheckpointError(f"{checkpoint}/offsets/{batch} is not a Kafka source's offsets: {line[:80]!r}") \
-                from None
+            raise CheckpointError(
+                f"{checkpoint}/offsets/{batch} is not a Kafka source's offsets: {line[:80]!r}"
+            ) from None
         if isinstance(source, dict) and topic in source:
             offsets = {int(p): int(o) for p, o in source[topic].items()}
     at = datetime.fromtimestamp((checkpoint / "commits" / str(batch)).stat().st_mtime, timezone.utc)
@@ -95,8 +96,7 @@ def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     quiet = logging.getLogger("kafka")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)
-    consumer = KafkaConsumer(**kafka_python_kwargs(settings), enable_auto_commit=False,
-                             client_id="sensorstream-status")
+    consumer = KafkaConsumer(**kafka_python_kwargs(settings), enable_auto_commit=False, client_id="sensorstream-status")
     try:
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
         return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
@@ -128,10 +128,14 @@ def describe(status: StreamStatus, max_lag: int) -> tuple[list[str], list[list],
         f"last batch: {status.batch_id if status.batch_id is not None else '-'} at {_when(status.last_batch_at)}; "
         f"watermark {_when(status.watermark)}",
         f"topics on the broker: {', '.join(status.topics) or 'none'}",
-        f"lag of {status.topic}: {status.lag:,} record(s) " + (f"(more than {max_lag:,}: behind)" if behind and
-                                                             status.batch_id is not None else
-                                                             f"(at most {max_lag:,}: keeping up)"
-                                                             if not behind else "(nothing read yet)"),
+        f"lag of {status.topic}: {status.lag:,} record(s) "
+        + (
+            f"(more than {max_lag:,}: behind)"
+            if behind and status.batch_id is not None
+            else f"(at most {max_lag:,}: keeping up)"
+            if not behind
+            else "(nothing read yet)"
+        ),
     ]
     rows = [[p.partition, "-" if p.committed is None else p.committed, p.end, p.lag] for p in status.partitions]
     return lines, rows, behind

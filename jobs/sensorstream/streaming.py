@@ -42,10 +42,10 @@ import threading
 import time
 import weakref
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 from kafka import KafkaProducer
 from pyspark.errors import StreamingQueryException
@@ -123,15 +123,24 @@ def prepare_checkpoint(settings: Settings, query: str, reset: bool) -> Path:
 
 
 #: The console keeps the original's columns so the table fits a terminal; the other sinks carry all stats.
-CONSOLE_COLUMNS = ["window_start", "window_end", "sensor_id", "num_readings",
-                   "avg_temperature", "avg_humidity", "avg_pressure"]
+CONSOLE_COLUMNS = [
+    "window_start",
+    "window_end",
+    "sensor_id",
+    "num_readings",
+    "avg_temperature",
+    "avg_humidity",
+    "avg_pressure",
+]
 #: A window row as the parquet sink writes it.
-WINDOW_SCHEMA = StructType([
-    StructField("window_start", TimestampType()),
-    StructField("window_end", TimestampType()),
-    StructField("sensor_id", StringType()),
-    *[StructField(name, LongType() if name == "num_readings" else DoubleType()) for name in FINISHED],
-])
+WINDOW_SCHEMA = StructType(
+    [
+        StructField("window_start", TimestampType()),
+        StructField("window_end", TimestampType()),
+        StructField("sensor_id", StringType()),
+        *[StructField(name, LongType() if name == "num_readings" else DoubleType()) for name in FINISHED],
+    ]
+)
 
 
 def _utc(moment) -> str:
@@ -161,10 +170,12 @@ class _Output:
 
     def send(self, topic: str, key: str | None, value: str) -> None:
         if self._producer is None:
-            self._producer = kafka_producer(self._settings, acks="all", enable_idempotence=True, linger_ms=5,
-                                            client_id="sensorstream-stream")
-        self._pending.append(self._producer.send(topic, key=key.encode() if key is not None else None,
-                                                 value=value.encode()))
+            self._producer = kafka_producer(
+                self._settings, acks="all", enable_idempotence=True, linger_ms=5, client_id="sensorstream-stream"
+            )
+        self._pending.append(
+            self._producer.send(topic, key=key.encode() if key is not None else None, value=value.encode())
+        )
 
     def flush(self) -> None:
         if self._producer is None:
@@ -174,8 +185,10 @@ class _Output:
         self._pending = []
         if failed:
             error = failed[0].exception if failed[0].is_done else "not acknowledged within 60 s"
-            raise SensorstreamError(f"{len(failed)} record(s) not written to Kafka ({error}); the batch will be "
-                                    "replayed when the stream restarts")
+            raise SensorstreamError(
+                f"{len(failed)} record(s) not written to Kafka ({error}); the batch will be "
+                "replayed when the stream restarts"
+            )
 
     def close(self) -> None:
         if self._producer is not None:
@@ -188,6 +201,7 @@ def _console(spark: SparkSession, settings: Settings, output: _Output) -> Callab
         if rows:
             print(f"Batch {batch.batch_id}: {len(rows)} window row(s) updated (times in UTC)", flush=True)
             print(format_table(CONSOLE_COLUMNS, [[r[c] for c in CONSOLE_COLUMNS] for r in rows]), flush=True)
+
     return show
 
 
@@ -196,6 +210,7 @@ def _kafka(spark: SparkSession, settings: Settings, output: _Output) -> Callable
         for row in batch.outcome.updated:
             value = {**row, "window_start": _utc(row["window_start"]), "window_end": _utc(row["window_end"])}
             output.send(settings.output_topic, f"{row['sensor_id']}|{value['window_start']}", json.dumps(value))
+
     return send
 
 
@@ -206,11 +221,18 @@ def _parquet(spark: SparkSession, settings: Settings, output: _Output) -> Callab
         if not batch.outcome.final:
             return
         aside = folder / f"_batch-{batch.batch_id}"  # hidden from readers of the folder
-        (spark.createDataFrame([[r[f.name] for f in WINDOW_SCHEMA.fields] for r in batch.outcome.final], WINDOW_SCHEMA)
-         .coalesce(1).write.mode("overwrite").parquet(str(aside)))
+        (
+            spark.createDataFrame(
+                [[r[f.name] for f in WINDOW_SCHEMA.fields] for r in batch.outcome.final], WINDOW_SCHEMA
+            )
+            .coalesce(1)
+            .write.mode("overwrite")
+            .parquet(str(aside))
+        )
         for i, part in enumerate(sorted(aside.glob("part-*.parquet"))):
             os.replace(part, folder / f"windows-batch-{batch.batch_id:09d}-{i}.parquet")  # a replay overwrites
         shutil.rmtree(aside)
+
     return write
 
 
@@ -273,25 +295,39 @@ class RejectLimit:
             return
         batches = f"micro-batch {batch_id}" if first == batch_id else f"micro-batches {first}-{batch_id}"
         self.batch_id = batch_id
-        self.message = (f"{batches} rejected {rejected:,} of {records:,} records ({rejected / records:.1%}), over "
-                        f"--max-reject-ratio {limit:g}; see the dead-letter topic {settings.dead_letter_topic} for "
-                        "each record and its reason, fix the producer, then restart the stream")
+        self.message = (
+            f"{batches} rejected {rejected:,} of {records:,} records ({rejected / records:.1%}), over "
+            f"--max-reject-ratio {limit:g}; see the dead-letter topic {settings.dead_letter_topic} for "
+            "each record and its reason, fix the producer, then restart the stream"
+        )
         self.reached.set()
 
     def error(self, committed: bool) -> SensorstreamError:
-        after = (f"(it goes on after micro-batch {self.batch_id})" if committed else
-                 f"(micro-batch {self.batch_id} was not committed: it runs again, and stops again, unless the "
-                 "limit is raised)")
-        return SensorstreamError(f"{self.message} {after}, or raise or unset --max-reject-ratio "
-                                 "(STREAM_MAX_REJECT_RATIO)")
+        after = (
+            f"(it goes on after micro-batch {self.batch_id})"
+            if committed
+            else f"(micro-batch {self.batch_id} was not committed: it runs again, and stops again, unless the "
+            "limit is raised)"
+        )
+        return SensorstreamError(
+            f"{self.message} {after}, or raise or unset --max-reject-ratio (STREAM_MAX_REJECT_RATIO)"
+        )
 
 
 class _Batches:
     """The foreachBatch handler: one Spark job per batch, then the open windows, the sinks, a log line."""
 
-    def __init__(self, spark: SparkSession, settings: Settings, state: Path, output: _Output,
-                 say: Callable[[str], None], on_progress: Callable[[BatchProgress], None] | None = None,
-                 stopping: threading.Event | None = None, limit: RejectLimit | None = None):
+    def __init__(
+        self,
+        spark: SparkSession,
+        settings: Settings,
+        state: Path,
+        output: _Output,
+        say: Callable[[str], None],
+        on_progress: Callable[[BatchProgress], None] | None = None,
+        stopping: threading.Event | None = None,
+        limit: RejectLimit | None = None,
+    ):
         self.settings = settings
         self.stopping = stopping or threading.Event()
         self.limit = limit or RejectLimit()
@@ -312,12 +348,15 @@ class _Batches:
             # What goes back to the JVM must be short: Spark matches a foreachBatch error's text
             # against a backtracking regex, which overflows the stack on a long Java stack trace.
             if self.stopping.is_set():
-                self.say(f"stopped during micro-batch {batch_id}; it was not committed and runs again when the "
-                         "stream restarts")
+                self.say(
+                    f"stopped during micro-batch {batch_id}; it was not committed and runs again when the "
+                    "stream restarts"
+                )
                 # the words by which Spark tells a stop from a failure (StreamExecution.PROXY_ERROR)
-                raise SensorstreamError(f"batch {batch_id} interrupted by the stop: py4j.protocol.Py4JJavaError: "
-                                        "An error occurred while calling the batch: java.lang.InterruptedException"
-                                        ) from None
+                raise SensorstreamError(
+                    f"batch {batch_id} interrupted by the stop: py4j.protocol.Py4JJavaError: "
+                    "An error occurred while calling the batch: java.lang.InterruptedException"
+                ) from None
             _log.debug("micro-batch %s failed", batch_id, exc_info=True)  # the whole trace, for LOG_LEVEL=DEBUG
             lines = str(exc).strip().splitlines()
             raise SensorstreamError(f"batch {batch_id} failed: {(lines[0] if lines else repr(exc))[:300]}") from None
@@ -353,11 +392,16 @@ class _Batches:
         try:
             windows, records, rejected = _counted(summary.drop("reject_key", "dead_letter").collect())
             if sum(rejected.values()):
-                (summary.where(F.col("kind") == "reject")
-                 .select(F.col("reject_key").alias("key"), F.col("dead_letter").alias("value"))
-                 .write.format("kafka").options(**spark_kafka_options(self.settings))
-                 .option("kafka.acks", "all").option("kafka.enable.idempotence", "true")
-                 .option("topic", self.settings.dead_letter_topic).save())
+                (
+                    summary.where(F.col("kind") == "reject")
+                    .select(F.col("reject_key").alias("key"), F.col("dead_letter").alias("value"))
+                    .write.format("kafka")
+                    .options(**spark_kafka_options(self.settings))
+                    .option("kafka.acks", "all")
+                    .option("kafka.enable.idempotence", "true")
+                    .option("topic", self.settings.dead_letter_topic)
+                    .save()
+                )
         finally:
             summary.unpersist()
         return windows, records, rejected
@@ -366,10 +410,19 @@ class _Batches:
         took = time.monotonic() - started
         since = started - self.previous_start if self.previous_start is not None else None
         self.previous_start = started
-        progress = BatchProgress(batch.batch_id, records, batch.rejected, batch.outcome.late,
-                                 len(batch.outcome.updated), len(batch.outcome.final), batch.outcome.watermark,
-                                 took, records / since if since else None, len(self.windows.windows),
-                                 batch.rejected_by_reason)
+        progress = BatchProgress(
+            batch.batch_id,
+            records,
+            batch.rejected,
+            batch.outcome.late,
+            len(batch.outcome.updated),
+            len(batch.outcome.final),
+            batch.outcome.watermark,
+            took,
+            records / since if since else None,
+            len(self.windows.windows),
+            batch.rejected_by_reason,
+        )
         if self.on_progress:
             self.on_progress(progress)
         self.say(progress.line())
@@ -405,10 +458,12 @@ class BatchProgress:
     def line(self) -> str:
         arriving = f", {self.arriving_per_s:,.0f}/s arriving" if self.arriving_per_s is not None else ""
         processed = self.records / self.seconds if self.seconds > 0 else 0.0
-        return (f"batch {self.batch_id}: {self.records:,} records ({self.rejected:,} rejected, {self.late:,} late "
-                f"dropped) in {self.seconds:.2f} s, {processed:,.0f}/s processed{arriving}; "
-                f"{self.windows_updated} window(s) updated, {self.windows_final} final; "
-                f"watermark {self.watermark:%Y-%m-%d %H:%M:%S}")
+        return (
+            f"batch {self.batch_id}: {self.records:,} records ({self.rejected:,} rejected, {self.late:,} late "
+            f"dropped) in {self.seconds:.2f} s, {processed:,.0f}/s processed{arriving}; "
+            f"{self.windows_updated} window(s) updated, {self.windows_final} final; "
+            f"watermark {self.watermark:%Y-%m-%d %H:%M:%S}"
+        )
 
 
 #: The stream's own SQL settings (a session of its own, so a report in the same process keeps
@@ -436,11 +491,18 @@ def stream_session(spark: SparkSession) -> SparkSession:
     return session
 
 
-def start_query(spark: SparkSession, settings: Settings, output: _Output, available_now: bool = False,
-                reset_checkpoint: bool = False, say: Callable[[str], None] = lambda m: None,
-                on_progress: Callable[[BatchProgress], None] | None = None,
-                skip_lost_records: bool = False, stopping: threading.Event | None = None,
-                limit: RejectLimit | None = None) -> StreamingQuery:
+def start_query(
+    spark: SparkSession,
+    settings: Settings,
+    output: _Output,
+    available_now: bool = False,
+    reset_checkpoint: bool = False,
+    say: Callable[[str], None] = lambda m: None,
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    skip_lost_records: bool = False,
+    stopping: threading.Event | None = None,
+    limit: RejectLimit | None = None,
+) -> StreamingQuery:
     """Start the one streaming query: source -> parse -> `_Batches`.
 
     The checkpoint is first held against the input topic (offsets.py): a damaged checkpoint, a
@@ -454,17 +516,32 @@ def start_query(spark: SparkSession, settings: Settings, output: _Output, availa
     checkpoint = prepare_checkpoint(settings, QUERY, reset_checkpoint)
     gaps = check_checkpoint(settings, skip_lost_records)
     if gaps:
-        say(f"skipping {sum(g.count for g in gaps):,} record(s) of {settings.input_topic} deleted before the stream "
-            "read them (" + ", ".join(f"partition {g.partition} offsets {g.first}-{g.end - 1}" for g in gaps) + ")")
+        say(
+            f"skipping {sum(g.count for g in gaps):,} record(s) of {settings.input_topic} deleted before the stream "
+            "read them (" + ", ".join(f"partition {g.partition} offsets {g.first}-{g.end - 1}" for g in gaps) + ")"
+        )
     handler = _Batches(spark, settings, checkpoint / "open_windows", output, say, on_progress, stopping, limit)
     trigger = {"availableNow": True} if available_now else {"processingTime": spark_interval(settings.trigger_interval)}
-    return (check(read_source(spark, settings, fail_on_data_loss=not skip_lost_records)).writeStream.queryName(f"sensorstream_{QUERY}")
-            .foreachBatch(handler).option("checkpointLocation", str(checkpoint)).trigger(**trigger).start())
+    return (
+        check(read_source(spark, settings, fail_on_data_loss=not skip_lost_records))
+        .writeStream.queryName(f"sensorstream_{QUERY}")
+        .foreachBatch(handler)
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(**trigger)
+        .start()
+    )
 
 
-def run(spark: SparkSession, settings: Settings, available_now: bool = False, reset_checkpoint: bool = False,
-        stop: threading.Event | None = None, say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-        on_progress: Callable[[BatchProgress], None] | None = None, skip_lost_records: bool = False) -> None:
+def run(
+    spark: SparkSession,
+    settings: Settings,
+    available_now: bool = False,
+    reset_checkpoint: bool = False,
+    stop: threading.Event | None = None,
+    say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    skip_lost_records: bool = False,
+) -> None:
     """Run until `stop` is set (SIGTERM, Ctrl+C) or, with available_now, until the topic is drained.
 
     `say` gets the log lines (one per micro-batch); `on_progress` the same figures as a BatchProgress.
@@ -475,15 +552,18 @@ def run(spark: SparkSession, settings: Settings, available_now: bool = False, re
     output = _Output(settings)
     committed = False
     try:
-        query = start_query(spark, settings, output, available_now, reset_checkpoint, say, on_progress,
-                            skip_lost_records, stop, limit)
-        say(f"streaming {settings.input_topic} -> {', '.join(settings.sinks)} (+ dead letters to "
+        query = start_query(
+            spark, settings, output, available_now, reset_checkpoint, say, on_progress, skip_lost_records, stop, limit
+        )
+        say(
+            f"streaming {settings.input_topic} -> {', '.join(settings.sinks)} (+ dead letters to "
             f"{settings.dead_letter_topic}); window {spark_interval(settings.window_duration)}, watermark "
-            f"{spark_interval(settings.watermark_delay)}; checkpoint in {settings.checkpoint_location}")
+            f"{spark_interval(settings.watermark_delay)}; checkpoint in {settings.checkpoint_location}"
+        )
         try:
             while not stop.is_set() and not limit.reached.is_set() and query.isActive:
                 query.awaitTermination(1)
-            if limit.reached.is_set():
+            if limit.reached.is_set() and limit.batch_id is not None:  # reached names the batch
                 committed = _await_commit(query, Path(settings.checkpoint_location) / QUERY, limit.batch_id)
                 stop.set()  # a batch begun meanwhile is interrupted quietly, and runs again on restart
         except StreamingQueryException:  # the query failed: the same one line as below, not a traceback
@@ -511,8 +591,14 @@ def _await_commit(query: StreamingQuery, checkpoint: Path, batch_id: int, timeou
 
 
 #: Spark's words for input that is no longer where the checkpoint left it (failOnDataLoss).
-_DATA_LOSS = ("data may have been lost", "offset was changed", "offsets were changed", "failondataloss",
-              "partitions are gone", "topic may have been deleted")
+_DATA_LOSS = (
+    "data may have been lost",
+    "offset was changed",
+    "offsets were changed",
+    "failondataloss",
+    "partitions are gone",
+    "topic may have been deleted",
+)
 
 
 def _query_error(query: StreamingQuery) -> SensorstreamError:
@@ -527,7 +613,8 @@ def _query_error(query: StreamingQuery) -> SensorstreamError:
         return CheckpointError(
             f"query {query.name}: input records are no longer where the checkpoint left them ({first}); if the "
             "input topic was deleted and recreated, start fresh with --reset-checkpoint (and --starting-offsets "
-            "earliest|latest); if records were deleted (retention), rerun with --skip-lost-records to go on without them"
+            "earliest|latest); if records were deleted (retention), rerun with --skip-lost-records to go on "
+            "without them"
         )
     if "checkpoint" in lowered or "state schema" in lowered or "incomplete log file" in lowered:
         return CheckpointError(

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 
 def _cell(value: Any) -> str:
@@ -22,8 +23,9 @@ def format_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     rows = [list(r) for r in rows]
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows)
-               for i in range(len(columns))]
+    numeric = [
+        bool(rows) and all(isinstance(r[i], (int, float)) or r[i] is None for r in rows) for i in range(len(columns))
+    ]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
 
     def line(values: Sequence[str]) -> str:

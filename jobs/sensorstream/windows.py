@@ -82,8 +82,9 @@ class OpenWindows:
             saved = json.loads((self.folder / f"{earlier[-1]}.json").read_text())
             self.batch_id = earlier[-1]
             self.watermark_us = saved["watermark_us"]
-            self.windows = {(w["window_start_us"], w["sensor_id"]): {k: w[k] for k in PARTIALS}
-                            for w in saved["windows"]}
+            self.windows = {
+                (w["window_start_us"], w["sensor_id"]): {k: w[k] for k in PARTIALS} for w in saved["windows"]
+            }
 
     def apply(self, batch_id: int, rows: list[dict]) -> BatchOutcome:
         """Fold one batch's `micro_batch` window rows in; save the new state.
@@ -118,17 +119,25 @@ class OpenWindows:
 
     def _row(self, key: tuple[int, str]) -> dict:
         start, sensor = key
-        return {"window_start": micros_to_datetime(start), "window_end": micros_to_datetime(start + self.window_us),
-                "sensor_id": sensor, **finish(self.windows[key])}
+        return {
+            "window_start": micros_to_datetime(start),
+            "window_end": micros_to_datetime(start + self.window_us),
+            "sensor_id": sensor,
+            **finish(self.windows[key]),
+        }
 
     def _save(self, batch_id: int) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        state = {"watermark_us": self.watermark_us,
-                 "windows": [{"window_start_us": s, "sensor_id": sensor, **partial}
-                             for (s, sensor), partial in sorted(self.windows.items())]}
+        state = {
+            "watermark_us": self.watermark_us,
+            "windows": [
+                {"window_start_us": s, "sensor_id": sensor, **partial}
+                for (s, sensor), partial in sorted(self.windows.items())
+            ],
+        }
         aside = self.folder / f".{batch_id}.json.tmp"
         aside.write_text(json.dumps(state))
         os.replace(aside, self.folder / f"{batch_id}.json")
         self.batch_id = batch_id
-        for old in self._saved()[:-(_KEEP + 1)]:
+        for old in self._saved()[: -(_KEEP + 1)]:
             (self.folder / f"{old}.json").unlink(missing_ok=True)

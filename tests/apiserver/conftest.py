@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config, items):
     this folder): they need `make k8s-tools` first and take minutes."""
     if "apiserver" in (config.getoption("markexpr") or ""):
         return
-    if any(HERE == p or HERE in p.parents for p in (Path(a.split("::")[0]).resolve() for a in config.args)):
+    if any(p == HERE or HERE in p.parents for p in (Path(a.split("::")[0]).resolve() for a in config.args)):
         return
     keep, left_out = [], []
     for item in items:
@@ -37,8 +37,9 @@ def pytest_collection_modifyitems(config, items):
 def skip_unless_built(*names: str) -> None:
     missing = missing_binaries(*names)
     if missing:
-        pytest.skip(f"not built: {', '.join(missing)} in {BIN}. Build them with `{BUILD_COMMAND}` "
-                    "(once; 10-20 minutes)")
+        pytest.skip(
+            f"not built: {', '.join(missing)} in {BIN}. Build them with `{BUILD_COMMAND}` (once; 10-20 minutes)"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -38,8 +38,19 @@ def manifest(docs: list[dict]) -> str:
 def dry_run(plane: ControlPlane, namespace: str, docs: list[dict]):
     """A strict server-side dry run: the server refuses unknown or duplicate fields, and its
     warnings (PodSecurity's about workloads, deprecations) show on stderr."""
-    return plane.kubectl("-n", namespace, "apply", "--server-side", "--dry-run=server", "--validate=strict",
-                         "--field-manager=sensorstream-test", "-f", "-", input=manifest(docs), check=False)
+    return plane.kubectl(
+        "-n",
+        namespace,
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--validate=strict",
+        "--field-manager=sensorstream-test",
+        "-f",
+        "-",
+        input=manifest(docs),
+        check=False,
+    )
 
 
 def events(plane: ControlPlane, namespace: str) -> str:

@@ -38,17 +38,32 @@ def test_a_cel_rule_violation_is_rejected(control_plane):
     kafka["spec"]["kafka"]["metricsConfig"] = {"type": "jmxPrometheusExporter"}
     done = dry_run(control_plane, ns, [kafka])
     assert done.returncode != 0
-    assert 'The Kafka "sensorstream" is invalid: spec.kafka.metricsConfig: Invalid value: ' \
-           "valueFrom property is required" in done.stderr
+    assert (
+        'The Kafka "sensorstream" is invalid: spec.kafka.metricsConfig: Invalid value: '
+        "valueFrom property is required" in done.stderr
+    )
 
 
 def test_a_container_without_the_security_context_is_rejected(control_plane):
     """The report-fetching command NOTES.txt printed before: no container security context."""
     ns = control_plane.create_namespace("negative-pod")
-    overrides = {"spec": {"securityContext": {"runAsNonRoot": True, "runAsUser": 185},
-                          "containers": [{"name": "fetch", "image": "sensorstream:0.1.0", "command": ["sleep", "600"]}]}}
-    done = control_plane.kubectl("-n", ns, "run", "fetch", "--image=sensorstream:0.1.0", "--restart=Never",
-                                 f"--overrides={json.dumps(overrides)}", "--dry-run=server", check=False)
+    overrides = {
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 185},
+            "containers": [{"name": "fetch", "image": "sensorstream:0.1.0", "command": ["sleep", "600"]}],
+        }
+    }
+    done = control_plane.kubectl(
+        "-n",
+        ns,
+        "run",
+        "fetch",
+        "--image=sensorstream:0.1.0",
+        "--restart=Never",
+        f"--overrides={json.dumps(overrides)}",
+        "--dry-run=server",
+        check=False,
+    )
     assert done.returncode != 0
     assert 'violates PodSecurity "restricted:latest"' in done.stderr
     for problem in ("allowPrivilegeEscalation != false", "unrestricted capabilities", "seccompProfile"):
@@ -112,7 +127,9 @@ def test_controllers_create_admitted_pods(control_plane, values):
     plane.kubectl("-n", ns, "create", "job", f"--from=cronjob/{RELEASE}-report", f"{RELEASE}-report-manual")
     (report,) = wait_for_pods(plane, ns, f"job-name={RELEASE}-report-manual", "the manual report Job's Pod")
     assert_restricted_pod(report)
-    claims = {v["persistentVolumeClaim"]["claimName"] for v in report["spec"]["volumes"] if "persistentVolumeClaim" in v}
+    claims = {
+        v["persistentVolumeClaim"]["claimName"] for v in report["spec"]["volumes"] if "persistentVolumeClaim" in v
+    }
     assert f"{RELEASE}-reports" in claims
 
 
@@ -125,8 +142,12 @@ def test_report_cronjob_schedules_a_job_and_forbids_a_second(control_plane):
     plane.helm("install", RELEASE, str(CHART), "--namespace", ns, "--set", "report.schedule=* * * * *")
 
     def scheduled_jobs():
-        return [j for j in plane.get("jobs", "-n", ns)["items"]
-                if any(o["kind"] == "CronJob" for o in j["metadata"].get("ownerReferences", []))]
+        return [
+            j
+            for j in plane.get("jobs", "-n", ns)["items"]
+            if any(o["kind"] == "CronJob" for o in j["metadata"].get("ownerReferences", []))
+        ]
+
     (job,) = wait_for("a Job from the schedule", scheduled_jobs, 150, plane.processes)
     (pod,) = wait_for_pods(plane, ns, f"job-name={job['metadata']['name']}", "the scheduled Job's Pod")
     assert_restricted_pod(pod)
@@ -134,6 +155,7 @@ def test_report_cronjob_schedules_a_job_and_forbids_a_second(control_plane):
     def refused():
         listed = plane.get("events", "-n", ns, "--field-selector", "reason=JobAlreadyActive")["items"]
         return listed
+
     wait_for("the CronJob controller to skip a run (JobAlreadyActive)", refused, 150, plane.processes)
     assert [j["metadata"]["name"] for j in scheduled_jobs()] == [job["metadata"]["name"]]
     assert plane.get("cronjob", "-n", ns, f"{RELEASE}-report")["spec"]["concurrencyPolicy"] == "Forbid"

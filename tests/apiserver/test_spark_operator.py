@@ -11,7 +11,15 @@ import pytest
 from support.chart import CHART, RELEASE
 
 from .controlplane import wait_for
-from .support import SPARK_PLAIN_NS, SPARK_UNTEMPLATED_NS, SPARK_WEBHOOK_NS, assert_restricted_pod, events, manifest, render
+from .support import (
+    SPARK_PLAIN_NS,
+    SPARK_UNTEMPLATED_NS,
+    SPARK_WEBHOOK_NS,
+    assert_restricted_pod,
+    events,
+    manifest,
+    render,
+)
 
 pytestmark = pytest.mark.apiserver
 
@@ -34,19 +42,26 @@ def wait_for_driver(operator, ns: str) -> dict:
         if app_state(plane, ns).get("state") in ("SUBMISSION_FAILED", "FAILED"):
             raise AssertionError(f"the SparkApplication failed: {app_state(plane, ns)}")
         return None
+
     try:
         # spark-submit starts a JVM on a shared machine: give it time.
         return wait_for("the Spark driver Pod", driver, 300, operator.processes + operator.plane.processes, 1)
     except TimeoutError as error:
-        raise AssertionError(f"{error}; application state: {app_state(plane, ns)}; events:\n{events(plane, ns)}\n"
-                             f"controller log:\n{operator.processes[-1].tail()}") from None
+        raise AssertionError(
+            f"{error}; application state: {app_state(plane, ns)}; events:\n{events(plane, ns)}\n"
+            f"controller log:\n{operator.processes[-1].tail()}"
+        ) from None
 
 
 def wait_for_submitted(operator, ns: str) -> str:
     """The operator records SUBMITTED once spark-submit is back, which is after the Pod exists."""
-    return wait_for("the SparkApplication SUBMITTED",
-                    lambda: app_state(operator.plane, ns).get("state") == "SUBMITTED",
-                    120, operator.processes + operator.plane.processes, 1)
+    return wait_for(
+        "the SparkApplication SUBMITTED",
+        lambda: app_state(operator.plane, ns).get("state") == "SUBMITTED",
+        120,
+        operator.processes + operator.plane.processes,
+        1,
+    )
 
 
 def driver_container(pod: dict) -> dict:
@@ -73,12 +88,16 @@ def test_driver_pod_with_the_webhook(spark_operator):
     plane.helm("install", RELEASE, str(CHART), "--namespace", ns)
     pod = wait_for_driver(spark_operator, ns)
     assert_driver_basics(pod)
-    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"]
-              if "persistentVolumeClaim" in v}
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]["claimName"]
+        for v in pod["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    }
     assert claims == {"checkpoints": f"{RELEASE}-checkpoints"}
     container = driver_container(pod)
-    assert {"name": "checkpoints", "mountPath": "/checkpoints"}.items() <= \
-        next(m for m in container["volumeMounts"] if m["name"] == "checkpoints").items()
+    assert {"name": "checkpoints", "mountPath": "/checkpoints"}.items() <= next(
+        m for m in container["volumeMounts"] if m["name"] == "checkpoints"
+    ).items()
     assert {"configMapRef": {"name": f"{RELEASE}-settings"}} in container["envFrom"]
     assert wait_for_submitted(spark_operator, ns)
 
@@ -109,11 +128,14 @@ def test_without_webhook_nor_pod_template_the_submission_is_refused(spark_operat
         # SUBMISSION_FAILED, then at once FAILED (restartPolicy Never): the error message stays.
         state = app_state(plane, ns)
         return state if state.get("state") in ("SUBMISSION_FAILED", "FAILED") else None
+
     try:
         state = wait_for("the submission to fail", failed, 300, spark_operator.processes + plane.processes, 1)
     except TimeoutError as error:
-        raise AssertionError(f"{error}; application state: {app_state(plane, ns)}; controller log:\n"
-                             f"{spark_operator.processes[-1].tail()}") from None
+        raise AssertionError(
+            f"{error}; application state: {app_state(plane, ns)}; controller log:\n"
+            f"{spark_operator.processes[-1].tail()}"
+        ) from None
     message = state.get("errorMessage", "")
     assert message.startswith("failed to submit spark application"), state
     assert 'violates PodSecurity "restricted:latest"' in message, message[-3000:]

@@ -38,35 +38,51 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_latency import measure_latency  # noqa: E402
-from bench_produce import measure_produce  # noqa: E402
-from bench_report import JARS, ROOT, fill_topic, floor_job  # noqa: E402
-from proc_cpu import PeakRss, tree_cpu_seconds  # noqa: E402
-from pyspark.sql import functions as F  # noqa: E402
+from bench_latency import measure_latency
+from bench_produce import measure_produce
+from bench_report import JARS, ROOT, fill_topic, floor_job
+from proc_cpu import PeakRss, tree_cpu_seconds
+from pyspark.sql import functions as F
 
-from sensorstream import report, streaming  # noqa: E402
-from sensorstream.aggregate import partial_columns, window_column  # noqa: E402
-from sensorstream.config import spark_interval, spark_kafka_options, load_settings  # noqa: E402
-from sensorstream.local.broker import LocalKafka, free_port  # noqa: E402
-from sensorstream.local.topics import TopicSpec, ensure_topics  # noqa: E402
-from sensorstream.schema import READING_SCHEMA  # noqa: E402
-from sensorstream.spark import get_session  # noqa: E402
+from sensorstream import report, streaming
+from sensorstream.aggregate import partial_columns, window_column
+from sensorstream.config import load_settings, spark_interval, spark_kafka_options
+from sensorstream.local.broker import LocalKafka, free_port
+from sensorstream.local.topics import TopicSpec, ensure_topics
+from sensorstream.schema import READING_SCHEMA
+from sensorstream.spark import get_session
 
 STAGES = ("produce", "stream", "report", "latency")
 
 
 def stream_floor(spark, settings, checkpoint: Path) -> None:
     """What Spark itself needs for the windows: from_json, the same windows with a watermark, noop."""
-    source = (spark.readStream.format("kafka").options(**spark_kafka_options(settings))
-              .option("subscribe", settings.input_topic).option("startingOffsets", "earliest").load())
+    source = (
+        spark.readStream.format("kafka")
+        .options(**spark_kafka_options(settings))
+        .option("subscribe", settings.input_topic)
+        .option("startingOffsets", "earliest")
+        .load()
+    )
     readings = source.select(F.from_json(F.col("value").cast("string"), READING_SCHEMA).alias("r")).select(
-        "r.sensor_id", F.col("r.timestamp").try_cast("timestamp").alias("event_time"),
-        "r.temperature", "r.humidity", "r.pressure")
-    windows = (readings.withWatermark("event_time", spark_interval(settings.watermark_delay))
-               .groupBy(window_column(F.col("event_time"), settings.window_duration).alias("window"), "sensor_id")
-               .agg(*partial_columns()))
-    query = (windows.writeStream.format("noop").outputMode("update").option("checkpointLocation", str(checkpoint))
-             .trigger(availableNow=True).start())
+        "r.sensor_id",
+        F.col("r.timestamp").try_cast("timestamp").alias("event_time"),
+        "r.temperature",
+        "r.humidity",
+        "r.pressure",
+    )
+    windows = (
+        readings.withWatermark("event_time", spark_interval(settings.watermark_delay))
+        .groupBy(window_column(F.col("event_time"), settings.window_duration).alias("window"), "sensor_id")
+        .agg(*partial_columns())
+    )
+    query = (
+        windows.writeStream.format("noop")
+        .outputMode("update")
+        .option("checkpointLocation", str(checkpoint))
+        .trigger(availableNow=True)
+        .start()
+    )
     query.awaitTermination()
 
 
@@ -88,14 +104,20 @@ def compare(size: int, jobs: dict, repeat: int, pids, say) -> dict:
         for name, job in jobs.items():
             runs[name].append(timed(job, pids))
             figures = runs[name][-1]
-            say(f"  {size:>9,} {name:<8} run {run + 1}: {figures['wall_s']:6.2f} s, {figures['cpu_s']:6.2f} CPU s, "
-                f"{figures['peak_rss_mib']:,.0f} MiB")
+            say(
+                f"  {size:>9,} {name:<8} run {run + 1}: {figures['wall_s']:6.2f} s, {figures['cpu_s']:6.2f} CPU s, "
+                f"{figures['peak_rss_mib']:,.0f} MiB"
+            )
     result: dict = {"records": size}
     for name, values in runs.items():
         wall = statistics.median(v["wall_s"] for v in values)
-        result[name] = {"records_per_s": size / wall, "wall_s": wall,
-                        "cpu_s": statistics.median(v["cpu_s"] for v in values),
-                        "peak_rss_mib": max(v["peak_rss_mib"] for v in values), "runs": values}
+        result[name] = {
+            "records_per_s": size / wall,
+            "wall_s": wall,
+            "cpu_s": statistics.median(v["cpu_s"] for v in values),
+            "peak_rss_mib": max(v["peak_rss_mib"] for v in values),
+            "runs": values,
+        }
     result["ratio"] = result["project"]["records_per_s"] / result["floor"]["records_per_s"]
     return result
 
@@ -123,31 +145,66 @@ def main() -> int:
         base = load_settings(environ={}, overrides={"bootstrap_servers": bootstrap, "jars_dir": str(JARS / "spark")})
         if "produce" not in skip:
             say(f"produce: {args.produce_records:,} readings, ours vs ProducerPerformance")
-            results["stages"]["produce"] = measure_produce(bootstrap, args.produce_records, args.repeat, say=say,
-                                                           client=("kafka-python", "confluent-kafka"))
+            results["stages"]["produce"] = measure_produce(
+                bootstrap, args.produce_records, args.repeat, say=say, client=("kafka-python", "confluent-kafka")
+            )
         spark = get_session(base)
         pids = [os.getpid(), spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()]
         stream_runs, report_runs = [], []
         for size in sizes:
             tag = uuid.uuid4().hex[:8]
-            settings = base.replace(input_topic=f"bench-{tag}", output_topic=f"bench-out-{tag}",
-                                    dead_letter_topic=f"bench-dlq-{tag}", report_dir=tmp / "reports",
-                                    report_formats=("csv",))
-            ensure_topics(bootstrap, [TopicSpec(settings.input_topic, 3), TopicSpec(settings.output_topic, 3),
-                                      TopicSpec(settings.dead_letter_topic, 1)])
+            settings = base.replace(
+                input_topic=f"bench-{tag}",
+                output_topic=f"bench-out-{tag}",
+                dead_letter_topic=f"bench-dlq-{tag}",
+                report_dir=tmp / "reports",
+                report_formats=("csv",),
+            )
+            ensure_topics(
+                bootstrap,
+                [
+                    TopicSpec(settings.input_topic, 3),
+                    TopicSpec(settings.output_topic, 3),
+                    TopicSpec(settings.dead_letter_topic, 1),
+                ],
+            )
             say(f"filling {settings.input_topic} with {size:,} readings...")
             fill_topic(spark, settings, size, 0.01)
             if "stream" not in skip:
+
                 def ours(s=settings):
-                    streaming.run(spark, s.replace(checkpoint_location=tmp / f"ck-{uuid.uuid4().hex}"),
-                                  available_now=True, say=lambda _: None)
-                stream_runs.append(compare(size, {
-                    "floor": lambda s=settings: stream_floor(spark, s, tmp / f"floor-{uuid.uuid4().hex}"),
-                    "project": ours}, args.repeat, pids, say))
+                    streaming.run(
+                        spark,
+                        s.replace(checkpoint_location=tmp / f"ck-{uuid.uuid4().hex}"),
+                        available_now=True,
+                        say=lambda _: None,
+                    )
+
+                stream_runs.append(
+                    compare(
+                        size,
+                        {
+                            "floor": lambda s=settings: stream_floor(spark, s, tmp / f"floor-{uuid.uuid4().hex}"),
+                            "project": ours,
+                        },
+                        args.repeat,
+                        pids,
+                        say,
+                    )
+                )
             if "report" not in skip:
-                report_runs.append(compare(size, {"floor": lambda s=settings: floor_job(spark, s),
-                                                  "project": lambda s=settings: report.run(spark, s)},
-                                           args.repeat, pids, say))
+                report_runs.append(
+                    compare(
+                        size,
+                        {
+                            "floor": lambda s=settings: floor_job(spark, s),
+                            "project": lambda s=settings: report.run(spark, s),
+                        },
+                        args.repeat,
+                        pids,
+                        say,
+                    )
+                )
         if stream_runs:
             results["stages"]["stream"] = stream_runs
         if report_runs:
@@ -155,8 +212,9 @@ def main() -> int:
         if "latency" not in skip:
             trigger = args.trigger if args.trigger is not None else base.trigger_interval.total_seconds()
             say(f"latency: {args.rate:,} readings/s for {args.seconds:.0f} s, trigger {trigger} s")
-            results["stages"]["latency"] = measure_latency(spark, base, bootstrap, tmp, args.rate, args.seconds,
-                                                           trigger, say=say)
+            results["stages"]["latency"] = measure_latency(
+                spark, base, bootstrap, tmp, args.rate, args.seconds, trigger, say=say
+            )
         spark.stop()
     results["seconds"] = (datetime.now(timezone.utc) - started).total_seconds()
     print_table(results)
@@ -171,37 +229,51 @@ def machine() -> dict:
     memory = 0
     with contextlib.suppress(OSError):
         memory = int(Path("/proc/meminfo").read_text().split()[1]) * 1024
-    return {"cores": os.cpu_count(), "memory_gib": round(memory / 2**30, 1), "python": platform.python_version(),
-            "spark_master": "local[2]"}
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory / 2**30, 1),
+        "python": platform.python_version(),
+        "spark_master": "local[2]",
+    }
 
 
 def print_table(results: dict) -> None:
     stages = results["stages"]
-    print(f"\nsensorstream benchmark, {results['started']}, {results['machine']['cores']} cores "
-          f"(median of the runs; ratio = ours / floor, throughput)")
-    print(f"{'stage':<9} {'records':>10} {'ours /s':>10} {'floor /s':>10} {'ratio':>6} {'CPU s ours/floor':>17} "
-          f"{'peak MiB':>9}")
+    print(
+        f"\nsensorstream benchmark, {results['started']}, {results['machine']['cores']} cores "
+        f"(median of the runs; ratio = ours / floor, throughput)"
+    )
+    print(
+        f"{'stage':<9} {'records':>10} {'ours /s':>10} {'floor /s':>10} {'ratio':>6} {'CPU s ours/floor':>17} "
+        f"{'peak MiB':>9}"
+    )
     if "produce" in stages:
         p = stages["produce"]
         for client, c in p["clients"].items():  # ProducerPerformance's runs are shared by both clients
-            print(f"{'produce':<9} {p['records']:>10,} {c['project']:>10,.0f} {p['floor']:>10,.0f} {c['ratio']:>6.2f} "
-                  f"{c['project_cpu_s']:>8.1f}/{p['floor_cpu_s']:<8.1f} {'':>9} ({client})")
+            print(
+                f"{'produce':<9} {p['records']:>10,} {c['project']:>10,.0f} {p['floor']:>10,.0f} {c['ratio']:>6.2f} "
+                f"{c['project_cpu_s']:>8.1f}/{p['floor_cpu_s']:<8.1f} {'':>9} ({client})"
+            )
     for stage in ("stream", "report"):
         for r in stages.get(stage, []):
             ours, floor = r["project"], r["floor"]
-            print(f"{stage:<9} {r['records']:>10,} {ours['records_per_s']:>10,.0f} {floor['records_per_s']:>10,.0f} "
-                  f"{r['ratio']:>6.2f} {ours['cpu_s']:>8.1f}/{floor['cpu_s']:<8.1f} {ours['peak_rss_mib']:>9,.0f}")
+            print(
+                f"{stage:<9} {r['records']:>10,} {ours['records_per_s']:>10,.0f} {floor['records_per_s']:>10,.0f} "
+                f"{r['ratio']:>6.2f} {ours['cpu_s']:>8.1f}/{floor['cpu_s']:<8.1f} {ours['peak_rss_mib']:>9,.0f}"
+            )
         runs = stages.get(stage, [])
         if len(runs) > 1:
             per_m = ", ".join(f"{r['project']['cpu_s'] / r['records'] * 1e6:.1f}" for r in runs)
             print(f"{'':<9} CPU s per million readings ({stage}): {per_m} (equal = linear)")
     if "latency" in stages:
         lat = stages["latency"]
-        print(f"latency   {lat['rate']:,}/s for {lat['seconds']:.0f} s, trigger {lat['trigger_s']} s: "
-              f"p50 {lat['latency_p50_s']:.2f} s, p99 {lat['latency_p99_s']:.2f} s, max {lat['latency_max_s']:.2f} s "
-              f"({lat['samples']} window records, {lat['closing_samples']} closing a window); "
-              f"batch p50 {lat['batch_p50_s']:.2f} s; last batches' rows {lat['last_batches_rows']}; "
-              f"load sent with {lat['load_client']}")
+        print(
+            f"latency   {lat['rate']:,}/s for {lat['seconds']:.0f} s, trigger {lat['trigger_s']} s: "
+            f"p50 {lat['latency_p50_s']:.2f} s, p99 {lat['latency_p99_s']:.2f} s, max {lat['latency_max_s']:.2f} s "
+            f"({lat['samples']} window records, {lat['closing_samples']} closing a window); "
+            f"batch p50 {lat['batch_p50_s']:.2f} s; last batches' rows {lat['last_batches_rows']}; "
+            f"load sent with {lat['load_client']}"
+        )
 
 
 if __name__ == "__main__":

@@ -35,14 +35,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.broker import consume_all  # noqa: E402
-
 from sensorstream import streaming  # noqa: E402
 from sensorstream.config import load_settings  # noqa: E402
 from sensorstream.errors import TopicMissingError  # noqa: E402
 from sensorstream.local.broker import LocalKafka, free_port  # noqa: E402
 from sensorstream.local.topics import TopicSpec, ensure_topics  # noqa: E402
 from sensorstream.spark import get_session  # noqa: E402
+from support.broker import consume_all  # noqa: E402
 
 JARS = ROOT / ".sensorstream" / "jars"
 WARM_UP_S = 10.0
@@ -68,17 +67,36 @@ def load_client() -> str:
     return "confluent-kafka"
 
 
-def measure_latency(spark, base, bootstrap: str, folder: Path, rate: int, seconds: float,
-                    trigger: float, say=lambda m: None, client: str | None = None) -> dict:
+def measure_latency(
+    spark,
+    base,
+    bootstrap: str,
+    folder: Path,
+    rate: int,
+    seconds: float,
+    trigger: float,
+    say=lambda m: None,
+    client: str | None = None,
+) -> dict:
     """Run the stream against a steady producer; latency percentiles and batch figures."""
     client = client or load_client()
     tag = uuid.uuid4().hex[:8]
-    settings = base.replace(input_topic=f"lat-in-{tag}", output_topic=f"lat-out-{tag}",
-                            dead_letter_topic=f"lat-dlq-{tag}", checkpoint_location=folder / f"ck-{tag}",
-                            trigger_interval=timedelta(seconds=trigger), sinks=("console", "kafka"))
-    ensure_topics(bootstrap, [TopicSpec(settings.input_topic, 3, config=APPEND_TIME),
-                              TopicSpec(settings.output_topic, 3, config=APPEND_TIME),
-                              TopicSpec(settings.dead_letter_topic, 1)])
+    settings = base.replace(
+        input_topic=f"lat-in-{tag}",
+        output_topic=f"lat-out-{tag}",
+        dead_letter_topic=f"lat-dlq-{tag}",
+        checkpoint_location=folder / f"ck-{tag}",
+        trigger_interval=timedelta(seconds=trigger),
+        sinks=("console", "kafka"),
+    )
+    ensure_topics(
+        bootstrap,
+        [
+            TopicSpec(settings.input_topic, 3, config=APPEND_TIME),
+            TopicSpec(settings.output_topic, 3, config=APPEND_TIME),
+            TopicSpec(settings.dead_letter_topic, 1),
+        ],
+    )
     for _ in range(50):  # new topics take a moment to reach the broker's metadata
         try:
             streaming.preflight(settings)
@@ -102,9 +120,27 @@ def measure_latency(spark, base, bootstrap: str, folder: Path, rate: int, second
         time.sleep(0.2)
     say(f"  stream up; producing {rate:,}/s for {seconds:.0f} s ({client}), trigger {trigger} s")
     started = time.time()
-    subprocess.run([str(ROOT / ".venv" / "bin" / "sensorstream"), "produce", "--rate", str(rate), "--count", "0",
-                    "--duration", str(seconds), "--workers", "1", "--client", client, "--topic", settings.input_topic],
-                   check=True, capture_output=True, env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap})
+    subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "sensorstream"),
+            "produce",
+            "--rate",
+            str(rate),
+            "--count",
+            "0",
+            "--duration",
+            str(seconds),
+            "--workers",
+            "1",
+            "--client",
+            client,
+            "--topic",
+            settings.input_topic,
+        ],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},
+    )
     time.sleep(max(2.0, 3 * trigger))
     stop.set()
     thread.join(60)
@@ -126,17 +162,24 @@ def measure_latency(spark, base, bootstrap: str, folder: Path, rate: int, second
         latency = (record.timestamp - covered[window["num_readings"] - 1]) / 1000
         latencies.append(latency)
         if window["num_readings"] == len(covered):  # the window's last update: its newest reading may
-            closing.append(latency)                 # have waited for the next trigger, up to one interval
+            closing.append(latency)  # have waited for the next trigger, up to one interval
     steady = [b for b in batches if b.records > 0][3:]
     return {
-        "rate": rate, "seconds": seconds, "trigger_s": trigger, "load_client": client, "samples": len(latencies),
-        "latency_p50_s": percentile(latencies, 0.5), "latency_p99_s": percentile(latencies, 0.99),
-        "latency_max_s": max(latencies), "closing_samples": len(closing),
+        "rate": rate,
+        "seconds": seconds,
+        "trigger_s": trigger,
+        "load_client": client,
+        "samples": len(latencies),
+        "latency_p50_s": percentile(latencies, 0.5),
+        "latency_p99_s": percentile(latencies, 0.99),
+        "latency_max_s": max(latencies),
+        "closing_samples": len(closing),
         "closing_max_s": max(closing, default=None),
         "batch_p50_s": statistics.median(b.seconds for b in steady),
         "batch_p99_s": percentile([b.seconds for b in steady], 0.99),
         "last_batches_rows": [b.records for b in steady[-5:]],
-        "late": sum(b.late for b in batches), "rejected": sum(b.rejected for b in batches),
+        "late": sum(b.late for b in batches),
+        "rejected": sum(b.rejected for b in batches),
     }
 
 
@@ -164,8 +207,9 @@ def main() -> int:
         base = load_settings(environ={}, overrides={"bootstrap_servers": bootstrap, "jars_dir": str(JARS / "spark")})
         trigger = args.trigger if args.trigger is not None else base.trigger_interval.total_seconds()
         spark = get_session(base)
-        result = measure_latency(spark, base, bootstrap, tmp, args.rate, args.seconds, trigger,
-                                 say=lambda m: print(m, file=sys.stderr))
+        result = measure_latency(
+            spark, base, bootstrap, tmp, args.rate, args.seconds, trigger, say=lambda m: print(m, file=sys.stderr)
+        )
         spark.stop()
     print(json.dumps(result, indent=2))
     return 0

@@ -33,13 +33,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from proc_cpu import tree_cpu_seconds  # noqa: E402
+
 from sensorstream.config import PRODUCER_CLIENTS, load_settings  # noqa: E402
 from sensorstream.jvm import find_java, require_jars  # noqa: E402
 from sensorstream.local.broker import LocalKafka, free_port  # noqa: E402
@@ -61,10 +62,29 @@ def run_floor(bootstrap: str, topic: str, records: int, size: int) -> float:
     """Kafka's ProducerPerformance; returns its records/s."""
     classpath = os.pathsep.join(str(j) for j in require_jars(KAFKA_JARS, "Kafka tools", "kafka-tools-"))
     out = subprocess.run(
-        [find_java(), "-Xmx512m", "-cp", classpath, "org.apache.kafka.tools.ProducerPerformance",
-         "--topic", topic, "--num-records", str(records), "--record-size", str(size), "--throughput", "-1",
-         "--command-property", f"bootstrap.servers={bootstrap}", "acks=all", "enable.idempotence=true"],
-        capture_output=True, text=True, timeout=600)
+        [
+            find_java(),
+            "-Xmx512m",
+            "-cp",
+            classpath,
+            "org.apache.kafka.tools.ProducerPerformance",
+            "--topic",
+            topic,
+            "--num-records",
+            str(records),
+            "--record-size",
+            str(size),
+            "--throughput",
+            "-1",
+            "--command-property",
+            f"bootstrap.servers={bootstrap}",
+            "acks=all",
+            "enable.idempotence=true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     summaries = _SUMMARY.findall(out.stdout)
     if out.returncode != 0 or not summaries or int(summaries[-1][0]) != records:
         raise RuntimeError(f"ProducerPerformance failed ({out.returncode}): {(out.stderr or out.stdout)[-500:]}")
@@ -79,8 +99,14 @@ def run_project(settings, records: int) -> float:
     return stats.rate
 
 
-def measure_produce(bootstrap: str, records: int = 500_000, repeat: int = 3, say=lambda _: None,
-                    client: str | Sequence[str] = "kafka-python", workers: int | None = None) -> dict:
+def measure_produce(
+    bootstrap: str,
+    records: int = 500_000,
+    repeat: int = 3,
+    say=lambda _: None,
+    client: str | Sequence[str] = "kafka-python",
+    workers: int | None = None,
+) -> dict:
     """ProducerPerformance vs `sensorstream produce --rate 0 --client C`, in turn, `repeat` times each.
 
     `client` is one client name or several (each measured against the same floor runs); `workers`
@@ -113,9 +139,12 @@ def measure_produce(bootstrap: str, records: int = 500_000, repeat: int = 3, say
 
     def figures(values: list[tuple[float, float]]) -> dict:
         project = statistics.median(r for r, _ in values)
-        return {"project": project, "ratio": project / floor,
-                "project_cpu_s": statistics.median(c for _, c in values),
-                "runs": [{"records_per_s": r, "cpu_s": c} for r, c in values]}
+        return {
+            "project": project,
+            "ratio": project / floor,
+            "project_cpu_s": statistics.median(c for _, c in values),
+            "runs": [{"records_per_s": r, "cpu_s": c} for r, c in values],
+        }
 
     per_client = {name: figures(runs[name]) for name in clients}
     first = per_client[clients[0]]
@@ -138,22 +167,34 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--client", choices=(*PRODUCER_CLIENTS, "both"), default="both",
-                        help="the producer client(s) to measure (default both)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="producer processes (default: the setting's default, one per core)")
+    parser.add_argument(
+        "--client",
+        choices=(*PRODUCER_CLIENTS, "both"),
+        default="both",
+        help="the producer client(s) to measure (default both)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="producer processes (default: the setting's default, one per core)"
+    )
     args = parser.parse_args()
     clients = PRODUCER_CLIENTS if args.client == "both" else (args.client,)
 
     tmp = Path(tempfile.mkdtemp(prefix="sensorstream-bench-"))
     with LocalKafka(tmp, port=free_port(), jars_dir=KAFKA_JARS).running() as bootstrap:
         started = time.perf_counter()
-        result = measure_produce(bootstrap, args.records, args.repeat,
-                                 say=lambda line: print(line, file=sys.stderr, flush=True),
-                                 client=clients, workers=args.workers)
-    print(f"\nsensorstream produce --rate 0 vs ProducerPerformance: median of {args.repeat} runs, "
-          f"{args.records:,} records of {result['record_size']} bytes, acks=all, idempotent, "
-          f"{result['workers']} producer process(es), {os.cpu_count()} cores ({time.perf_counter() - started:.0f} s)")
+        result = measure_produce(
+            bootstrap,
+            args.records,
+            args.repeat,
+            say=lambda line: print(line, file=sys.stderr, flush=True),
+            client=clients,
+            workers=args.workers,
+        )
+    print(
+        f"\nsensorstream produce --rate 0 vs ProducerPerformance: median of {args.repeat} runs, "
+        f"{args.records:,} records of {result['record_size']} bytes, acks=all, idempotent, "
+        f"{result['workers']} producer process(es), {os.cpu_count()} cores ({time.perf_counter() - started:.0f} s)"
+    )
     print(f"{'producer':<52} {'records/s':>11} {'CPU s':>8} {'CPU µs/record':>14} {'x floor':>8}")
     rows = [("ProducerPerformance (Java)", result["floor"], result["floor_cpu_s"], 1.0)]
     for name in clients:

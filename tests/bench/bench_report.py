@@ -43,6 +43,8 @@ from sensorstream.schema import READING_SCHEMA  # noqa: E402
 from sensorstream.spark import get_session  # noqa: E402
 
 JARS = ROOT / ".sensorstream" / "jars"
+
+
 def fill_topic(spark, settings, records: int, bad_ratio: float) -> None:
     """Simulator-shaped readings for 10 sensors, 200 ms apart, every 1/bad_ratio-th one out of range."""
     every = max(1, round(1 / bad_ratio)) if bad_ratio > 0 else 0
@@ -52,27 +54,42 @@ def fill_topic(spark, settings, records: int, bad_ratio: float) -> None:
         humidity = F.when(n % every == every - 1, F.lit(140.0)).otherwise(humidity)
     readings = spark.range(records).select(
         F.concat(F.lit("sensor_"), (n % 10 + 1).cast("string")).alias("sensor_id"),
-        F.date_format(F.timestamp_seconds(F.lit(1769846400) + n / 5), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX")
-        .alias("timestamp"),
+        F.date_format(F.timestamp_seconds(F.lit(1769846400) + n / 5), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX").alias(
+            "timestamp"
+        ),
         F.round(18 + 6 * F.sin(n / 9000) + F.rand(1) * 2 - 1, 2).alias("temperature"),
         humidity.alias("humidity"),
         F.round(1013 + 8 * F.sin(n / 20000) + F.rand(3) - 0.5, 2).alias("pressure"),
         (n / 10).cast("long").alias("seq"),
         F.md5(n.cast("string")).alias("event_id"),
     )
-    (readings.select(F.col("sensor_id").alias("key"), F.to_json(F.struct("*")).alias("value"))
-     .write.format("kafka").options(**spark_kafka_options(settings)).option("topic", settings.input_topic).save())
+    (
+        readings.select(F.col("sensor_id").alias("key"), F.to_json(F.struct("*")).alias("value"))
+        .write.format("kafka")
+        .options(**spark_kafka_options(settings))
+        .option("topic", settings.input_topic)
+        .save()
+    )
 
 
 def floor_job(spark, settings) -> None:
     """What Spark itself needs: from_json with its defaults, the same aggregation, every column computed."""
-    parsed = report.read_topic(spark, settings).select(
-        F.from_json(F.col("value").cast("string"), READING_SCHEMA).alias("r")).select("r.*")
+    parsed = (
+        report.read_topic(spark, settings)
+        .select(F.from_json(F.col("value").cast("string"), READING_SCHEMA).alias("r"))
+        .select("r.*")
+    )
     # A reason that is a real column (not a literal null), so Spark computes the aggregation's
     # reject counts as it must for the report instead of folding them away at planning time.
     records = parsed.select(
-        F.when(F.col("sensor_id").isNull(), F.lit("invalid JSON")).alias("reason"), "sensor_id",
-        F.col("timestamp").try_cast("timestamp").alias("event_time"), "temperature", "humidity", "pressure", "seq")
+        F.when(F.col("sensor_id").isNull(), F.lit("invalid JSON")).alias("reason"),
+        "sensor_id",
+        F.col("timestamp").try_cast("timestamp").alias("event_time"),
+        "temperature",
+        "humidity",
+        "pressure",
+        "seq",
+    )
     sensor_report(records).write.format("noop").mode("overwrite").save()
 
 
@@ -97,20 +114,22 @@ def main() -> int:
         base = load_settings(environ={}, overrides={"bootstrap_servers": bootstrap, "jars_dir": str(JARS / "spark")})
         spark = get_session(base)
         for size in sizes:
-            settings = base.replace(input_topic=f"bench-{uuid.uuid4().hex[:8]}", report_dir=tmp / "reports",
-                                    report_formats=("csv",))
+            settings = base.replace(
+                input_topic=f"bench-{uuid.uuid4().hex[:8]}", report_dir=tmp / "reports", report_formats=("csv",)
+            )
             ensure_topics(bootstrap, [TopicSpec(settings.input_topic, 3)])
             print(f"filling {settings.input_topic} with {size:,} readings...", file=sys.stderr)
             fill_topic(spark, settings, size, args.bad_ratio)
             jobs = {"floor": lambda s=settings: floor_job(spark, s), "report": lambda s=settings: report.run(spark, s)}
-            for name, job in jobs.items():  # warm-up: JIT, class loading, connector
+            for job in jobs.values():  # warm-up: JIT, class loading, connector
                 job()
             for run in range(args.repeat):
                 for name, job in jobs.items():
                     figures.setdefault((size, name), []).append(measure(job))
                     wall, cpu = figures[(size, name)][-1]
-                    print(f"  {size:>9,} {name:<7} run {run + 1}: {wall:6.2f} s wall, {cpu:6.2f} CPU s",
-                          file=sys.stderr)
+                    print(
+                        f"  {size:>9,} {name:<7} run {run + 1}: {wall:6.2f} s wall, {cpu:6.2f} CPU s", file=sys.stderr
+                    )
         spark.stop()
 
     print(f"\nsensorstream report vs floor: median of {args.repeat} runs, Spark local[2], {os.cpu_count()} cores")
@@ -124,8 +143,10 @@ def main() -> int:
         ours = statistics.median(w for w, _ in figures[(size, "report")])
         floor_cpu = statistics.median(c for _, c in figures[(size, "floor")])
         ours_cpu = statistics.median(c for _, c in figures[(size, "report")])
-        print(f"{size:>10,} records: report throughput = {floor / ours:.2f}x the floor's "
-              f"(CPU {ours_cpu / floor_cpu:.2f}x the floor's)")
+        print(
+            f"{size:>10,} records: report throughput = {floor / ours:.2f}x the floor's "
+            f"(CPU {ours_cpu / floor_cpu:.2f}x the floor's)"
+        )
     return 0
 
 

@@ -61,7 +61,7 @@ class PeakRss:
             self.peak = max(self.peak, rss_bytes(self.pids))
             self._stop.wait(0.2)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 

@@ -13,8 +13,9 @@ from support.chart import GENERATED_CRDS, VALUES_SETS, crd_schemas, crds_dir, he
 def helm() -> str:
     path = helm_path()
     if not path:
-        pytest.fail("helm not found ($HELM, .sensorstream/tools/bin/helm or PATH): build it with `make helm`",
-                    pytrace=False)
+        pytest.fail(
+            "helm not found ($HELM, .sensorstream/tools/bin/helm or PATH): build it with `make helm`", pytrace=False
+        )
     return path
 
 
@@ -28,8 +29,10 @@ def rendered(helm) -> dict[str, list[dict]]:
 def crds() -> dict:
     folder = crds_dir()
     if folder is None:
-        pytest.skip("operator CRDs not found: neither $SENSORSTREAM_CRDS_DIR nor ../shared/crds exists "
-                    "(copies of the Strimzi 1.2.0 and Spark Operator 2.5.2 CRDs)")
+        pytest.skip(
+            "operator CRDs not found: neither $SENSORSTREAM_CRDS_DIR nor ../shared/crds exists "
+            "(copies of the Strimzi 1.2.0 and Spark Operator 2.5.2 CRDs)"
+        )
     schemas = crd_schemas(folder)
     if GENERATED_CRDS.is_dir():
         schemas.update(crd_schemas(GENERATED_CRDS))

@@ -17,6 +17,8 @@ from support.places import CHART, K8S, ROOT, pom_property
 pytestmark = pytest.mark.chart
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+
+
 def dockerfile_arg(name: str) -> str:
     (value,) = re.findall(rf"^ARG {name}=(\S+)$", DOCKERFILE, re.MULTILINE)
     return value
@@ -69,9 +71,15 @@ def test_topic_names_in_kafkatopics_are_the_ones_the_workloads_use(rendered, val
 def test_kafkatopic_names_are_dns_names_and_topic_names_are_kept(rendered):
     for doc in by_kind(rendered["default"], "KafkaTopic"):
         assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"])
-        assert doc["metadata"]["labels"]["strimzi.io/cluster"] == by_kind(rendered["default"], "Kafka")[0]["metadata"]["name"]
+        assert (
+            doc["metadata"]["labels"]["strimzi.io/cluster"]
+            == by_kind(rendered["default"], "Kafka")[0]["metadata"]["name"]
+        )
     assert {d["spec"]["topicName"] for d in by_kind(rendered["default"], "KafkaTopic")} == {
-        "input_topic", "output_topic", "dead_letter_topic"}
+        "input_topic",
+        "output_topic",
+        "dead_letter_topic",
+    }
 
 
 def test_the_local_broker_reads_the_same_topics_as_the_chart(rendered):
@@ -87,11 +95,16 @@ def test_every_mounted_claim_and_configmap_exists(rendered, values_set):
     docs = rendered[values_set]
     claims = {d["metadata"]["name"] for d in by_kind(docs, "PersistentVolumeClaim")}
     configmaps = {d["metadata"]["name"] for d in by_kind(docs, "ConfigMap")}
-    pods = [(f"{d['kind']}/{d['metadata']['name']}", pod.get("volumes") or [], pod["containers"])
-            for d in docs for _, pod in pod_specs(d)]
+    pods = [
+        (f"{d['kind']}/{d['metadata']['name']}", pod.get("volumes") or [], pod["containers"])
+        for d in docs
+        for _, pod in pod_specs(d)
+    ]
     for app in by_kind(docs, "SparkApplication"):
         spec = app["spec"]
-        pods += [(f"SparkApplication/{role}", spec.get("volumes") or [], [spec[role]]) for role in ("driver", "executor")]
+        pods += [
+            (f"SparkApplication/{role}", spec.get("volumes") or [], [spec[role]]) for role in ("driver", "executor")
+        ]
     for where, volumes, containers in pods:
         names = {v["name"] for v in volumes}
         for volume in volumes:
@@ -120,10 +133,10 @@ def test_main_application_file_is_where_the_dockerfile_puts_it(rendered):
     (app,) = by_kind(rendered["default"], "SparkApplication")
     main_file = app["spec"]["mainApplicationFile"]
     assert main_file.startswith("local://")
-    image_path = main_file[len("local://"):]
+    image_path = main_file[len("local://") :]
     copies = dockerfile_copies()
     folder = next(f for f in copies if image_path.startswith(f + "/"))
-    repo_file = ROOT / copies[folder] / image_path[len(folder) + 1:]
+    repo_file = ROOT / copies[folder] / image_path[len(folder) + 1 :]
     assert repo_file == ROOT / "jobs" / "spark_entrypoint.py" and repo_file.is_file()
     # The rehearsal maps image paths the same way.
     assert {k: str(v.relative_to(ROOT)) for k, v in REHEARSE.IMAGE_PATHS.items()} == copies
@@ -135,7 +148,7 @@ def test_image_paths_in_spark_conf_exist_in_the_repository(rendered):
     for key, value in app["spec"]["sparkConf"].items():
         for folder, source in copies.items():
             for path in re.findall(re.escape(folder) + r"/\S+", value):
-                assert (ROOT / source / path[len(folder) + 1:]).is_file(), f"{key}: {path} is not in the image"
+                assert (ROOT / source / path[len(folder) + 1 :]).is_file(), f"{key}: {path} is not in the image"
 
 
 def test_spark_version_agrees_everywhere(rendered):
@@ -177,8 +190,13 @@ def test_the_cli_accepts_every_command_the_chart_runs(rendered):
     from sensorstream.cli import build_parser
 
     docs = rendered["default"]
-    commands = [c["command"] + c["args"] for d in docs for _, pod in pod_specs(d) for c in pod["containers"]
-                if c.get("command") == ["sensorstream"]]
+    commands = [
+        c["command"] + c["args"]
+        for d in docs
+        for _, pod in pod_specs(d)
+        for c in pod["containers"]
+        if c.get("command") == ["sensorstream"]
+    ]
     (app,) = by_kind(docs, "SparkApplication")
     commands.append(["sensorstream"] + app["spec"]["arguments"])
     assert {c[1] for c in commands} == {"produce", "report", "stream"}
@@ -191,7 +209,7 @@ def test_image_runs_as_the_spark_user():
     assert re.findall(r"^USER (\S+)$", DOCKERFILE, re.MULTILINE)[-1] == "185"
     # A passwd entry for 185 (Hadoop's login in Spark fails without one).
     assert re.search(r"useradd [^;]*--uid 185 --gid 185 ", DOCKERFILE)
-    for values in (CHART / "values.yaml", ):
+    for values in (CHART / "values.yaml",):
         ctx = yaml.safe_load(values.read_text())["podSecurityContext"]
         assert ctx["runAsUser"] == 185 and ctx["runAsNonRoot"] is True
 
@@ -226,7 +244,9 @@ def dockerfile_entrypoint() -> list[str]:
 def test_entrypoint_is_the_repository_script_under_tini():
     entry = dockerfile_entrypoint()
     assert entry[:2] == ["/usr/bin/tini", "--"]
-    (source,) = [src for src, dst in re.findall(r"^COPY (?!--)(\S+) (\S+)$", DOCKERFILE, re.MULTILINE) if dst == entry[2]]
+    (source,) = [
+        src for src, dst in re.findall(r"^COPY (?!--)(\S+) (\S+)$", DOCKERFILE, re.MULTILINE) if dst == entry[2]
+    ]
     assert source == "k8s/image/entrypoint.sh" and os.access(ROOT / source, os.X_OK)
 
 
@@ -240,8 +260,13 @@ def run_entrypoint(tmp_path, args: list[str], env: dict[str, str]) -> list[str]:
         tool.write_text(f'#!/bin/sh\necho {name}\nfor a in "$@"; do echo "$a"; done\n')
         tool.chmod(0o755)
     full_env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "SPARK_HOME": "/opt/spark", **env}
-    out = subprocess.run(["bash", str(ROOT / "k8s" / "image" / "entrypoint.sh"), *args], env=full_env,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", str(ROOT / "k8s" / "image" / "entrypoint.sh"), *args],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.splitlines()
 
 
@@ -250,27 +275,65 @@ def test_entrypoint_passes_other_commands_through(tmp_path):
 
 
 def test_entrypoint_runs_the_driver_as_spark_submit_in_client_mode(tmp_path):
-    args = ["--properties-file", "/opt/spark/conf/spark.properties", "--class", "org.apache.spark.deploy.PythonRunner",
-            "local:///opt/sensorstream/jobs/spark_entrypoint.py", "stream"]
+    args = [
+        "--properties-file",
+        "/opt/spark/conf/spark.properties",
+        "--class",
+        "org.apache.spark.deploy.PythonRunner",
+        "local:///opt/sensorstream/jobs/spark_entrypoint.py",
+        "stream",
+    ]
     assert run_entrypoint(tmp_path, ["driver", *args], {"SPARK_DRIVER_BIND_ADDRESS": "10.244.0.7"}) == [
-        "spark-submit", "--conf", "spark.driver.bindAddress=10.244.0.7", "--deploy-mode", "client", *args]
+        "spark-submit",
+        "--conf",
+        "spark.driver.bindAddress=10.244.0.7",
+        "--deploy-mode",
+        "client",
+        *args,
+    ]
 
 
 def test_entrypoint_runs_the_executor_backend_from_spark_env(tmp_path):
     env = {
         "SPARK_DRIVER_URL": "spark://CoarseGrainedScheduler@driver-svc:7078",
-        "SPARK_EXECUTOR_ID": "3", "SPARK_EXECUTOR_CORES": "1", "SPARK_EXECUTOR_MEMORY": "1024m",
-        "SPARK_APPLICATION_ID": "spark-abc", "SPARK_EXECUTOR_POD_IP": "10.244.0.9",
-        "SPARK_EXECUTOR_POD_NAME": "stream-exec-3", "SPARK_RESOURCE_PROFILE_ID": "0",
-        "SPARK_CONF_DIR": "/opt/spark/conf", "SPARK_CLASSPATH": "/extra/a.jar",
+        "SPARK_EXECUTOR_ID": "3",
+        "SPARK_EXECUTOR_CORES": "1",
+        "SPARK_EXECUTOR_MEMORY": "1024m",
+        "SPARK_APPLICATION_ID": "spark-abc",
+        "SPARK_EXECUTOR_POD_IP": "10.244.0.9",
+        "SPARK_EXECUTOR_POD_NAME": "stream-exec-3",
+        "SPARK_RESOURCE_PROFILE_ID": "0",
+        "SPARK_CONF_DIR": "/opt/spark/conf",
+        "SPARK_CLASSPATH": "/extra/a.jar",
         # one option per variable, kept whole, in numeric order (10 after 2)
-        "SPARK_JAVA_OPT_0": "-Dspark.driver.port=7078", "SPARK_JAVA_OPT_2": "-Dx=a b",
-        "SPARK_JAVA_OPT_10": "-Dlast=1", "SPARK_JAVA_OPT_1": "-Dlog4j2.configurationFile=/x.properties",
+        "SPARK_JAVA_OPT_0": "-Dspark.driver.port=7078",
+        "SPARK_JAVA_OPT_2": "-Dx=a b",
+        "SPARK_JAVA_OPT_10": "-Dlast=1",
+        "SPARK_JAVA_OPT_1": "-Dlog4j2.configurationFile=/x.properties",
     }
     assert run_entrypoint(tmp_path, ["executor"], env) == [
-        "java", "-Xms1024m", "-Xmx1024m",
-        "-Dspark.driver.port=7078", "-Dlog4j2.configurationFile=/x.properties", "-Dx=a b", "-Dlast=1",
-        "-cp", "/opt/spark/conf:/extra/a.jar:/opt/spark/jars/*",
+        "java",
+        "-Xms1024m",
+        "-Xmx1024m",
+        "-Dspark.driver.port=7078",
+        "-Dlog4j2.configurationFile=/x.properties",
+        "-Dx=a b",
+        "-Dlast=1",
+        "-cp",
+        "/opt/spark/conf:/extra/a.jar:/opt/spark/jars/*",
         "org.apache.spark.scheduler.cluster.k8s.KubernetesExecutorBackend",
-        "--driver-url", env["SPARK_DRIVER_URL"], "--executor-id", "3", "--cores", "1", "--app-id", "spark-abc",
-        "--hostname", "10.244.0.9", "--resourceProfileId", "0", "--podName", "stream-exec-3"]
+        "--driver-url",
+        env["SPARK_DRIVER_URL"],
+        "--executor-id",
+        "3",
+        "--cores",
+        "1",
+        "--app-id",
+        "spark-abc",
+        "--hostname",
+        "10.244.0.9",
+        "--resourceProfileId",
+        "0",
+        "--podName",
+        "stream-exec-3",
+    ]

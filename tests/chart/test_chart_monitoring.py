@@ -20,16 +20,21 @@ def _pod_labels(docs: list[dict]) -> dict[str, dict]:
     """Component -> the labels of its pods (the producer's template, the stream's driver)."""
     (deployment,) = by_kind(docs, "Deployment")
     (app,) = by_kind(docs, "SparkApplication")
-    return {"producer": deployment["spec"]["template"]["metadata"]["labels"],
-            "stream-driver": app["spec"]["driver"]["labels"]}
+    return {
+        "producer": deployment["spec"]["template"]["metadata"]["labels"],
+        "stream-driver": app["spec"]["driver"]["labels"],
+    }
 
 
 def _container_ports(docs: list[dict]) -> dict[str, set[int]]:
     (deployment,) = by_kind(docs, "Deployment")
     (app,) = by_kind(docs, "SparkApplication")
-    return {"producer": {p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0]
-                         .get("ports") or []},
-            "stream-driver": {p["containerPort"] for p in app["spec"]["driver"].get("ports") or []}}
+    return {
+        "producer": {
+            p["containerPort"] for p in deployment["spec"]["template"]["spec"]["containers"][0].get("ports") or []
+        },
+        "stream-driver": {p["containerPort"] for p in app["spec"]["driver"].get("ports") or []},
+    }
 
 
 @pytest.mark.parametrize("values_set", ["default", "monitoring"])
@@ -60,8 +65,12 @@ def test_the_service_monitor_scrapes_both_services(rendered):
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     match, expressions = monitor["spec"]["selector"]["matchLabels"], monitor["spec"]["selector"]["matchExpressions"]
     (components,) = [e["values"] for e in expressions if e["key"] == "app.kubernetes.io/component"]
-    selected = [s for s in by_kind(docs, "Service") if match.items() <= s["metadata"]["labels"].items()
-                and s["metadata"]["labels"]["app.kubernetes.io/component"] in components]
+    selected = [
+        s
+        for s in by_kind(docs, "Service")
+        if match.items() <= s["metadata"]["labels"].items()
+        and s["metadata"]["labels"]["app.kubernetes.io/component"] in components
+    ]
     assert len(selected) == 2
     port_names = {p["name"] for s in selected for p in s["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == port_names
@@ -70,7 +79,9 @@ def test_the_service_monitor_scrapes_both_services(rendered):
 
 
 def test_the_dashboard_ships_for_grafanas_sidecar(rendered):
-    (dashboard,) = [c for c in by_kind(rendered["default"], "ConfigMap") if c is not settings_configmap(rendered["default"])]
+    (dashboard,) = [
+        c for c in by_kind(rendered["default"], "ConfigMap") if c is not settings_configmap(rendered["default"])
+    ]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"]["sensorstream.json"]) == DASHBOARD
     assert DASHBOARD["uid"] and all(t["expr"] for p in DASHBOARD["panels"] for t in p.get("targets", []))

@@ -8,18 +8,40 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from support.chart import (KUBE_VERSION, NAMESPACE, RELEASE, VALUES_SETS, by_kind, pod_specs, render, run_helm,
-                           settings_configmap)
+from support.chart import (
+    KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    VALUES_SETS,
+    by_kind,
+    pod_specs,
+    render,
+    run_helm,
+    settings_configmap,
+)
 from support.places import CHART
 
 pytestmark = pytest.mark.chart
 
 #: Kinds the chart may create; a new kind needs a look at its validation here first.
-BUILTIN_KINDS = {"ConfigMap", "Deployment", "CronJob", "PersistentVolumeClaim", "ServiceAccount", "Role",
-                 "RoleBinding", "Pod", "Service"}
-CUSTOM_KINDS = {("kafka.strimzi.io/v1", "Kafka"), ("kafka.strimzi.io/v1", "KafkaNodePool"),
-                ("kafka.strimzi.io/v1", "KafkaTopic"), ("sparkoperator.k8s.io/v1beta2", "SparkApplication"),
-                ("monitoring.coreos.com/v1", "ServiceMonitor")}
+BUILTIN_KINDS = {
+    "ConfigMap",
+    "Deployment",
+    "CronJob",
+    "PersistentVolumeClaim",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "Pod",
+    "Service",
+}
+CUSTOM_KINDS = {
+    ("kafka.strimzi.io/v1", "Kafka"),
+    ("kafka.strimzi.io/v1", "KafkaNodePool"),
+    ("kafka.strimzi.io/v1", "KafkaTopic"),
+    ("sparkoperator.k8s.io/v1beta2", "SparkApplication"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+}
 
 
 @pytest.mark.parametrize("values_set", VALUES_SETS)
@@ -48,8 +70,10 @@ def test_builtin_objects_match_the_kubernetes_schemas(rendered, values_set):
         try:
             kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']} ({values_set}): {exc.message} "
-                        f"at {'/'.join(str(p) for p in exc.path)}")
+            pytest.fail(
+                f"{doc['kind']}/{doc['metadata']['name']} ({values_set}): {exc.message} "
+                f"at {'/'.join(str(p) for p in exc.path)}"
+            )
         checked += 1
     assert checked >= 5
 
@@ -61,12 +85,14 @@ def test_custom_resources_match_the_operator_crds(rendered, crds, values_set):
         key = (doc["apiVersion"], doc["kind"])
         if key not in CUSTOM_KINDS:
             continue
-        assert key in crds, (f"{key} is not served by the pinned operators' CRDs (served: {sorted(crds)})"
-                             + ("; generate the Prometheus Operator's with `make crds`" if "coreos" in key[0] else ""))
+        assert key in crds, f"{key} is not served by the pinned operators' CRDs (served: {sorted(crds)})" + (
+            "; generate the Prometheus Operator's with `make crds`" if "coreos" in key[0] else ""
+        )
         errors = sorted(jsonschema.Draft7Validator(crds[key]).iter_errors(doc), key=lambda e: list(e.path))
         assert not errors, "\n".join(
             f"{doc['kind']}/{doc['metadata']['name']} ({values_set}): {e.message} at {'/'.join(map(str, e.path))}"
-            for e in errors)
+            for e in errors
+        )
         checked += 1
     assert checked >= 1
 
@@ -111,8 +137,9 @@ def test_every_pod_is_non_root_without_capabilities(rendered, values_set):
     for app in by_kind(docs, "SparkApplication"):
         for role in ("driver", "executor"):
             spec = app["spec"][role]
-            problems += _security_checks(f"SparkApplication/{role}", {"securityContext": spec.get("podSecurityContext")},
-                                         [dict(spec, name=role)])
+            problems += _security_checks(
+                f"SparkApplication/{role}", {"securityContext": spec.get("podSecurityContext")}, [dict(spec, name=role)]
+            )
     assert not problems, "\n".join(problems)
 
 
@@ -191,9 +218,20 @@ def test_notes_tell_how_to_follow_the_stream_and_fetch_a_report(helm, tmp_path):
     chart = tmp_path / "chart"
     shutil.copytree(CHART, chart)
     (chart / "templates" / "zz-notes.yaml").write_text(
-        'apiVersion: v1\nkind: Notes\ntext: {{ include "sensorstream.notes" . | toJson }}\n')
-    done = run_helm(helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION,
-                    "--show-only", "templates/zz-notes.yaml")
+        'apiVersion: v1\nkind: Notes\ntext: {{ include "sensorstream.notes" . | toJson }}\n'
+    )
+    done = run_helm(
+        helm,
+        "template",
+        RELEASE,
+        str(chart),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBE_VERSION,
+        "--show-only",
+        "templates/zz-notes.yaml",
+    )
     assert done.returncode == 0, done.stderr
     notes = yaml.safe_load(done.stdout)["text"]
     assert f"kubectl -n {NAMESPACE} logs -f {RELEASE}-stream-driver" in notes

@@ -19,10 +19,16 @@ SCHEMA_RULES = [
     ("topic name characters", ["--set", "topics.input.name=readings topic"], "/topics/input/name"),
     ("topic partitions >= 1", ["--set", "topics.output.partitions=0"], "/topics/output/partitions"),
     ("topic replicas >= 1", ["--set", "topics.deadLetter.replicas=0"], "/topics/deadLetter/replicas"),
-    ("topic config values are scalars", ["--set-json", 'topics.input.config={"retention.ms":[1]}'],
-     "/topics/input/config/retention.ms"),
-    ("bootstrap servers host:port", ["--set", "kafka.enabled=false", "--set", "kafka.bootstrapServers=kafka"],
-     "/kafka/bootstrapServers"),
+    (
+        "topic config values are scalars",
+        ["--set-json", 'topics.input.config={"retention.ms":[1]}'],
+        "/topics/input/config/retention.ms",
+    ),
+    (
+        "bootstrap servers host:port",
+        ["--set", "kafka.enabled=false", "--set", "kafka.bootstrapServers=kafka"],
+        "/kafka/bootstrapServers",
+    ),
     ("Kafka version Strimzi 1.2.0 supports", ["--set", "kafka.version=3.9.0"], "/kafka/version"),
     ("Kafka nodes >= 1", ["--set", "kafka.replicas=0"], "/kafka/replicas"),
     ("storage type", ["--set", "kafka.storage.type=hostPath"], "/kafka/storage/type"),
@@ -44,51 +50,117 @@ SCHEMA_RULES = [
     ("max offsets per trigger >= 1", ["--set", "stream.maxOffsetsPerTrigger=0"], "/stream/maxOffsetsPerTrigger"),
     ("Spark version is the image's", ["--set", "stream.sparkVersion=3.5.5"], "/stream/sparkVersion"),
     ("restart policy type", ["--set", "stream.restartPolicy.type=Sometimes"], "/stream/restartPolicy/type"),
-    ("checkpoint path is absolute", ["--set", "stream.checkpoint.mountPath=checkpoints"],
-     "/stream/checkpoint/mountPath"),
+    (
+        "checkpoint path is absolute",
+        ["--set", "stream.checkpoint.mountPath=checkpoints"],
+        "/stream/checkpoint/mountPath",
+    ),
     ("claim size is a quantity", ["--set", "stream.checkpoint.size=lots"], "/stream/checkpoint/size"),
     ("access mode", ["--set", "report.reports.accessMode=ReadOnlyMany"], "/report/reports/accessMode"),
     ("Spark memory format", ["--set", "stream.driver.memory=1 GB"], "/stream/driver/memory"),
     ("executors >= 1", ["--set", "stream.executor.instances=0"], "/stream/executor/instances"),
-    ("sparkConf keys are spark.*", ["--set-json", 'stream.sparkConf={"shuffle.partitions":"4"}'],
-     "at '/stream/sparkConf': additional properties 'shuffle.partitions' not allowed"),
-    ("env names are variable names", ["--set-json", 'settings.extraEnv={"LOG-LEVEL":"debug"}'],
-     "at '/settings/extraEnv': additional properties 'LOG-LEVEL' not allowed"),
+    (
+        "sparkConf keys are spark.*",
+        ["--set-json", 'stream.sparkConf={"shuffle.partitions":"4"}'],
+        "at '/stream/sparkConf': additional properties 'shuffle.partitions' not allowed",
+    ),
+    (
+        "env names are variable names",
+        ["--set-json", 'settings.extraEnv={"LOG-LEVEL":"debug"}'],
+        "at '/settings/extraEnv': additional properties 'LOG-LEVEL' not allowed",
+    ),
     ("cron schedule", ["--set", "report.schedule=every hour"], "/report/schedule"),
     ("report formats from the known set", ["--set-json", 'report.formats=["csv","xlsx"]'], "/report/formats/1"),
     ("report runs Spark in local mode", ["--set", "report.sparkMaster=spark://master:7077"], "/report/sparkMaster"),
     ("pods stay non-root", ["--set", "podSecurityContext.runAsNonRoot=false"], "/podSecurityContext/runAsNonRoot"),
     ("uid is not root", ["--set", "podSecurityContext.runAsUser=0"], "/podSecurityContext/runAsUser"),
-    ("no privilege escalation", ["--set", "containerSecurityContext.allowPrivilegeEscalation=true"],
-     "/containerSecurityContext/allowPrivilegeEscalation"),
+    (
+        "no privilege escalation",
+        ["--set", "containerSecurityContext.allowPrivilegeEscalation=true"],
+        "/containerSecurityContext/allowPrivilegeEscalation",
+    ),
 ]
 
 # Rules across values (templates/_validate.tpl): the whole message is ours.
 CROSS_RULES = [
-    ("existing cluster and own cluster at once", ["--set", "kafka.bootstrapServers=kafka.example:9092"],
-     "kafka.bootstrapServers is set (kafka.example:9092), so the workloads use an existing cluster: set kafka.enabled=false"),
+    (
+        "existing cluster and own cluster at once",
+        ["--set", "kafka.bootstrapServers=kafka.example:9092"],
+        "kafka.bootstrapServers is set (kafka.example:9092), so the workloads use an existing cluster: "
+        "set kafka.enabled=false",
+    ),
     ("no cluster at all", ["--set", "kafka.enabled=false"], "kafka.enabled=false needs kafka.bootstrapServers"),
-    ("security on the chart's plain cluster", ["--set", "kafka.security.protocol=SSL"],
-     "kafka.security.protocol=SSL applies to an existing cluster"),
-    ("SASL without mechanism",
-     ["--set", "kafka.enabled=false", "--set", "kafka.bootstrapServers=k:9092", "--set", "kafka.security.protocol=SASL_SSL",
-      "--set", "kafka.security.credentialsSecret.name=creds"],
-     "kafka.security.protocol=SASL_SSL needs kafka.security.saslMechanism"),
-    ("SASL without credentials Secret",
-     ["--set", "kafka.enabled=false", "--set", "kafka.bootstrapServers=k:9092",
-      "--set", "kafka.security.protocol=SASL_PLAINTEXT", "--set", "kafka.security.saslMechanism=PLAIN"],
-     "kafka.security.protocol=SASL_PLAINTEXT needs kafka.security.credentialsSecret.name"),
-    ("client certificate without key",
-     ["--set", "kafka.enabled=false", "--set", "kafka.bootstrapServers=k:9092", "--set", "kafka.security.protocol=SSL",
-      "--set", "kafka.security.tlsSecret.name=tls", "--set", "kafka.security.tlsSecret.certKey=tls.crt"],
-     "certKey and keyKey go together"),
-    ("TLS Secret without a TLS protocol",
-     ["--set", "kafka.enabled=false", "--set", "kafka.bootstrapServers=k:9092", "--set", "kafka.security.tlsSecret.name=tls"],
-     "kafka.security.tlsSecret.name is set but kafka.security.protocol=PLAINTEXT does not use TLS"),
-    ("more topic replicas than brokers", ["--set", "topics.input.replicas=3"],
-     "topics.input.replicas=3 exceeds kafka.replicas=1"),
-    ("liveness shorter than the gap between readings", ["--set-json", "producer.rate=0.01"],
-     "producer.heartbeatMaxAgeSeconds=60 is not longer than the gap between readings at producer.rate=0.01/s"),
+    (
+        "security on the chart's plain cluster",
+        ["--set", "kafka.security.protocol=SSL"],
+        "kafka.security.protocol=SSL applies to an existing cluster",
+    ),
+    (
+        "SASL without mechanism",
+        [
+            "--set",
+            "kafka.enabled=false",
+            "--set",
+            "kafka.bootstrapServers=k:9092",
+            "--set",
+            "kafka.security.protocol=SASL_SSL",
+            "--set",
+            "kafka.security.credentialsSecret.name=creds",
+        ],
+        "kafka.security.protocol=SASL_SSL needs kafka.security.saslMechanism",
+    ),
+    (
+        "SASL without credentials Secret",
+        [
+            "--set",
+            "kafka.enabled=false",
+            "--set",
+            "kafka.bootstrapServers=k:9092",
+            "--set",
+            "kafka.security.protocol=SASL_PLAINTEXT",
+            "--set",
+            "kafka.security.saslMechanism=PLAIN",
+        ],
+        "kafka.security.protocol=SASL_PLAINTEXT needs kafka.security.credentialsSecret.name",
+    ),
+    (
+        "client certificate without key",
+        [
+            "--set",
+            "kafka.enabled=false",
+            "--set",
+            "kafka.bootstrapServers=k:9092",
+            "--set",
+            "kafka.security.protocol=SSL",
+            "--set",
+            "kafka.security.tlsSecret.name=tls",
+            "--set",
+            "kafka.security.tlsSecret.certKey=tls.crt",
+        ],
+        "certKey and keyKey go together",
+    ),
+    (
+        "TLS Secret without a TLS protocol",
+        [
+            "--set",
+            "kafka.enabled=false",
+            "--set",
+            "kafka.bootstrapServers=k:9092",
+            "--set",
+            "kafka.security.tlsSecret.name=tls",
+        ],
+        "kafka.security.tlsSecret.name is set but kafka.security.protocol=PLAINTEXT does not use TLS",
+    ),
+    (
+        "more topic replicas than brokers",
+        ["--set", "topics.input.replicas=3"],
+        "topics.input.replicas=3 exceeds kafka.replicas=1",
+    ),
+    (
+        "liveness shorter than the gap between readings",
+        ["--set-json", "producer.rate=0.01"],
+        "producer.heartbeatMaxAgeSeconds=60 is not longer than the gap between readings at producer.rate=0.01/s",
+    ),
 ]
 
 
@@ -110,12 +182,23 @@ def test_cross_value_rule_rejects(helm, rule, sets, message):
     assert message in _render_error(helm, sets)
 
 
-@pytest.mark.parametrize("sets", [
-    ["--set", "kafka.enabled=false", "--set", "kafka.bootstrapServers=a:9092\\,b:9092", "--set", "kafka.manageTopics=false"],
-    ["--set", "producer.rate=0", "--set", "producer.seed=42", "--set", "stream.slide=30 seconds"],
-    ["--set-json", 'stream.sinks=["console","kafka","parquet"]', "--set", "stream.maxOffsetsPerTrigger=5000"],
-    ["--set", "kafka.replicas=3", "--set", "topics.input.replicas=3", "--set", "report.schedule=@hourly"],
-], ids=["existing-cluster", "fast-producer-seeded-sliding", "all-sinks-capped", "three-nodes"])
+@pytest.mark.parametrize(
+    "sets",
+    [
+        [
+            "--set",
+            "kafka.enabled=false",
+            "--set",
+            "kafka.bootstrapServers=a:9092\\,b:9092",
+            "--set",
+            "kafka.manageTopics=false",
+        ],
+        ["--set", "producer.rate=0", "--set", "producer.seed=42", "--set", "stream.slide=30 seconds"],
+        ["--set-json", 'stream.sinks=["console","kafka","parquet"]', "--set", "stream.maxOffsetsPerTrigger=5000"],
+        ["--set", "kafka.replicas=3", "--set", "topics.input.replicas=3", "--set", "report.schedule=@hourly"],
+    ],
+    ids=["existing-cluster", "fast-producer-seeded-sliding", "all-sinks-capped", "three-nodes"],
+)
 def test_good_values_render(helm, sets):
     done = run_helm(helm, *template_args([]), *sets)
     assert done.returncode == 0, done.stderr

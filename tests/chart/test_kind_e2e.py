@@ -19,8 +19,16 @@ import subprocess
 import pytest
 
 from support.chart import REHEARSE
-from support.deployment import (check_report_folder, fetch_report_as_notes_say, get, kubectl_env, run_report_job,
-                                wait_for, wait_spark_running, wait_window_rows)
+from support.deployment import (
+    check_report_folder,
+    fetch_report_as_notes_say,
+    get,
+    kubectl_env,
+    run_report_job,
+    wait_for,
+    wait_spark_running,
+    wait_window_rows,
+)
 from support.places import CHART, K8S, ROOT
 
 pytestmark = [pytest.mark.kind, pytest.mark.slow]
@@ -57,8 +65,15 @@ def cluster(helm, tmp_path_factory):
         pytest.skip("kind e2e needs kubectl: https://kubernetes.io/docs/tasks/tools/")
     kubeconfig = tmp_path_factory.mktemp("kind") / "kubeconfig"
     env = dict(os.environ, KUBECONFIG=str(kubeconfig), HELM=helm)
-    make = ["make", "--no-print-directory", f"KIND_CLUSTER={CLUSTER}", f"K8S_NAMESPACE={NAMESPACE}",
-            f"K8S_RELEASE={RELEASE}", f"HELM={helm}", f"KIND={kind}"]
+    make = [
+        "make",
+        "--no-print-directory",
+        f"KIND_CLUSTER={CLUSTER}",
+        f"K8S_NAMESPACE={NAMESPACE}",
+        f"K8S_RELEASE={RELEASE}",
+        f"HELM={helm}",
+        f"KIND={kind}",
+    ]
 
     def run(*args: str, timeout: float = 3600) -> None:
         done = subprocess.run([*args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
@@ -69,8 +84,19 @@ def cluster(helm, tmp_path_factory):
         run(*make, "operators")
         run(*make, "image")
         run(*make, "kind-load")
-        run(helm, "upgrade", "--install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace",
-            "--values", str(K8S / "values-kind.yaml"), timeout=600)
+        run(
+            helm,
+            "upgrade",
+            "--install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--values",
+            str(K8S / "values-kind.yaml"),
+            timeout=600,
+        )
         yield env
     finally:
         if os.environ.get("SENSORSTREAM_E2E_KEEP") != "1":
@@ -84,15 +110,17 @@ class KindCluster:
         self.env, self.helm_bin = env, helm
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True, env=self.env,
-                              timeout=300)
+        done = subprocess.run(
+            ["kubectl", *args], input=input, capture_output=True, text=True, env=self.env, timeout=300
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
         return done
 
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([self.helm_bin, *args], capture_output=True, text=True, env=self.env, cwd=ROOT,
-                              timeout=600)
+        done = subprocess.run(
+            [self.helm_bin, *args], capture_output=True, text=True, env=self.env, cwd=ROOT, timeout=600
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"helm {' '.join(args)} failed ({done.returncode}):\n{done.stderr}")
         return done
@@ -104,13 +132,19 @@ def kube(cluster):
 
 
 def conditions_ready(found: dict | None) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True"
-               for c in ((found or {}).get("status") or {}).get("conditions") or [])
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in ((found or {}).get("status") or {}).get("conditions") or []
+    )
 
 
 def test_kafka_is_ready(kube):
-    wait_for("the Strimzi Kafka cluster to be Ready",
-             lambda: conditions_ready(get(kube, "-n", NAMESPACE, "kafka", RELEASE)), timeout=900, every=10)
+    wait_for(
+        "the Strimzi Kafka cluster to be Ready",
+        lambda: conditions_ready(get(kube, "-n", NAMESPACE, "kafka", RELEASE)),
+        timeout=900,
+        every=10,
+    )
 
 
 def test_topics_exist_as_kafkatopics(kube):
@@ -136,13 +170,19 @@ def test_helm_test_passes(kube):
 def test_a_job_from_the_cronjob_writes_a_report_into_the_volume(kube, cluster, tmp_path):
     run_report_job(kube, NAMESPACE, RELEASE, timeout=900)
     # NOTES.txt's commands copy it out of the volume ...
-    folder = fetch_report_as_notes_say(kube, NAMESPACE, RELEASE, tmp_path / "notes",
-                                       kubectl_env(cluster["KUBECONFIG"]))
+    folder = fetch_report_as_notes_say(kube, NAMESPACE, RELEASE, tmp_path / "notes", kubectl_env(cluster["KUBECONFIG"]))
     check_report_folder(folder, ["csv", "parquet", "json", "html"], SENSORS)
     # ... and so does `make reports`.
     image = get(kube, "-n", NAMESPACE, "cronjob", f"{RELEASE}-report")["spec"]["jobTemplate"]["spec"]["template"][
-        "spec"]["containers"][0]["image"]
-    done = subprocess.run(["k8s/fetch-report.sh", str(tmp_path / "reports")], cwd=ROOT, capture_output=True, text=True,
-                          env=dict(cluster, K8S_NAMESPACE=NAMESPACE, K8S_RELEASE=RELEASE, K8S_IMAGE=image), timeout=600)
+        "spec"
+    ]["containers"][0]["image"]
+    done = subprocess.run(
+        ["k8s/fetch-report.sh", str(tmp_path / "reports")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(cluster, K8S_NAMESPACE=NAMESPACE, K8S_RELEASE=RELEASE, K8S_IMAGE=image),
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert list((tmp_path / "reports").glob("*/sensor_report.csv")), done.stdout

@@ -21,7 +21,9 @@ def test_rehearsal_shows_window_rows_and_writes_a_report(kafka_bootstrap, helm, 
     assert result.window_rows, "no window rows in the stream's log"
     assert all("sensor_" in row for row in result.window_rows)
     # spark-submit's JVM receives the SIGTERM (as from tini in the driver pod): 143, or 0.
-    assert result.stream_exit in (0, 143), "SIGTERM should stop the stream:\n" + result.logs["stream"].read_text()[-3000:]
+    assert result.stream_exit in (0, 143), (
+        "SIGTERM should stop the stream:\n" + result.logs["stream"].read_text()[-3000:]
+    )
     assert result.producer_exit == 0
     suffixes = {p.suffix for p in result.report_files}
     assert {".csv", ".json", ".parquet"} <= suffixes, f"report files: {result.report_files}"

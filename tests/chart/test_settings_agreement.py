@@ -24,7 +24,6 @@ import yaml
 
 from sensorstream.cli import build_parser
 from sensorstream.config import EVERY_COMMAND, SETTINGS, Setting, declaration, load_settings
-
 from support.chart import render, settings_configmap, workload_env
 from support.places import CHART, ROOT
 
@@ -50,22 +49,67 @@ CHART_NARROWS = {
 }
 #: Env vars a workload gets that are not settings: none; the ConfigMap holds settings only.
 #: Settings the chart passes but computes (from the release, a Secret, a mount): not `chart=` keys.
-COMPUTED = {"bootstrap_servers", "ssl_ca_location", "ssl_cert_location", "ssl_key_location", "parquet_dir",
-            "sasl_username", "sasl_password"}
+COMPUTED = {
+    "bootstrap_servers",
+    "ssl_ca_location",
+    "ssl_cert_location",
+    "ssl_key_location",
+    "parquet_dir",
+    "sasl_username",
+    "sasl_password",
+}
 
 _CHOICES = [c for s in SETTINGS for c in s.choices or ()]
 #: Values to try on a text setting: durations in many spellings, zero, names, every choice in any case.
-TEXT_PROBES = ["", " ", "0", "-1", "7", "0.25", "0s", "0.0s", "0.5s", "5 minutes", "5 Minutes", "5 MINUTES", "5m", "300",
-               "1.5h", "250ms", "2 days", "10 minutos", "five minutes", "-5m", "1e3s", "x", "a b", "readings.v2",
-               "/data", "/srv/reports", "local", "local[2]", "local[*]", "spark://master:7077", "yarn",
-               *dict.fromkeys(v for c in _CHOICES for v in (c, c.lower(), c.upper(), c.title()))]
+TEXT_PROBES = [
+    "",
+    " ",
+    "0",
+    "-1",
+    "7",
+    "0.25",
+    "0s",
+    "0.0s",
+    "0.5s",
+    "5 minutes",
+    "5 Minutes",
+    "5 MINUTES",
+    "5m",
+    "300",
+    "1.5h",
+    "250ms",
+    "2 days",
+    "10 minutos",
+    "five minutes",
+    "-5m",
+    "1e3s",
+    "x",
+    "a b",
+    "readings.v2",
+    "/data",
+    "/srv/reports",
+    "local",
+    "local[2]",
+    "local[*]",
+    "spark://master:7077",
+    "yarn",
+    *dict.fromkeys(v for c in _CHOICES for v in (c, c.lower(), c.upper(), c.title())),
+]
 NUMBER_PROBES = [None, -1, 0, 0.25, 0.5, 0.75, 1, 1.5, 3, 7, 2**40]
 
 
 def list_probes(declared: Setting) -> list:
     choices = list(declared.choices or ())
-    return [[], ["s3"], choices, choices[::-1], [choices[0], choices[0]], [choices[-1]], [choices[0].upper()],
-            [choices[0], "s3"]]
+    return [
+        [],
+        ["s3"],
+        choices,
+        choices[::-1],
+        [choices[0], choices[0]],
+        [choices[-1]],
+        [choices[0].upper()],
+        [choices[0], "s3"],
+    ]
 
 
 def probes(declared: Setting) -> list:
@@ -130,8 +174,11 @@ def examples() -> dict[str, object]:
     for declared in CHARTED:
         default = code_parse(declared, env_text(lookup(VALUES, declared.chart)))
         taken = {env_text(v) for v in chosen.values()}
-        fits = [v for v in probes(declared) if code_parse(declared, env_text(v)) not in (REFUSED, default)
-                and chart_accepts(declared, v)]
+        fits = [
+            v
+            for v in probes(declared)
+            if code_parse(declared, env_text(v)) not in (REFUSED, default) and chart_accepts(declared, v)
+        ]
         assert fits, f"no probe value for {declared.name} other than the default"
         chosen[declared.name] = next((v for v in fits if env_text(v) not in taken), fits[0])
     return chosen
@@ -149,8 +196,10 @@ def test_the_schema_takes_what_the_code_takes(declared):
         parsed = code_parse(declared, env_text(value))
         chart = chart_accepts(declared, value)
         if chart and parsed is REFUSED:
-            problems.append(f"the chart accepts {declared.chart}={value!r} but {declared.env} refuses it: "
-                            "a pod would install and then exit")
+            problems.append(
+                f"the chart accepts {declared.chart}={value!r} but {declared.env} refuses it: "
+                "a pod would install and then exit"
+            )
         elif not chart and parsed is not REFUSED and declared.name not in CHART_NARROWS:
             normalized = declared.choices and canonical(declared, parsed) != env_text(value).strip()
             if not normalized:  # the code takes other spellings of a choice; the chart, the one it passes
@@ -175,8 +224,10 @@ def test_the_declared_chart_keys_exist_and_the_workloads_get_them(rendered):
         if code_parse(declared, text) != code_parse(declared, env_text(default)):
             problems.append(f"{declared.env}={text!r} is not {declared.chart}={default!r}")
         if declared.name not in CHART_DEFAULTS and code_parse(declared, text) != code_parse(declared, declared.default):
-            problems.append(f"{declared.chart}={default!r} is not the code's default {declared.env}={declared.default!r}"
-                            " (or say why in CHART_DEFAULTS)")
+            problems.append(
+                f"{declared.chart}={default!r} is not the code's default {declared.env}={declared.default!r}"
+                " (or say why in CHART_DEFAULTS)"
+            )
     assert not problems, "\n".join(problems)
 
 
@@ -189,8 +240,9 @@ def test_every_declared_chart_key_reaches_its_env_var(helm):
     for declared in CHARTED:
         given = env.get(declared.env, set())
         want = code_parse(declared, env_text(chosen[declared.name]))
-        assert {text for text in given if code_parse(declared, text) == want} == given and given, \
+        assert {text for text in given if code_parse(declared, text) == want} == given and given, (
             f"{declared.chart}={chosen[declared.name]!r} reached {declared.env} as {given}"
+        )
 
 
 def test_every_setting_the_workloads_get_is_declared_and_no_secret_is_in_a_configmap(rendered):
@@ -208,8 +260,9 @@ def test_every_setting_the_workloads_get_is_declared_and_no_secret_is_in_a_confi
 def test_the_sinks_the_settings_allow_are_the_streams_sinks():
     from sensorstream import streaming
 
-    assert set(declaration("sinks").choices) == set(streaming._SINKS), \
+    assert set(declaration("sinks").choices) == set(streaming._SINKS), (
         "a sink is a function in streaming._SINKS and its name in config.SINKS"
+    )
 
 
 # --- the CLI ---------------------------------------------------------------------------------
@@ -219,7 +272,9 @@ FLAGGED = [s for s in SETTINGS if s.flag]
 
 @pytest.mark.parametrize("declared", FLAGGED, ids=lambda s: s.name)
 def test_every_flag_sets_its_setting_on_each_of_its_commands(declared):
-    text = next(p for p in TEXT_PROBES if code_parse(declared, p) not in (REFUSED, code_parse(declared, declared.default)))
+    text = next(
+        p for p in TEXT_PROBES if code_parse(declared, p) not in (REFUSED, code_parse(declared, declared.default))
+    )
     for command in declared.commands:
         argv = [declared.flag, text, "config", "show"] if command == EVERY_COMMAND else [command, declared.flag, text]
         args = build_parser().parse_args(argv)
@@ -260,12 +315,14 @@ def _code(text: str) -> str:
 @pytest.mark.parametrize("readme", ["README.md", "README.es.md"])
 def test_the_readme_settings_table_is_the_declarations(readme):
     rows = settings_table(readme)
-    assert [row[0].strip("`") for row in rows] == [s.env for s in SETTINGS], \
+    assert [row[0].strip("`") for row in rows] == [s.env for s in SETTINGS], (
         f"{readme}: the settings table must have one row per setting, in the order of config.Settings"
+    )
     for (env, flag, default, meaning), declared in zip(rows, SETTINGS):
         assert flag == _code(declared.flag), f"{readme}: {env} has flag {flag!r}, not {_code(declared.flag)!r}"
-        assert default == _code(declared.default), \
+        assert default == _code(declared.default), (
             f"{readme}: {env} has default {default!r}, not {_code(declared.default)!r}"
+        )
         missing = [c for c in declared.choices or () if c not in meaning]
         assert not missing, f"{readme}: {env} does not name the allowed values {missing}"
 

@@ -32,10 +32,12 @@ _FIGURES: list[str] = []
 @pytest.fixture
 def figures(request):
     """figures("...") records one line of a test's figures; all are printed at the end of the run."""
+
     def say(line: str) -> None:
         text = f"{request.node.name}: {line}"
         _FIGURES.append(text)
         print(text)
+
     return say
 
 

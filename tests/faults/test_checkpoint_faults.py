@@ -58,13 +58,15 @@ def timed(env, *args):
 
 @pytest.mark.parametrize("damage", ["truncated", "empty"])
 def test_damaged_checkpoint(streamed, figures, damage):
-    settings, env, checkpoint = streamed
+    _settings, env, checkpoint = streamed
     newest = max((p for p in (checkpoint / "offsets").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     text = newest.read_text()
     newest.write_text(text[: len(text) // 2] if damage == "truncated" else "")
     result, took = timed(env, *STREAM)
-    figures(f"{damage} {newest.relative_to(checkpoint)}: exit {result.returncode} in {took:.0f} s: "
-            f"{result.stderr.strip().splitlines()[-1]}")
+    figures(
+        f"{damage} {newest.relative_to(checkpoint)}: exit {result.returncode} in {took:.0f} s: "
+        f"{result.stderr.strip().splitlines()[-1]}"
+    )
     assert_one_line_error(result, "damaged", "--reset-checkpoint")
 
 
@@ -83,11 +85,13 @@ def test_retention_gap(cluster, streamed, figures):
     assert_one_line_error(result, settings.input_topic, "--skip-lost-records", "--reset-checkpoint")
     lost = sum(int(n.replace(",", "")) for n in re.findall(r"([\d,]+) record\(s\) of input topic", error))
     skipped, took = timed(env, *STREAM, "--skip-lost-records")
-    line = next((l for l in skipped.stderr.splitlines() if l.startswith("skipping")), "")
+    line = next((text for text in skipped.stderr.splitlines() if text.startswith("skipping")), "")
     batches = re.findall(r"batch \d+: ([\d,]+) records", skipped.stderr)
     read = sum(int(n.replace(",", "")) for n in batches)
-    figures(f"with --skip-lost-records: exit {skipped.returncode} in {took:.0f} s; '{line}'; read {read} of the "
-            f"3000 sent after the stop ({lost} lost)")
+    figures(
+        f"with --skip-lost-records: exit {skipped.returncode} in {took:.0f} s; '{line}'; read {read} of the "
+        f"3000 sent after the stop ({lost} lost)"
+    )
     assert skipped.returncode == 0, skipped.stderr[-3000:]
     assert line.startswith(f"skipping {lost:,} record(s)")
     assert read == 3_000 - lost
@@ -95,6 +99,7 @@ def test_retention_gap(cluster, streamed, figures):
 
 def _ends(cluster, topic):
     from kafka import KafkaConsumer
+
     consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap.split(","))
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
@@ -115,7 +120,7 @@ def test_topic_deleted_and_recreated(cluster, streamed, figures):
         try:
             cluster.create(settings.input_topic, 3)
             break
-        except Exception:  # noqa: BLE001 - TopicAlreadyExists while it is being deleted
+        except Exception:
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
@@ -127,5 +132,3 @@ def test_topic_deleted_and_recreated(cluster, streamed, figures):
     read = sum(int(n.replace(",", "")) for n in re.findall(r"batch \d+: ([\d,]+) records", fresh.stderr))
     figures(f"with --reset-checkpoint: exit {fresh.returncode} in {took:.0f} s, read {read} of 300")
     assert fresh.returncode == 0 and read == 300
-
-

@@ -88,11 +88,13 @@ def test_leader_bounce_while_producing(cluster, cli_env, tmp_path, figures):
     sent, acked, failed = totals(out)
     in_topic = readings_in(read_all(cluster.bootstrap, settings.input_topic))
     duplicated = sum(n - 1 for n in in_topic.values() if n > 1)
-    figures(f"leaders killed {len(bounced)} (nodes {bounced}; after each restart, in sync again in "
-            f"{seconds(in_sync_after)} s, the producer's backlog delivered {seconds(delivered_after)} s later); "
-            f"sent {sent}, acked {acked}, failed {failed}; "
-            f"in topic {sum(in_topic.values())} ({len(in_topic)} distinct), duplicated {duplicated}, "
-            f"lost (acked but absent) {max(0, acked - len(in_topic))}; exit {code}")
+    figures(
+        f"leaders killed {len(bounced)} (nodes {bounced}; after each restart, in sync again in "
+        f"{seconds(in_sync_after)} s, the producer's backlog delivered {seconds(delivered_after)} s later); "
+        f"sent {sent}, acked {acked}, failed {failed}; "
+        f"in topic {sum(in_topic.values())} ({len(in_topic)} distinct), duplicated {duplicated}, "
+        f"lost (acked but absent) {max(0, acked - len(in_topic))}; exit {code}"
+    )
     assert len(bounced) == 5
     assert sent == 150_000 and acked + failed == sent
     assert duplicated == 0  # idempotence: a retry never writes a reading twice
@@ -105,8 +107,19 @@ def test_min_isr_two_brokers_down(cluster, cli_env, tmp_path, figures):
     acknowledged is lost once they are back."""
     settings = cluster.settings(tmp_path)
     log = tmp_path / "produce.log"
-    proc = popen(env_for(cli_env, settings), "produce", "--rate", "500", "--count", "0", "--duration", "20",
-                 "--workers", "1", log=log)
+    proc = popen(
+        env_for(cli_env, settings),
+        "produce",
+        "--rate",
+        "500",
+        "--count",
+        "0",
+        "--duration",
+        "20",
+        "--workers",
+        "1",
+        log=log,
+    )
     try:
         time.sleep(4)
         down = [n for n in (1, 2, 3) if n != cluster.leader(settings.input_topic, 0)][:1]
@@ -123,10 +136,12 @@ def test_min_isr_two_brokers_down(cluster, cli_env, tmp_path, figures):
     in_topic = readings_in(read_all(cluster.bootstrap, settings.input_topic))
     duplicated = sum(n - 1 for n in in_topic.values() if n > 1)
     errors = re.search(r"errors: (.*)", out)
-    figures(f"brokers {down} killed 4 s into a 20 s run; sent {sent}, acked {acked}, failed {failed} "
-            f"({errors.group(1) if errors else 'no errors'}); after the brokers returned: in topic "
-            f"{sum(in_topic.values())} ({len(in_topic)} distinct), duplicated {duplicated}, failed yet written "
-            f"{len(in_topic) - acked}; exit {code}")
+    figures(
+        f"brokers {down} killed 4 s into a 20 s run; sent {sent}, acked {acked}, failed {failed} "
+        f"({errors.group(1) if errors else 'no errors'}); after the brokers returned: in topic "
+        f"{sum(in_topic.values())} ({len(in_topic)} distinct), duplicated {duplicated}, failed yet written "
+        f"{len(in_topic) - acked}; exit {code}"
+    )
     assert "Traceback" not in out
     assert "readings were not acknowledged (a reading fails after 25 s without one)" in out
     assert failed > 0 and acked + failed == sent
@@ -162,7 +177,9 @@ def test_sigterm_to_produce(cluster, cli_env, tmp_path, figures, run):
     code = proc.wait(timeout=120)
     sent, acked, failed = totals(log.read_text())
     in_topic = readings_in(read_all(cluster.bootstrap, settings.input_topic))
-    figures(f"SIGTERM after {wait:.1f} s: exit {code}; sent {sent}, acked {acked}, failed {failed}; "
-            f"in topic {sum(in_topic.values())} ({len(in_topic)} distinct)")
+    figures(
+        f"SIGTERM after {wait:.1f} s: exit {code}; sent {sent}, acked {acked}, failed {failed}; "
+        f"in topic {sum(in_topic.values())} ({len(in_topic)} distinct)"
+    )
     assert code == 0 and failed == 0
     assert sent == acked == sum(in_topic.values()) == len(in_topic)

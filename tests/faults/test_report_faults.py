@@ -56,9 +56,11 @@ def test_report_killed_mid_write(topic, figures):
     finally:
         kill_tree(proc)
     shown = visible(reports)
-    figures(f"SIGKILL {'while the report was being written' if staged_seen else 'after it finished'}: "
-            f"{len(shown)} visible folder(s), {sum(not whole(f) for f in shown)} incomplete; hidden leftovers "
-            f"{len([p for p in reports.iterdir() if p.name.startswith('.')]) if reports.exists() else 0}")
+    figures(
+        f"SIGKILL {'while the report was being written' if staged_seen else 'after it finished'}: "
+        f"{len(shown)} visible folder(s), {sum(not whole(f) for f in shown)} incomplete; hidden leftovers "
+        f"{len([p for p in reports.iterdir() if p.name.startswith('.')]) if reports.exists() else 0}"
+    )
     assert staged_seen, log.read_text()[-3000:]
     assert all(whole(f) for f in shown)
     again = cli(env, *REPORT, timeout=600)
@@ -69,11 +71,12 @@ def test_report_killed_mid_write(topic, figures):
 def test_report_disk_full(topic, tmp_path, figures):
     """A 1 MiB tmpfs for the report folder, filled up first: a one-line error, nothing visible; once
     space is freed, the next run succeeds."""
-    settings, env = topic
+    _settings, env = topic
     mount = tmp_path / "small"
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     assert done.returncode == 0, f"this test mounts a small tmpfs and needs root: {done.stderr}"
     try:
         env = {**env, "REPORT_DIR": str(mount / "reports")}
@@ -86,8 +89,10 @@ def test_report_disk_full(topic, tmp_path, figures):
                 pass
         full = cli(env, *REPORT, timeout=600)
         reports = mount / "reports"
-        figures(f"disk full: exit {full.returncode}: {full.stderr.strip().splitlines()[-1]}; visible folders "
-                f"{len(visible(reports))}")
+        figures(
+            f"disk full: exit {full.returncode}: {full.stderr.strip().splitlines()[-1]}; visible folders "
+            f"{len(visible(reports))}"
+        )
         assert_one_line_error(full, "No space left on device", str(reports))
         assert visible(reports) == []
         filler.unlink()
@@ -111,8 +116,10 @@ def test_sigterm_to_report(topic, figures):
     text = log.read_text()
     shown = visible(reports)
     records = re.search(r"records (\d+): valid", text)
-    figures(f"SIGTERM after {wait:.1f} s: exit {code}; visible folders {len(shown)}"
-            + (f"; records reported {records.group(1)} of 20000" if records else ""))
+    figures(
+        f"SIGTERM after {wait:.1f} s: exit {code}; visible folders {len(shown)}"
+        + (f"; records reported {records.group(1)} of 20000" if records else "")
+    )
     assert "Traceback" not in text
     assert all(whole(f) for f in shown)
     if code == 0:  # it finished before the signal: its totals are the topic's

@@ -56,10 +56,15 @@ class Secured:
         self.port = free_port()
         self.env = {
             **isolated_env(self.state),
-            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.port}", "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
-            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "KAFKA_SASL_USERNAME": USER, "KAFKA_SASL_PASSWORD": PASSWORD,
-            "KAFKA_SSL_CA_LOCATION": str(self.tls / "ca.pem"), "SPARK_MASTER": "local[1]",
-            "CHECKPOINT_LOCATION": str(folder / "checkpoints"), "REPORT_DIR": str(folder / "reports"),
+            "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.port}",
+            "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "KAFKA_SASL_USERNAME": USER,
+            "KAFKA_SASL_PASSWORD": PASSWORD,
+            "KAFKA_SSL_CA_LOCATION": str(self.tls / "ca.pem"),
+            "SPARK_MASTER": "local[1]",
+            "CHECKPOINT_LOCATION": str(folder / "checkpoints"),
+            "REPORT_DIR": str(folder / "reports"),
             "STREAM_PARQUET_DIR": str(folder / "windows"),
         }
         self.outputs: list[tuple[str, str]] = []  # (command, what it printed)
@@ -92,8 +97,9 @@ def secured(tmp_path_factory):
 
 
 def test_produce_stream_report_over_sasl_ssl(secured, figures):
-    produced = secured.run("produce", "--count", str(READINGS), "--rate", "0", "--workers", "1", "--seed", "12",
-                           "--bad-ratio", "0.05")
+    produced = secured.run(
+        "produce", "--count", str(READINGS), "--rate", "0", "--workers", "1", "--seed", "12", "--bad-ratio", "0.05"
+    )
     assert produced.returncode == 0, produced.stderr[-3000:]
     assert f"done: sent {READINGS}, acked {READINGS}, failed 0" in produced.stdout, produced.stdout
 
@@ -113,10 +119,12 @@ def test_produce_stream_report_over_sasl_ssl(secured, figures):
     assert reported.returncode == 0, reported.stderr[-3000:]
     totals = re.search(r"records (\d+): valid (\d+), rejected (\d+)", reported.stdout)
 
-    figures(f"secured broker up in {secured.up_seconds:.0f} s; produced {READINGS} over SASL_SSL (in the topic "
-            f"{len(records)}, {len(readings)} valid); streamed {counted} records into {len(output)} window keys "
-            f"(truth {len(truth)}), {len(dead)} dead letters for {len(records) - len(readings)} rejects; "
-            f"reported {totals.group(1) if totals else '?'} records, {totals.group(2) if totals else '?'} valid")
+    figures(
+        f"secured broker up in {secured.up_seconds:.0f} s; produced {READINGS} over SASL_SSL (in the topic "
+        f"{len(records)}, {len(readings)} valid); streamed {counted} records into {len(output)} window keys "
+        f"(truth {len(truth)}), {len(dead)} dead letters for {len(records) - len(readings)} rejects; "
+        f"reported {totals.group(1) if totals else '?'} records, {totals.group(2) if totals else '?'} valid"
+    )
     assert len(records) == READINGS and counted == READINGS
     assert len(dead) == len(records) - len(readings)
     assert set(output) == {f"{sensor}|{start:%Y-%m-%dT%H:%M:%SZ}" for start, sensor in truth}
@@ -130,31 +138,55 @@ def fails_fast(secured, figures, label: str, command, env: dict[str, str], *frag
     started = time.monotonic()
     result = secured.run(*command, env=env, timeout=120)
     took = time.monotonic() - started
-    figures(f"{label}: exit {result.returncode} in {took:.1f} s: "
-            f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}")
+    figures(
+        f"{label}: exit {result.returncode} in {took:.1f} s: "
+        f"{result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}"
+    )
     assert_one_line_error(result, *fragments)
     assert took < FAIL_WITHIN_S
 
 
-@pytest.mark.parametrize("command", [("produce", "--count", "10"), ("stream", "--available-now"), ("report",),
-                                     ("status",)])
+@pytest.mark.parametrize(
+    "command", [("produce", "--count", "10"), ("stream", "--available-now"), ("report",), ("status",)]
+)
 def test_wrong_password_fails_in_seconds(secured, command, figures):
-    fails_fast(secured, figures, f"{command[0]} with a wrong password", command, {"KAFKA_SASL_PASSWORD": WRONG},
-               "refused the login", "authentication failed", "KAFKA_SASL_PASSWORD")
+    fails_fast(
+        secured,
+        figures,
+        f"{command[0]} with a wrong password",
+        command,
+        {"KAFKA_SASL_PASSWORD": WRONG},
+        "refused the login",
+        "authentication failed",
+        "KAFKA_SASL_PASSWORD",
+    )
 
 
 def test_untrusted_ca_fails_in_seconds(secured, figures):
     other = make_ca(secured.folder / "other", name="other-ca")
-    fails_fast(secured, figures, "produce trusting another CA", ("produce", "--count", "10"),
-               {"KAFKA_SSL_CA_LOCATION": str(other)}, "not trusted", "KAFKA_SSL_CA_LOCATION")
+    fails_fast(
+        secured,
+        figures,
+        "produce trusting another CA",
+        ("produce", "--count", "10"),
+        {"KAFKA_SSL_CA_LOCATION": str(other)},
+        "not trusted",
+        "KAFKA_SSL_CA_LOCATION",
+    )
 
 
 def test_plaintext_client_is_told_the_protocol(secured, figures):
     """A client left on PLAINTEXT: the broker's TLS listener never answers it as Kafka; the one line
     names KAFKA_SECURITY_PROTOCOL instead of 'start the local broker'."""
-    fails_fast(secured, figures, "produce in PLAINTEXT against the SASL_SSL listener", ("produce", "--count", "10"),
-               {"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "KAFKA_SASL_MECHANISM": "", "KAFKA_CONNECT_TIMEOUT": "3s"},
-               "gave no Kafka answer", "KAFKA_SECURITY_PROTOCOL=PLAINTEXT")
+    fails_fast(
+        secured,
+        figures,
+        "produce in PLAINTEXT against the SASL_SSL listener",
+        ("produce", "--count", "10"),
+        {"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "KAFKA_SASL_MECHANISM": "", "KAFKA_CONNECT_TIMEOUT": "3s"},
+        "gave no Kafka answer",
+        "KAFKA_SECURITY_PROTOCOL=PLAINTEXT",
+    )
 
 
 def test_confluent_kafka_producer_over_sasl_ssl(secured, figures):
@@ -178,6 +210,8 @@ def test_no_secret_in_any_output(secured, figures):
     texts = secured.outputs + [(str(p), p.read_text(errors="replace")) for p in files]
     lines = sum(len(text.splitlines()) for _, text in texts)
     leaks = [where for where, text in texts for secret in (PASSWORD, WRONG) if secret in text]
-    figures(f"{len(secured.outputs)} command outputs and {len(files)} broker files, {lines:,} lines: "
-            f"{len(leaks)} with a secret")
+    figures(
+        f"{len(secured.outputs)} command outputs and {len(files)} broker files, {lines:,} lines: "
+        f"{len(leaks)} with a secret"
+    )
     assert leaks == []

@@ -14,14 +14,19 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from kafka.admin import NewPartitions
 
 from sensorstream.producer import produce
 from support.cli import cli
 from support.cluster import env_for, kill_tree, popen, read_all
-from support.readings import (T0, RecordingSimulator, assert_stats_equal, reference_reason, reference_windows,
-                              stepping_clock)
+from support.readings import (
+    T0,
+    RecordingSimulator,
+    assert_stats_equal,
+    reference_reason,
+    reference_windows,
+    stepping_clock,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 
@@ -33,8 +38,12 @@ LATE = re.compile(r"batch \d+: [\d,]+ records \([\d,]+ rejected, ([\d,]+) late d
 
 def send(settings, count: int, seed: int, hour: int = 0) -> list:
     """`count` simulated records (5% malformed), 0.1 s of event time apart from T0 + `hour` hours."""
-    sim = RecordingSimulator(sensors=10, seed=seed, bad_ratio=0.05,
-                             clock=stepping_clock(T0 + timedelta(hours=hour), timedelta(milliseconds=100)))
+    sim = RecordingSimulator(
+        sensors=10,
+        seed=seed,
+        bad_ratio=0.05,
+        clock=stepping_clock(T0 + timedelta(hours=hour), timedelta(milliseconds=100)),
+    )
     stats = produce(settings, sim, count=count, rate=0)
     assert stats.acked == count, stats.summary()
     return sim.sent
@@ -65,8 +74,9 @@ def wait_for(log, pattern: str, timeout: float = 240, proc=None) -> None:
         if re.search(pattern, log.read_text(errors="replace")):
             return
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"stream exited ({proc.returncode}) before {pattern!r}: "
-                                 + log.read_text(errors="replace")[-3000:])
+            raise AssertionError(
+                f"stream exited ({proc.returncode}) before {pattern!r}: " + log.read_text(errors="replace")[-3000:]
+            )
         time.sleep(0.2)
     raise AssertionError(f"no {pattern!r} within {timeout} s: " + log.read_text(errors="replace")[-3000:])
 
@@ -98,10 +108,12 @@ class Outcome:
 
     def line(self) -> str:
         keys = {(r["window_start"], r["sensor_id"]) for r in self.parquet}
-        return (f"truth {len(self.truth)} windows; output topic {len(self.output)} keys; parquet {len(self.parquet)} "
-                f"rows ({len(self.parquet) - len(keys)} repeated); rejects {self.rejects}, dead letters "
-                f"{self.dead_letters} ({len(self.dead_keys)} distinct keys, "
-                f"{self.dead_letters - len(self.dead_keys)} replayed copies)")
+        return (
+            f"truth {len(self.truth)} windows; output topic {len(self.output)} keys; parquet {len(self.parquet)} "
+            f"rows ({len(self.parquet) - len(keys)} repeated); rejects {self.rejects}, dead letters "
+            f"{self.dead_letters} ({len(self.dead_keys)} distinct keys, "
+            f"{self.dead_letters - len(self.dead_keys)} replayed copies)"
+        )
 
     def check(self) -> None:
         assert len(self.output) == len(self.truth)
@@ -116,8 +128,9 @@ class Outcome:
         assert len(self.dead_keys) == self.rejects  # every reject at least once
         for body in self.dead_bodies:  # the key names the record: topic|partition|offset
             assert body["source_topic"] and body["source_offset"] is not None
-        assert {f"{b['source_topic']}|{b['source_partition']}|{b['source_offset']}" for b in self.dead_bodies} \
-            == self.dead_keys
+        assert {
+            f"{b['source_topic']}|{b['source_partition']}|{b['source_offset']}" for b in self.dead_bodies
+        } == self.dead_keys
 
 
 def test_driver_killed_mid_batch(cluster, spark, cli_env, tmp_path, figures):
@@ -137,8 +150,9 @@ def test_driver_killed_mid_batch(cluster, spark, cli_env, tmp_path, figures):
         kills.append(len(BATCH.findall(log.read_text())))
     drained = drain(env, tmp_path)
     outcome = Outcome(cluster, spark, settings, sent)
-    figures(f"killed after {kills} batch lines, then drained ({len(BATCH.findall(drained))} batches); "
-            + outcome.line())
+    figures(
+        f"killed after {kills} batch lines, then drained ({len(BATCH.findall(drained))} batches); " + outcome.line()
+    )
     outcome.check()
 
 
@@ -152,8 +166,10 @@ def test_data_produced_while_stopped(cluster, spark, cli_env, tmp_path, figures)
     two = drain(env, tmp_path)
     outcome = Outcome(cluster, spark, settings, first + second)
     counted = [sum(int(n.replace(",", "")) for _, n, _ in BATCH.findall(text)) for text in (one, two)]
-    figures(f"records counted by run 1 {counted[0]}, run 2 {counted[1]} (sent {len(first)} + {len(second)}); "
-            + outcome.line())
+    figures(
+        f"records counted by run 1 {counted[0]}, run 2 {counted[1]} (sent {len(first)} + {len(second)}); "
+        + outcome.line()
+    )
     assert counted == [len(first), len(second)]
     outcome.check()
 
@@ -186,8 +202,10 @@ def test_broker_restart_while_streaming(cluster, spark, cli_env, tmp_path, figur
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=120)
     outcome = Outcome(cluster, spark, settings, sent)
-    figures(f"3 brokers restarted in turn; stream alive {alive}, exit {code}, records counted {counted} of "
-            f"{expected}; " + outcome.line())
+    figures(
+        f"3 brokers restarted in turn; stream alive {alive}, exit {code}, records counted {counted} of "
+        f"{expected}; " + outcome.line()
+    )
     assert alive and code == 0
     outcome.check()
 
@@ -207,8 +225,10 @@ def test_sigterm_to_stream(cluster, spark, cli_env, tmp_path, figures):
     first = sum(int(n.replace(",", "")) for _, n, _ in BATCH.findall(text))
     second = sum(int(n.replace(",", "")) for _, n, _ in BATCH.findall(drain(env, tmp_path)))
     outcome = Outcome(cluster, spark, settings, sent)
-    figures(f"exit {code}; records counted before SIGTERM {first}, after restart {second}, topic {len(sent)}; "
-            + outcome.line())
+    figures(
+        f"exit {code}; records counted before SIGTERM {first}, after restart {second}, topic {len(sent)}; "
+        + outcome.line()
+    )
     assert code == 0 and "Traceback" not in text and "stream stopped" in text
     assert first + second == len(sent)  # a batch cut short is not counted, and is replayed once
     outcome.check()
@@ -218,8 +238,12 @@ def committed_offsets(settings) -> dict[int, int]:
     """The input offsets the stream's newest committed batch ended at, per partition."""
     folder = settings.checkpoint_location / "stream"
     newest = max(int(p.name) for p in (folder / "commits").iterdir() if p.name.isdigit())
-    return {int(p): end for p, end in
-            json.loads((folder / "offsets" / str(newest)).read_text().splitlines()[2])[settings.input_topic].items()}
+    return {
+        int(p): end
+        for p, end in json.loads((folder / "offsets" / str(newest)).read_text().splitlines()[2])[
+            settings.input_topic
+        ].items()
+    }
 
 
 @pytest.mark.parametrize("behind", [False, True], ids=["caught-up", "behind"])
@@ -271,21 +295,29 @@ def test_partitions_added_while_streaming(cluster, spark, cli_env, tmp_path, fig
     new = sum(1 for record in records if record.partition >= 3)
     late = sum(number(n) for n in LATE.findall(text))
     outcome = Outcome(cluster, spark, settings, first.sent + second.sent)
-    wrong = sum(1 for key, value in outcome.output.items()
-                if value["num_readings"] != outcome.truth[
-                    (datetime.fromisoformat(key.split("|")[1]).astimezone(timezone.utc), key.split("|")[0])
-                ]["num_readings"])
-    figures(f"3 -> 6 partitions after {before} of 6000 records counted; records per partition {ends} ({new} in the "
-            f"new ones); stream alive {alive}, exit {code}; records counted {total} of 12000, {late} late dropped, "
-            f"{wrong} window(s) short; committed offsets {committed_offsets(settings)}; " + outcome.line())
+    wrong = sum(
+        1
+        for key, value in outcome.output.items()
+        if value["num_readings"]
+        != outcome.truth[(datetime.fromisoformat(key.split("|")[1]).astimezone(timezone.utc), key.split("|")[0])][
+            "num_readings"
+        ]
+    )
+    figures(
+        f"3 -> 6 partitions after {before} of 6000 records counted; records per partition {ends} ({new} in the "
+        f"new ones); stream alive {alive}, exit {code}; records counted {total} of 12000, {late} late dropped, "
+        f"{wrong} window(s) short; committed offsets {committed_offsets(settings)}; " + outcome.line()
+    )
     assert alive and code == 0 and new > 0
     assert total == 12_000 and committed_offsets(settings) == ends  # every partition read to its end, once
     assert late == 0 and wrong == 0
     outcome.check()
 
 
-POISON = re.compile(r"sensorstream: error: micro-batch(?:es)? (?:(\d+)-)?(\d+) rejected ([\d,]+) of ([\d,]+) "
-                    r"records \(([\d.]+)%\), over --max-reject-ratio 0\.3; see the dead-letter topic (\S+) ")
+POISON = re.compile(
+    r"sensorstream: error: micro-batch(?:es)? (?:(\d+)-)?(\d+) rejected ([\d,]+) of ([\d,]+) "
+    r"records \(([\d.]+)%\), over --max-reject-ratio 0\.3; see the dead-letter topic (\S+) "
+)
 
 
 def test_poison_pills_at_volume(cluster, spark, cli_env, tmp_path, figures):
@@ -298,8 +330,17 @@ def test_poison_pills_at_volume(cluster, spark, cli_env, tmp_path, figures):
     env = env_for(cli_env, settings)
     clock = stepping_clock(T0, timedelta(milliseconds=20))  # 10 sensors: a reading each every 0.2 s
     log = tmp_path / "stream.log"
-    proc = popen(env, "stream", "--sinks", "kafka,parquet", "--max-offsets-per-trigger", "5000",
-                 "--max-reject-ratio", "0.3", log=log)
+    proc = popen(
+        env,
+        "stream",
+        "--sinks",
+        "kafka,parquet",
+        "--max-offsets-per-trigger",
+        "5000",
+        "--max-reject-ratio",
+        "0.3",
+        log=log,
+    )
     try:
         wait_for(log, r"streaming ", proc=proc)
         volume = RecordingSimulator(sensors=10, seed=111, bad_ratio=0.1, clock=clock)
@@ -324,13 +365,17 @@ def test_poison_pills_at_volume(cluster, spark, cli_env, tmp_path, figures):
     restarted = counted_in(drain(env, tmp_path))
     sent = volume.sent + garbage.sent
     outcome = Outcome(cluster, spark, settings, sent)
-    wanted = {f"{r.topic}|{r.partition}|{r.offset}" for r in read_all(cluster.bootstrap, settings.input_topic)
-              if reference_reason(r.value) is not None}
-    figures(f"50,000 sent at {pace.rate:,.0f}/s, 10% malformed: stream alive {alive}, {before} counted in "
-            f"{len(batches) - 1} batches (worst reject ratio {worst:.1%}); then 20,000 at 80%: exit {code} after "
-            f"{took:.1f} s, {errors}; restart counted {restarted} (total {counted_in(text) + restarted} of "
-            f"{len(sent)}); "
-            + outcome.line())
+    wanted = {
+        f"{r.topic}|{r.partition}|{r.offset}"
+        for r in read_all(cluster.bootstrap, settings.input_topic)
+        if reference_reason(r.value) is not None
+    }
+    figures(
+        f"50,000 sent at {pace.rate:,.0f}/s, 10% malformed: stream alive {alive}, {before} counted in "
+        f"{len(batches) - 1} batches (worst reject ratio {worst:.1%}); then 20,000 at 80%: exit {code} after "
+        f"{took:.1f} s, {errors}; restart counted {restarted} (total {counted_in(text) + restarted} of "
+        f"{len(sent)}); " + outcome.line()
+    )
     assert alive and before == 50_000 and pace.rate > 5_000
     assert code == 1 and len(errors) == 1 and stop, text[-3000:]
     assert "Traceback" not in text

@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(config, items):
     """Leave the node tests out of a run that did not ask for them (-m node, or a path here)."""
     if "node" in (config.getoption("markexpr") or ""):
         return
-    if any(HERE == p or HERE in p.parents for p in (Path(a.split("::")[0]).resolve() for a in config.args)):
+    if any(p == HERE or HERE in p.parents for p in (Path(a.split("::")[0]).resolve() for a in config.args)):
         return
     keep, left_out = [], []
     for item in items:
@@ -47,8 +47,11 @@ def pytest_collection_modifyitems(config, items):
 def image_archive() -> Path:
     archives = sorted(IMAGE_ARCHIVE_DIR.glob("sensorstream-*.tar"), key=lambda p: p.stat().st_mtime)
     if not archives:
-        pytest.fail(f"the project's image is not exported: no {IMAGE_ARCHIVE_DIR}/sensorstream-*.tar; run "
-                    "`make image-archive` (builds the image with buildah when there is no Docker)", pytrace=False)
+        pytest.fail(
+            f"the project's image is not exported: no {IMAGE_ARCHIVE_DIR}/sensorstream-*.tar; run "
+            "`make image-archive` (builds the image with buildah when there is no Docker)",
+            pytrace=False,
+        )
     return archives[-1]
 
 
@@ -78,25 +81,30 @@ def figures(request):
 def node(tmp_path_factory, figures) -> Node:
     if os.geteuid() != 0:
         pytest.fail("the node tests need root (a bridge, containerd, the kubelet)", pytrace=False)
-    missing = missing_binaries((*NODE_BINARIES, "etcd", "kube-apiserver", "kube-controller-manager", "kubectl",
-                                "helm", "spark-operator"))
+    missing = missing_binaries(
+        (*NODE_BINARIES, "etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm", "spark-operator")
+    )
     if missing or not PAUSE_ARCHIVE.is_file():
         pytest.fail(f"not built: {', '.join(missing) or PAUSE_ARCHIVE}; run `make node-tools`", pytrace=False)
     archive = image_archive()
     crds = crds_dir()
     if crds is None:
-        pytest.fail("operator CRDs not found: neither $SENSORSTREAM_CRDS_DIR nor ../shared/crds exists",
-                    pytrace=False)
+        pytest.fail("operator CRDs not found: neither $SENSORSTREAM_CRDS_DIR nor ../shared/crds exists", pytrace=False)
     started = time.monotonic()
     cluster = Node(tmp_path_factory.mktemp("node")).start()
     try:
-        figures.add("node Ready in {:.0f} s ({})".format(
-            time.monotonic() - started, ", ".join(f"{k} {v:.1f} s" for k, v in cluster.timings.items())))
+        figures.add(
+            "node Ready in {:.0f} s ({})".format(
+                time.monotonic() - started, ", ".join(f"{k} {v:.1f} s" for k, v in cluster.timings.items())
+            )
+        )
         begun = time.monotonic()
         cluster.plane.apply_crds(crds)
         cluster.import_image(archive)
-        figures.add(f"image {archive.name} ({archive.stat().st_size / 2**20:.0f} MiB) imported in "
-                    f"{time.monotonic() - begun:.0f} s (with the CRDs)")
+        figures.add(
+            f"image {archive.name} ({archive.stat().st_size / 2**20:.0f} MiB) imported in "
+            f"{time.monotonic() - begun:.0f} s (with the CRDs)"
+        )
         yield cluster
     finally:
         differences = cluster.stop()
@@ -124,5 +132,15 @@ def spark_operator(node) -> SparkOperator:
 
 
 def install_args(bootstrap: str) -> list[str]:
-    return ["upgrade", "--install", RELEASE, str(ROOT / "charts" / "sensorstream"), "--namespace", NAMESPACE,
-            "--values", str(K8S / "values-node.yaml"), "--set", f"kafka.bootstrapServers={bootstrap}"]
+    return [
+        "upgrade",
+        "--install",
+        RELEASE,
+        str(ROOT / "charts" / "sensorstream"),
+        "--namespace",
+        NAMESPACE,
+        "--values",
+        str(K8S / "values-node.yaml"),
+        "--set",
+        f"kafka.bootstrapServers={bootstrap}",
+    ]

@@ -23,9 +23,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Folders outside the harness's own that a node's parts create at fixed paths.
-FIXED_FOLDERS = ("/var/lib/kubelet", "/var/log/containers", "/var/log/pods", "/var/run/netns", "/run/netns",
-                 "/var/lib/cni", "/etc/cni", "/opt/cni", "/var/lib/containerd", "/run/containerd",
-                 "/etc/kubernetes", "/var/lib/kube-proxy", "/tmp/spark")
+FIXED_FOLDERS = (
+    "/var/lib/kubelet",
+    "/var/log/containers",
+    "/var/log/pods",
+    "/var/run/netns",
+    "/run/netns",
+    "/var/lib/cni",
+    "/etc/cni",
+    "/opt/cni",
+    "/var/lib/containerd",
+    "/run/containerd",
+    "/etc/kubernetes",
+    "/var/lib/kube-proxy",
+    "/tmp/spark",
+)
 #: The cgroup folder the kubelet (cgroupfs driver) puts every pod under, in each hierarchy.
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 KUBEPODS = "kubepods"
@@ -53,12 +65,34 @@ def volatile_sysctls() -> set[str]:
     second = sysctls()
     changing = {k for k in first.keys() | second.keys() if first.get(k) != second.get(k)}
     # Counters and per-boot values that may not move within one second but move over a test run.
-    prefixes = ("kernel.random.", "fs.dentry-state", "fs.inode-", "fs.file-nr", "kernel.ns_last_pid",
-                "net.netfilter.nf_conntrack_count", "kernel.pty.nr", "fs.quota.", "kernel.tainted",
-                "vm.stat_", "fs.aio-nr", "kernel.sched_", "fs.binfmt_misc.", "kernel.printk_ratelimit",
-                "net.ipv4.tcp_mem", "net.ipv4.udp_mem", "kernel.keys.", "user.", "fs.mqueue.",
-                "vm.lowmem_reserve_ratio", "vm.min_free_kbytes", "kernel.perf_event_max_sample_rate",
-                "fs.epoll.", "dev.", "net.core.netdev_rss_key", "kernel.hung_task_")
+    prefixes = (
+        "kernel.random.",
+        "fs.dentry-state",
+        "fs.inode-",
+        "fs.file-nr",
+        "kernel.ns_last_pid",
+        "net.netfilter.nf_conntrack_count",
+        "kernel.pty.nr",
+        "fs.quota.",
+        "kernel.tainted",
+        "vm.stat_",
+        "fs.aio-nr",
+        "kernel.sched_",
+        "fs.binfmt_misc.",
+        "kernel.printk_ratelimit",
+        "net.ipv4.tcp_mem",
+        "net.ipv4.udp_mem",
+        "kernel.keys.",
+        "user.",
+        "fs.mqueue.",
+        "vm.lowmem_reserve_ratio",
+        "vm.min_free_kbytes",
+        "kernel.perf_event_max_sample_rate",
+        "fs.epoll.",
+        "dev.",
+        "net.core.netdev_rss_key",
+        "kernel.hung_task_",
+    )
     return changing | {k for k in first if k.startswith(prefixes)}
 
 
@@ -108,9 +142,15 @@ class HostState:
 
     @classmethod
     def record(cls, volatile: set[str] | None = None) -> HostState:
-        return cls(sysctls=sysctls(), volatile=volatile if volatile is not None else volatile_sysctls(),
-                   nft=nft_tables(), links=links(), mounts=mounts(),
-                   folders={f for f in FIXED_FOLDERS if os.path.lexists(f)}, cgroups=cgroups())
+        return cls(
+            sysctls=sysctls(),
+            volatile=volatile if volatile is not None else volatile_sysctls(),
+            nft=nft_tables(),
+            links=links(),
+            mounts=mounts(),
+            folders={f for f in FIXED_FOLDERS if os.path.lexists(f)},
+            cgroups=cgroups(),
+        )
 
     def stable_sysctls(self) -> dict[str, str]:
         return {k: v for k, v in self.sysctls.items() if k not in self.volatile}
@@ -146,7 +186,7 @@ def differences(before: HostState, after: HostState) -> list[str]:
 
 def _remove_cgroup_tree(root: Path) -> None:
     """rmdir depth-first (a cgroup folder holds only the kernel's files, which rmdir accepts)."""
-    for path, dirs, _ in sorted(os.walk(root), key=lambda entry: -entry[0].count(os.sep)):
+    for path, _dirs, _ in sorted(os.walk(root), key=lambda entry: -entry[0].count(os.sep)):
         try:
             os.rmdir(path)
         except OSError:
@@ -160,8 +200,11 @@ def restore(before: HostState, under: list[Path]) -> list[str]:
     now = HostState.record(volatile=before.volatile)
     # Mounts first (deepest and latest first): a folder cannot go while something is mounted in it.
     roots = [str(p) for p in under] + list(FIXED_FOLDERS)
-    new_mounts = [m for m in now.mounts if m not in before.mounts
-                  and any(m == r or m.startswith(r.rstrip("/") + "/") for r in roots)]
+    new_mounts = [
+        m
+        for m in now.mounts
+        if m not in before.mounts and any(m == r or m.startswith(r.rstrip("/") + "/") for r in roots)
+    ]
     for point in sorted(set(new_mounts), key=lambda m: (-m.count("/"), -now.mounts.index(m))):
         if _run("umount", "-l", point).returncode == 0:
             actions.append(f"unmounted {point}")
@@ -186,7 +229,7 @@ def restore(before: HostState, under: list[Path]) -> list[str]:
         actions.append(f"removed {folder}")
     old, new = before.stable_sysctls(), now.stable_sysctls()
     for key in sorted(old):
-        if key in new and new[key] != old[key]:
-            if _run("sysctl", "-q", "-w", f"{key}={old[key]}").returncode == 0:
-                actions.append(f"sysctl {key} = {old[key]} (was {new[key]})")
+        changed = key in new and new[key] != old[key]
+        if changed and _run("sysctl", "-q", "-w", f"{key}={old[key]}").returncode == 0:
+            actions.append(f"sysctl {key} = {old[key]} (was {new[key]})")
     return actions

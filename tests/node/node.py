@@ -42,8 +42,7 @@ SERVICE_CIDR = "10.96.0.0/16"
 NODE_NAME = "sensorstream-node"
 CLUSTER_DOMAIN = "cluster.local"
 #: Binaries `make node-tools` adds to those of `make k8s-tools`.
-NODE_BINARIES = ("kube-scheduler", "kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr",
-                 "coredns")
+NODE_BINARIES = ("kube-scheduler", "kubelet", "kube-proxy", "containerd", "containerd-shim-runc-v2", "ctr", "coredns")
 PAUSE_ARCHIVE = TOOLS / "images" / "pause.tar"
 STORAGE_CLASS = "sensorstream-local"
 RUNC = "/usr/sbin/runc"
@@ -84,8 +83,10 @@ class MemorySampler:
         self._stop.set()
 
     def line(self) -> str:
-        return (f"memory in use: {self.baseline / 2**30:.1f} GiB before the node, peak {self.peak / 2**30:.1f} GiB "
-                f"(+{(self.peak - self.baseline) / 2**30:.1f} GiB)")
+        return (
+            f"memory in use: {self.baseline / 2**30:.1f} GiB before the node, peak {self.peak / 2**30:.1f} GiB "
+            f"(+{(self.peak - self.baseline) / 2**30:.1f} GiB)"
+        )
 
 
 class NodeControlPlane(ControlPlane):
@@ -96,15 +97,26 @@ class NodeControlPlane(ControlPlane):
     host = HOST_IP
 
     def server_names(self) -> list[str]:
-        return [f"IP:{HOST_IP}", "IP:127.0.0.1", "IP:10.96.0.1", "DNS:localhost", "DNS:kubernetes",
-                "DNS:kubernetes.default", "DNS:kubernetes.default.svc", f"DNS:kubernetes.default.svc.{CLUSTER_DOMAIN}"]
+        return [
+            f"IP:{HOST_IP}",
+            "IP:127.0.0.1",
+            "IP:10.96.0.1",
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            f"DNS:kubernetes.default.svc.{CLUSTER_DOMAIN}",
+        ]
 
     def apiserver_args(self) -> list[str]:
         pki = self.dir / "pki"
-        return ["--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
-                f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
-                f"--kubelet-client-key={pki / 'kubelet-client.key'}",
-                "--kubelet-preferred-address-types=InternalIP"]
+        return [
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+            "--kubelet-preferred-address-types=InternalIP",
+        ]
 
     def _pki(self) -> None:
         super()._pki()
@@ -112,10 +124,34 @@ class NodeControlPlane(ControlPlane):
 
         def openssl(*args: str) -> None:
             subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True)
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/O=system:masters/CN=kube-apiserver-kubelet-client",
-                "-keyout", "kubelet-client.key", "-out", "kubelet-client.csr")
-        openssl("x509", "-req", "-in", "kubelet-client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                "-days", "2", "-out", "kubelet-client.crt")
+
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            "-keyout",
+            "kubelet-client.key",
+            "-out",
+            "kubelet-client.csr",
+        )
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            "kubelet-client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "kubelet-client.crt",
+        )
         # The kubelet's identity for the Node authorizer: user system:node:<name> in group system:nodes.
         self.kubelet_token = os.urandom(16).hex()
         with open(pki / "tokens.csv", "a") as tokens:
@@ -123,13 +159,20 @@ class NodeControlPlane(ControlPlane):
 
     def kubeconfig_for(self, name: str, token: str) -> Path:
         path = self.dir / f"{name}.kubeconfig"
-        path.write_text(yaml.safe_dump({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "node", "cluster": {"server": self.server, "certificate-authority": str(self.ca)}}],
-            "users": [{"name": name, "user": {"token": token}}],
-            "contexts": [{"name": "node", "context": {"cluster": "node", "user": name}}],
-            "current-context": "node",
-        }))
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {"name": "node", "cluster": {"server": self.server, "certificate-authority": str(self.ca)}}
+                    ],
+                    "users": [{"name": name, "user": {"token": token}}],
+                    "contexts": [{"name": "node", "context": {"cluster": "node", "user": name}}],
+                    "current-context": "node",
+                }
+            )
+        )
         path.chmod(0o600)
         return path
 
@@ -189,9 +232,16 @@ class Node:
         subprocess.run(["ip", "route", "add", SERVICE_CIDR, "dev", BRIDGE], check=True, capture_output=True)
 
     def _scheduler(self) -> None:
-        self._spawn("kube-scheduler", [
-            str(self.bin / "kube-scheduler"), f"--kubeconfig={self.plane.kubeconfig}", "--leader-elect=false",
-            "--bind-address=127.0.0.1", f"--secure-port={free_port()}"])
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(self.bin / "kube-scheduler"),
+                f"--kubeconfig={self.plane.kubeconfig}",
+                "--leader-elect=false",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={free_port()}",
+            ],
+        )
 
     def _containerd(self) -> None:
         root = self.dir / "containerd"
@@ -201,8 +251,8 @@ class Node:
         # Config version 3 (containerd 2.x). This VM lacks CAP_SYS_RESOURCE: without
         # restrict_oom_score_adj every Pod sandbox fails (runc cannot write oom_score_adj -998).
         config.write_text(f"""version = 3
-root = "{root / 'root'}"
-state = "{root / 'state'}"
+root = "{root / "root"}"
+state = "{root / "state"}"
 [grpc]
   address = "{self.containerd_socket}"
 [ttrpc]
@@ -213,23 +263,49 @@ state = "{root / 'state'}"
   restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["{CNI_BIN}"]
-    conf_dir = "{self.dir / 'cni' / 'net'}"
+    conf_dir = "{self.dir / "cni" / "net"}"
   [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
     BinaryName = "{RUNC}"
 """)
-        (self.dir / "cni" / "net" / "10-sensorstream.conflist").write_text(json.dumps({
-            "cniVersion": "1.0.0", "name": "sensorstream-node", "plugins": [
-                {"type": "bridge", "bridge": BRIDGE, "isGateway": False, "ipMasq": False, "hairpinMode": True,
-                 "ipam": {"type": "host-local", "dataDir": str(self.dir / "cni" / "ipam"),
-                          "ranges": [[{"subnet": f"{SUBNET_PREFIX}.0/24", "rangeStart": POD_RANGE[0],
-                                       "rangeEnd": POD_RANGE[1], "gateway": HOST_IP}]],
-                          "routes": [{"dst": "0.0.0.0/0", "gw": HOST_IP}]}},
-                {"type": "loopback"}]}))
+        (self.dir / "cni" / "net" / "10-sensorstream.conflist").write_text(
+            json.dumps(
+                {
+                    "cniVersion": "1.0.0",
+                    "name": "sensorstream-node",
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": BRIDGE,
+                            "isGateway": False,
+                            "ipMasq": False,
+                            "hairpinMode": True,
+                            "ipam": {
+                                "type": "host-local",
+                                "dataDir": str(self.dir / "cni" / "ipam"),
+                                "ranges": [
+                                    [
+                                        {
+                                            "subnet": f"{SUBNET_PREFIX}.0/24",
+                                            "rangeStart": POD_RANGE[0],
+                                            "rangeEnd": POD_RANGE[1],
+                                            "gateway": HOST_IP,
+                                        }
+                                    ]
+                                ],
+                                "routes": [{"dst": "0.0.0.0/0", "gw": HOST_IP}],
+                            },
+                        },
+                        {"type": "loopback"},
+                    ],
+                }
+            )
+        )
         env = dict(os.environ)
         env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"  # our containerd-shim-runc-v2 first
         # tini -s: a subreaper, so the shims containerd detaches are reaped when they exit.
-        containerd = self._spawn("containerd", ["tini", "-s", "--", str(self.bin / "containerd"),
-                                                "--config", str(config)], env)
+        containerd = self._spawn(
+            "containerd", ["tini", "-s", "--", str(self.bin / "containerd"), "--config", str(config)], env
+        )
         wait_for("containerd's socket", lambda: self.ctr("version", check=False).returncode == 0, 60, [containerd])
 
     @property
@@ -237,8 +313,12 @@ state = "{root / 'state'}"
         return archive_image_name(PAUSE_ARCHIVE)
 
     def ctr(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
-        done = subprocess.run([str(self.bin / "ctr"), "--address", str(self.containerd_socket), "--namespace",
-                               "k8s.io", *args], capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [str(self.bin / "ctr"), "--address", str(self.containerd_socket), "--namespace", "k8s.io", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and done.returncode != 0:
             raise AssertionError(f"ctr {' '.join(args)} failed: {done.stderr.strip()}")
         return done
@@ -253,43 +333,86 @@ state = "{root / 'state'}"
         kubelet_dir = self.dir / "kubelet"
         kubelet_dir.mkdir()
         config = self.dir / "kubelet.yaml"
-        config.write_text(yaml.safe_dump({
-            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-            # This machine's cgroups are v1 (hybrid) and its PID 1 is not systemd.
-            "failCgroupV1": False, "cgroupDriver": "cgroupfs",
-            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
-            "address": HOST_IP, "port": free_port(), "readOnlyPort": 0,
-            "healthzBindAddress": "127.0.0.1", "healthzPort": free_port(),
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": str(self.plane.ca)}},
-            "authorization": {"mode": "Webhook"},
-            "clusterDomain": CLUSTER_DOMAIN, "clusterDNS": [HOST_IP], "resolvConf": "",
-            "podLogsDir": str(self.dir / "pod-logs"),
-            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "200Mi", "nodefs.available": "1%", "imagefs.available": "1%",
-                             "nodefs.inodesFree": "1%"},
-            "maxPods": 30, "serializeImagePulls": False,
-            "staticPodPath": "", "syncFrequency": "10s",
-            "fileCheckFrequency": "10s", "nodeStatusUpdateFrequency": "5s",
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                    "kind": "KubeletConfiguration",
+                    # This machine's cgroups are v1 (hybrid) and its PID 1 is not systemd.
+                    "failCgroupV1": False,
+                    "cgroupDriver": "cgroupfs",
+                    "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+                    "address": HOST_IP,
+                    "port": free_port(),
+                    "readOnlyPort": 0,
+                    "healthzBindAddress": "127.0.0.1",
+                    "healthzPort": free_port(),
+                    "authentication": {
+                        "anonymous": {"enabled": False},
+                        "webhook": {"enabled": True},
+                        "x509": {"clientCAFile": str(self.plane.ca)},
+                    },
+                    "authorization": {"mode": "Webhook"},
+                    "clusterDomain": CLUSTER_DOMAIN,
+                    "clusterDNS": [HOST_IP],
+                    "resolvConf": "",
+                    "podLogsDir": str(self.dir / "pod-logs"),
+                    "imageGCHighThresholdPercent": 100,
+                    "imageGCLowThresholdPercent": 99,
+                    "evictionHard": {
+                        "memory.available": "200Mi",
+                        "nodefs.available": "1%",
+                        "imagefs.available": "1%",
+                        "nodefs.inodesFree": "1%",
+                    },
+                    "maxPods": 30,
+                    "serializeImagePulls": False,
+                    "staticPodPath": "",
+                    "syncFrequency": "10s",
+                    "fileCheckFrequency": "10s",
+                    "nodeStatusUpdateFrequency": "5s",
+                }
+            )
+        )
         kubeconfig = self.plane.kubeconfig_for("kubelet", self.plane.kubelet_token)
-        self.kubelet = self._spawn("kubelet", [
-            str(self.bin / "kubelet"), f"--config={config}", f"--kubeconfig={kubeconfig}",
-            f"--root-dir={kubelet_dir}", f"--cert-dir={kubelet_dir / 'pki'}",
-            f"--hostname-override={NODE_NAME}", f"--node-ip={HOST_IP}"])
+        self.kubelet = self._spawn(
+            "kubelet",
+            [
+                str(self.bin / "kubelet"),
+                f"--config={config}",
+                f"--kubeconfig={kubeconfig}",
+                f"--root-dir={kubelet_dir}",
+                f"--cert-dir={kubelet_dir / 'pki'}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={HOST_IP}",
+            ],
+        )
 
     def _kube_proxy(self) -> None:
         config = self.dir / "kube-proxy.yaml"
-        config.write_text(yaml.safe_dump({
-            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
-            "mode": "nftables", "clientConnection": {"kubeconfig": str(self.plane.kubeconfig)},
-            "hostnameOverride": NODE_NAME, "clusterCIDR": f"{SUBNET_PREFIX}.0/24",
-            "bindAddress": HOST_IP, "healthzBindAddress": f"127.0.0.1:{free_port()}",
-            "metricsBindAddress": f"127.0.0.1:{free_port()}",
-            # Leave the host's conntrack table size and timeouts as they are.
-            "conntrack": {"maxPerCore": 0, "min": 0, "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
-            "nodePortAddresses": [f"{HOST_IP}/32"],
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                    "kind": "KubeProxyConfiguration",
+                    "mode": "nftables",
+                    "clientConnection": {"kubeconfig": str(self.plane.kubeconfig)},
+                    "hostnameOverride": NODE_NAME,
+                    "clusterCIDR": f"{SUBNET_PREFIX}.0/24",
+                    "bindAddress": HOST_IP,
+                    "healthzBindAddress": f"127.0.0.1:{free_port()}",
+                    "metricsBindAddress": f"127.0.0.1:{free_port()}",
+                    # Leave the host's conntrack table size and timeouts as they are.
+                    "conntrack": {
+                        "maxPerCore": 0,
+                        "min": 0,
+                        "tcpEstablishedTimeout": "0s",
+                        "tcpCloseWaitTimeout": "0s",
+                    },
+                    "nodePortAddresses": [f"{HOST_IP}/32"],
+                }
+            )
+        )
         self._spawn("kube-proxy", [str(self.bin / "kube-proxy"), f"--config={config}"])
 
     def _coredns(self) -> None:
@@ -315,30 +438,66 @@ state = "{root / 'state'}"
                 return False
             conditions = json.loads(done.stdout)["status"].get("conditions") or []
             return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
         wait_for(f"node {NODE_NAME} Ready", ready, 180, self.processes + self.plane.processes, interval=1)
 
     def _storage(self) -> None:
         """A default StorageClass without a provisioner, and local PersistentVolumes on folders of
         ours (the kubelet applies a Pod's fsGroup to them)."""
-        self.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump({
-            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-            "metadata": {"name": STORAGE_CLASS,
-                         "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
-            "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": "WaitForFirstConsumer",
-            "reclaimPolicy": "Retain"}))
+        self.plane.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=yaml.safe_dump(
+                {
+                    "apiVersion": "storage.k8s.io/v1",
+                    "kind": "StorageClass",
+                    "metadata": {
+                        "name": STORAGE_CLASS,
+                        "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                    },
+                    "provisioner": "kubernetes.io/no-provisioner",
+                    "volumeBindingMode": "WaitForFirstConsumer",
+                    "reclaimPolicy": "Retain",
+                }
+            ),
+        )
         for index in range(6):
             self.add_volume(f"local-{index}")
 
     def add_volume(self, name: str, size: str = "2Gi") -> None:
         folder = self.dir / "volumes" / name
         folder.mkdir(parents=True)
-        self.plane.kubectl("apply", "-f", "-", input=yaml.safe_dump({
-            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
-            "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
-                     "persistentVolumeReclaimPolicy": "Retain", "storageClassName": STORAGE_CLASS,
-                     "local": {"path": str(folder)},
-                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                         {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}]}]}}}}))
+        self.plane.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "capacity": {"storage": size},
+                        "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
+                        "persistentVolumeReclaimPolicy": "Retain",
+                        "storageClassName": STORAGE_CLASS,
+                        "local": {"path": str(folder)},
+                        "nodeAffinity": {
+                            "required": {
+                                "nodeSelectorTerms": [
+                                    {
+                                        "matchExpressions": [
+                                            {"key": "kubernetes.io/hostname", "operator": "In", "values": [NODE_NAME]}
+                                        ]
+                                    }
+                                ]
+                            }
+                        },
+                    },
+                }
+            ),
+        )
 
     # --- stop ------------------------------------------------------------------------------------
     def stop(self) -> list[str]:
@@ -408,8 +567,11 @@ state = "{root / 'state'}"
                 cmdline = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if cmdline and cmdline[0].endswith(b"containerd-shim-runc-v2") and \
-                    str(self.containerd_socket).encode() in b" ".join(cmdline):
+            if (
+                cmdline
+                and cmdline[0].endswith(b"containerd-shim-runc-v2")
+                and str(self.containerd_socket).encode() in b" ".join(cmdline)
+            ):
                 try:
                     os.kill(int(entry.name), signal.SIGKILL)
                 except ProcessLookupError:

@@ -14,7 +14,6 @@ import re
 import subprocess
 import time
 import urllib.request
-from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -22,9 +21,21 @@ from kafka import KafkaConsumer, TopicPartition
 
 from support.broker import read_all
 from support.chart import RELEASE
-from support.deployment import (check_report_folder, fetch_report_as_notes_say, get, kubectl_env, pods, ready,
-                                run_report_job, running_pods, spark_state, wait_for, wait_spark_running,
-                                wait_window_rows, window_rows)
+from support.deployment import (
+    check_report_folder,
+    fetch_report_as_notes_say,
+    get,
+    kubectl_env,
+    pods,
+    ready,
+    run_report_job,
+    running_pods,
+    spark_state,
+    wait_for,
+    wait_spark_running,
+    wait_window_rows,
+    window_rows,
+)
 from support.readings import assert_stats_equal, decode, reference_reason, reference_windows
 
 from .conftest import NAMESPACE, install_args
@@ -84,8 +95,11 @@ def answers(url: str) -> str | None:
 
 # --- the workloads run --------------------------------------------------------------------------
 def test_producer_pod_is_ready_and_its_readings_are_acknowledged(release, kafka, figures):
-    wait_for("the producer Pod Ready", lambda: [p for p in running_pods(release, NAMESPACE, component("producer"))
-                                                if ready(p)], 300)
+    wait_for(
+        "the producer Pod Ready",
+        lambda: [p for p in running_pods(release, NAMESPACE, component("producer")) if ready(p)],
+        300,
+    )
     ready_after = since_install()
     first = wait_for("readings in the input topic", lambda: end_offsets(kafka, "input_topic"), 120, every=2)
     time.sleep(10)
@@ -96,23 +110,28 @@ def test_producer_pod_is_ready_and_its_readings_are_acknowledged(release, kafka,
     text = wait_for(f"the producer's metrics at {url}", lambda: answers(url), 60, every=2)
     acked = re.search(r"^sensorstream_producer_records_acked_total (\S+)$", text, re.M)
     assert acked and float(acked.group(1)) > 0, text[:2000]
-    figures.add(f"producer Ready {ready_after:.0f} s after install; input topic {first} -> {second} records in "
-                f"10 s; its metrics through the Service: acked {float(acked.group(1)):.0f}")
+    figures.add(
+        f"producer Ready {ready_after:.0f} s after install; input topic {first} -> {second} records in "
+        f"10 s; its metrics through the Service: acked {float(acked.group(1)):.0f}"
+    )
 
 
 def test_stream_runs_on_a_driver_and_an_executor_and_logs_windows(release, figures):
     wait_spark_running(release, NAMESPACE, APP, timeout=600)
     running_after = since_install()
-    executors = wait_for("an executor Pod Running",
-                         lambda: running_pods(release, NAMESPACE, component("stream-executor")), 300)
+    executors = wait_for(
+        "an executor Pod Running", lambda: running_pods(release, NAMESPACE, component("stream-executor")), 300
+    )
     assert running_pods(release, NAMESPACE, component("stream-driver"))
     rows = wait_window_rows(release, NAMESPACE, DRIVER, SENSORS, timeout=600)
     url = service_url(release, f"{RELEASE}-stream-metrics", "metrics", "/metrics")
     text = wait_for(f"the driver's metrics at {url}", lambda: answers(url), 120, every=2)
     assert "sensorstream_stream_" in text
-    figures.add(f"SparkApplication RUNNING {running_after:.0f} s after install, {len(executors)} executor(s); "
-                f"window rows of all {SENSORS} sensors {since_install():.0f} s after install "
-                f"({len(rows)} rows so far); driver metrics through the Service")
+    figures.add(
+        f"SparkApplication RUNNING {running_after:.0f} s after install, {len(executors)} executor(s); "
+        f"window rows of all {SENSORS} sensors {since_install():.0f} s after install "
+        f"({len(rows)} rows so far); driver metrics through the Service"
+    )
 
 
 def test_helm_test_passes(release, figures):
@@ -124,15 +143,18 @@ def test_helm_test_passes(release, figures):
 
 def test_a_report_job_writes_every_format_and_notes_copy_it_out(release, node, tmp_path, figures):
     started = time.monotonic()
-    job, log = run_report_job(release, NAMESPACE, RELEASE, timeout=900)
+    job, _log = run_report_job(release, NAMESPACE, RELEASE, timeout=900)
     took = time.monotonic() - started
     formats = ["csv", "parquet", "json", "html"]
-    folder = fetch_report_as_notes_say(release, NAMESPACE, RELEASE, tmp_path,
-                                       kubectl_env(node.plane.kubeconfig, node.plane.bin))
+    folder = fetch_report_as_notes_say(
+        release, NAMESPACE, RELEASE, tmp_path, kubectl_env(node.plane.kubeconfig, node.plane.bin)
+    )
     rows = check_report_folder(folder, formats, SENSORS)
-    figures.add(f"report Job {job} completed in {took:.0f} s; NOTES' commands copied {folder.name} "
-                f"({', '.join(sorted(p.name for p in folder.iterdir()))}); "
-                f"{sum(int(r['total_readings']) for r in rows)} readings over {len(rows)} sensors")
+    figures.add(
+        f"report Job {job} completed in {took:.0f} s; NOTES' commands copied {folder.name} "
+        f"({', '.join(sorted(p.name for p in folder.iterdir()))}); "
+        f"{sum(int(r['total_readings']) for r in rows)} readings over {len(rows)} sensors"
+    )
 
 
 # --- faults a cluster brings ----------------------------------------------------------------------
@@ -179,8 +201,12 @@ def test_driver_pod_deleted_resumes_from_its_checkpoint(release, kafka, figures)
     """The operator restarts the application; the new driver resumes from the checkpoint on the
     claim; closed windows keep their values on the output topic and every window closed after the
     restart is exact (nothing counted twice, nothing lost)."""
-    wait_for("three closed windows on the output topic, exact",
-             lambda: (lambda w, n: not w and n >= 3 * SENSORS)(*mismatches(kafka)), 600, every=10)
+    wait_for(
+        "three closed windows on the output topic, exact",
+        lambda: (lambda w, n: not w and n >= 3 * SENSORS)(*mismatches(kafka)),
+        600,
+        every=10,
+    )
     before = output_windows(kafka)
     _, newest = truth(kafka)
     finals = {key: before[key] for key in closed(before, newest)}
@@ -190,8 +216,13 @@ def test_driver_pod_deleted_resumes_from_its_checkpoint(release, kafka, figures)
 
     def new_driver_running():
         pod = get(release, "-n", NAMESPACE, "pod", DRIVER)
-        return pod and pod["metadata"]["uid"] != old and pod["status"].get("phase") == "Running" \
+        return (
+            pod
+            and pod["metadata"]["uid"] != old
+            and pod["status"].get("phase") == "Running"
             and spark_state(release, NAMESPACE, APP) == "RUNNING"
+        )
+
     wait_for("a new driver Pod Running and the application RUNNING", new_driver_running, 600)
     restarted = time.monotonic() - started
     wait_for("window rows in the new driver's log", lambda: window_rows(release, NAMESPACE, DRIVER), 600)
@@ -205,20 +236,33 @@ def test_driver_pod_deleted_resumes_from_its_checkpoint(release, kafka, figures)
         wrong, count = mismatches(kafka)
         _, newest = truth(kafka)
         return not wrong and newest - (WINDOW + WATERMARK + 2 * WINDOW) > kill_time and count
-    checked = wait_for("the windows open at the kill closed and exact", exact_past_the_kill, 900, every=15,
-                       details=lambda: "\n".join(mismatches(kafka)[0][:20]))
+
+    checked = wait_for(
+        "the windows open at the kill closed and exact",
+        exact_past_the_kill,
+        900,
+        every=15,
+        details=lambda: "\n".join(mismatches(kafka)[0][:20]),
+    )
     after = output_windows(kafka)
     changed = [key for key, value in finals.items() if after[key] != value]
     assert not changed, f"closed windows changed after the restart: {changed[:10]}"
-    figures.add(f"driver Pod deleted: new driver Running after {restarted:.0f} s, window rows again after "
-                f"{resumed:.0f} s (execution attempts {attempts}); {len(finals)} windows closed before the kill "
-                f"unchanged; {checked} closed windows exact against the input topic")
+    figures.add(
+        f"driver Pod deleted: new driver Running after {restarted:.0f} s, window rows again after "
+        f"{resumed:.0f} s (execution attempts {attempts}); {len(finals)} windows closed before the kill "
+        f"unchanged; {checked} closed windows exact against the input topic"
+    )
 
 
 def follow_log(release, pod: str) -> subprocess.Popen:
     env = kubectl_env(release.kubeconfig)
-    return subprocess.Popen([str(release.bin / "kubectl"), "-n", NAMESPACE, "logs", "-f", pod],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(
+        [str(release.bin / "kubectl"), "-n", NAMESPACE, "logs", "-f", pod],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 def totals(follower: subprocess.Popen, what: str) -> tuple[int, int, int]:
@@ -237,8 +281,9 @@ def test_producer_pod_deleted_loses_no_acknowledged_reading(release, kafka, figu
     """The Deployment replaces the Pod; every reading either Pod had acknowledged is in the topic:
     with both Pods stopped (the second by scaling to 0), the topic holds exactly what they acked."""
     [first] = running_pods(release, NAMESPACE, component("producer"))
-    assert all(c["restartCount"] == 0 for c in first["status"]["containerStatuses"]), \
+    assert all(c["restartCount"] == 0 for c in first["status"]["containerStatuses"]), (
         "the producer's first Pod restarted: its totals would not cover the whole topic"
+    )
     follower = follow_log(release, first["metadata"]["name"])
     time.sleep(2)
     started = time.monotonic()
@@ -246,8 +291,12 @@ def test_producer_pod_deleted_loses_no_acknowledged_reading(release, kafka, figu
     sent1, acked1, failed1 = totals(follower, "the deleted producer Pod")
 
     def replaced():
-        return [p for p in running_pods(release, NAMESPACE, component("producer"))
-                if p["metadata"]["uid"] != first["metadata"]["uid"] and ready(p)]
+        return [
+            p
+            for p in running_pods(release, NAMESPACE, component("producer"))
+            if p["metadata"]["uid"] != first["metadata"]["uid"] and ready(p)
+        ]
+
     [second] = wait_for("the replacement producer Pod Ready", replaced, 300)
     replaced_after = time.monotonic() - started
     follower = follow_log(release, second["metadata"]["name"])
@@ -258,8 +307,10 @@ def test_producer_pod_deleted_loses_no_acknowledged_reading(release, kafka, figu
     release.kubectl("-n", NAMESPACE, "scale", "deployment", f"{RELEASE}-producer", "--replicas=1")
     assert failed1 == failed2 == 0
     assert in_topic == acked1 + acked2, (in_topic, acked1, acked2)
-    figures.add(f"producer Pod deleted: it acked {acked1} of {sent1}; replaced and Ready after {replaced_after:.0f} s; "
-                f"the replacement acked {acked2} of {sent2}; input topic {in_topic} = {acked1} + {acked2}")
+    figures.add(
+        f"producer Pod deleted: it acked {acked1} of {sent1}; replaced and Ready after {replaced_after:.0f} s; "
+        f"the replacement acked {acked2} of {sent2}; input topic {in_topic} = {acked1} + {acked2}"
+    )
 
 
 # --- the release's life -------------------------------------------------------------------------
@@ -274,8 +325,9 @@ def test_uninstall_keeps_the_claims_and_a_new_install_adopts_them(release, kafka
     assert names <= before.keys() and all(before[n]["status"]["phase"] == "Bound" for n in names), before.keys()
     started = time.monotonic()
     release.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "5m")
-    wait_for("the release's Pods gone", lambda: not pods(release, NAMESPACE, f"app.kubernetes.io/instance={RELEASE}"),
-             300)
+    wait_for(
+        "the release's Pods gone", lambda: not pods(release, NAMESPACE, f"app.kubernetes.io/instance={RELEASE}"), 300
+    )
     uninstalled = time.monotonic() - started
     kept = claims(release)
     assert names <= kept.keys(), kept.keys()
@@ -286,8 +338,10 @@ def test_uninstall_keeps_the_claims_and_a_new_install_adopts_them(release, kafka
         assert adopted[name]["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
     wait_spark_running(release, NAMESPACE, APP, timeout=600)
     wait_for("window rows from the reinstalled stream", lambda: window_rows(release, NAMESPACE, DRIVER), 600)
-    figures.add(f"helm uninstall in {uninstalled:.0f} s kept {sorted(names)}; a new install adopted them "
-                f"(same uids) and the stream runs again ({time.monotonic() - started:.0f} s in all)")
+    figures.add(
+        f"helm uninstall in {uninstalled:.0f} s kept {sorted(names)}; a new install adopted them "
+        f"(same uids) and the stream runs again ({time.monotonic() - started:.0f} s in all)"
+    )
 
 
 def test_the_host_is_as_it_was_after_the_node_stops(node, spark_operator, figures):
@@ -298,8 +352,10 @@ def test_the_host_is_as_it_was_after_the_node_stops(node, spark_operator, figure
     started = time.monotonic()
     differences = node.stop()
     figures.add(node.memory.line())
-    figures.add(f"node stopped and the host put back in {time.monotonic() - started:.0f} s: "
-                f"{'; '.join(node.restore_actions) or 'nothing to put back'}")
+    figures.add(
+        f"node stopped and the host put back in {time.monotonic() - started:.0f} s: "
+        f"{'; '.join(node.restore_actions) or 'nothing to put back'}"
+    )
     assert not differences, differences
     assert not node.alive()
     with open("/proc/sys/net/ipv4/ip_forward") as forward:  # never turned on: nothing was routed off

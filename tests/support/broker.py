@@ -30,11 +30,14 @@ def isolated_settings(bootstrap: str, folder: Path, **overrides) -> Settings:
         jars_dir=str(SPARK_JARS),
         **overrides,
     ).replace(input_topic=f"in-{tag}", output_topic=f"out-{tag}", dead_letter_topic=f"dlq-{tag}")
-    ensure_topics(bootstrap, [
-        TopicSpec(settings.input_topic, partitions=3),
-        TopicSpec(settings.output_topic, partitions=3),
-        TopicSpec(settings.dead_letter_topic, partitions=1),
-    ])
+    ensure_topics(
+        bootstrap,
+        [
+            TopicSpec(settings.input_topic, partitions=3),
+            TopicSpec(settings.output_topic, partitions=3),
+            TopicSpec(settings.dead_letter_topic, partitions=1),
+        ],
+    )
     return settings
 
 

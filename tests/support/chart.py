@@ -51,8 +51,9 @@ def run_helm(helm: str, *args: str, chart: Path = CHART) -> subprocess.Completed
     return subprocess.run([helm, *args], capture_output=True, text=True, cwd=ROOT)
 
 
-def template_args(values_files: list[Path], sets: list[str] = (), chart: Path = CHART,
-                  set_json: list[str] = ()) -> list[str]:
+def template_args(
+    values_files: list[Path], sets: list[str] = (), chart: Path = CHART, set_json: list[str] = ()
+) -> list[str]:
     args = ["template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
     for path in values_files:
         args += ["--values", str(path)]
@@ -63,8 +64,9 @@ def template_args(values_files: list[Path], sets: list[str] = (), chart: Path = 
     return args
 
 
-def render(helm: str, values_files: list[Path], sets: list[str] = (), chart: Path = CHART,
-           set_json: list[str] = ()) -> list[dict]:
+def render(
+    helm: str, values_files: list[Path], sets: list[str] = (), chart: Path = CHART, set_json: list[str] = ()
+) -> list[dict]:
     done = run_helm(helm, *template_args(values_files, sets, chart, set_json))
     assert done.returncode == 0, f"helm template failed:\n{done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
@@ -132,6 +134,9 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
 
 def settings_configmap(docs: list[dict]) -> dict:
     """The ConfigMap of the settings (the other one, when rendered, holds the Grafana dashboard)."""
-    (configmap,) = [d for d in by_kind(docs, "ConfigMap")
-                    if d["metadata"]["labels"].get("app.kubernetes.io/component") == "settings"]
+    (configmap,) = [
+        d
+        for d in by_kind(docs, "ConfigMap")
+        if d["metadata"]["labels"].get("app.kubernetes.io/component") == "settings"
+    ]
     return configmap

@@ -20,16 +20,22 @@ def isolated_env(state_dir: Path) -> dict[str, str]:
 
 
 def cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sensorstream", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "sensorstream", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def topic_env(cli_env: dict[str, str], settings) -> dict[str, str]:
     """The CLI's environment pointed at an isolated settings' broker, topics and folders."""
-    return {**cli_env, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "KAFKA_INPUT_TOPIC": settings.input_topic, "KAFKA_OUTPUT_TOPIC": settings.output_topic,
-            "KAFKA_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-            "CHECKPOINT_LOCATION": str(settings.checkpoint_location), "REPORT_DIR": str(settings.report_dir)}
+    return {
+        **cli_env,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "KAFKA_INPUT_TOPIC": settings.input_topic,
+        "KAFKA_OUTPUT_TOPIC": settings.output_topic,
+        "KAFKA_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+        "CHECKPOINT_LOCATION": str(settings.checkpoint_location),
+        "REPORT_DIR": str(settings.report_dir),
+    }
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str, code: int = 1) -> None:

@@ -122,13 +122,18 @@ class FaultCluster:
             except KafkaError:
                 time.sleep(0.5)
                 continue
-            lagging = [f"{d['topic']}-{p['partition']} (in sync {sorted(p['isr'])} of {sorted(p['replicas'])})"
-                       for d in described for p in d["partitions"] if set(p["isr"]) != set(p["replicas"])]
+            lagging = [
+                f"{d['topic']}-{p['partition']} (in sync {sorted(p['isr'])} of {sorted(p['replicas'])})"
+                for d in described
+                for p in d["partitions"]
+                if set(p["isr"]) != set(p["replicas"])
+            ]
             if not lagging:
                 return time.monotonic() - start
             time.sleep(0.5)
-        raise RuntimeError(f"replicas not in sync {timeout:.0f} s after the restart: "
-                           f"{', '.join(lagging) or 'no answer'}")
+        raise RuntimeError(
+            f"replicas not in sync {timeout:.0f} s after the restart: {', '.join(lagging) or 'no answer'}"
+        )
 
     def partitions(self, topic: str) -> set[int]:
         """The topic's partitions, as a new client's metadata has them."""
@@ -142,8 +147,11 @@ class FaultCluster:
         """Settings on this cluster with fresh topics (three replicas, min.insync.replicas=2)."""
         tag = uuid.uuid4().hex[:10]
         settings = base_settings(
-            bootstrap_servers=self.bootstrap, checkpoint_location=str(folder / "checkpoints"),
-            parquet_dir=str(folder / "windows"), report_dir=str(folder / "reports"), jars_dir=str(SPARK_JARS),
+            bootstrap_servers=self.bootstrap,
+            checkpoint_location=str(folder / "checkpoints"),
+            parquet_dir=str(folder / "windows"),
+            report_dir=str(folder / "reports"),
+            jars_dir=str(SPARK_JARS),
             **overrides,
         ).replace(input_topic=f"in-{tag}", output_topic=f"out-{tag}", dead_letter_topic=f"dlq-{tag}")
         self.create(settings.input_topic, partitions)
@@ -152,17 +160,32 @@ class FaultCluster:
         return settings
 
     def create(self, topic: str, partitions: int, config: dict | None = None) -> None:
-        ensure_topics(self.bootstrap, [TopicSpec(topic, partitions=partitions, replicas=BROKERS,
-                                                 config={"min.insync.replicas": MIN_ISR, **(config or {})})])
+        ensure_topics(
+            self.bootstrap,
+            [
+                TopicSpec(
+                    topic,
+                    partitions=partitions,
+                    replicas=BROKERS,
+                    config={"min.insync.replicas": MIN_ISR, **(config or {})},
+                )
+            ],
+        )
 
 
 def env_for(cli_env: dict[str, str], settings) -> dict[str, str]:
     """The CLI's environment pointed at these settings (cluster, topics, folders)."""
-    return {**cli_env, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-            "KAFKA_INPUT_TOPIC": settings.input_topic, "KAFKA_OUTPUT_TOPIC": settings.output_topic,
-            "KAFKA_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
-            "CHECKPOINT_LOCATION": str(settings.checkpoint_location), "REPORT_DIR": str(settings.report_dir),
-            "STREAM_PARQUET_DIR": str(settings.parquet_dir), "SPARK_MASTER": "local[1]"}
+    return {
+        **cli_env,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "KAFKA_INPUT_TOPIC": settings.input_topic,
+        "KAFKA_OUTPUT_TOPIC": settings.output_topic,
+        "KAFKA_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+        "CHECKPOINT_LOCATION": str(settings.checkpoint_location),
+        "REPORT_DIR": str(settings.report_dir),
+        "STREAM_PARQUET_DIR": str(settings.parquet_dir),
+        "SPARK_MASTER": "local[1]",
+    }
 
 
 def readings_in(records) -> Counter:
@@ -180,9 +203,15 @@ def readings_in(records) -> Counter:
 
 def popen(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen:
     """The CLI in the background, its own process group (so a kill -9 takes its JVM too), output to `log`."""
-    out = open(log, "ab")
-    return subprocess.Popen([sys.executable, "-m", "sensorstream", *args], env=env, stdout=out,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "sensorstream", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def kill_tree(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:

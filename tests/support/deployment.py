@@ -13,16 +13,25 @@ import re
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .chart import REHEARSE
 
 #: The report's CSV columns, in the README's order ("sensorstream report").
-REPORT_COLUMNS = ["sensor_id", "total_readings",
-                  *(f"{stat}_{m}" for m in ("temperature", "humidity", "pressure") for stat in ("avg", "min", "max")),
-                  "stddev_temperature", "stddev_humidity", "stddev_pressure", "first_seen", "last_seen",
-                  "missing_seq", "invalid_records"]
+REPORT_COLUMNS = [
+    "sensor_id",
+    "total_readings",
+    *(f"{stat}_{m}" for m in ("temperature", "humidity", "pressure") for stat in ("avg", "min", "max")),
+    "stddev_temperature",
+    "stddev_humidity",
+    "stddev_pressure",
+    "first_seen",
+    "last_seen",
+    "missing_seq",
+    "invalid_records",
+]
 REPORT_FOLDER = re.compile(r"^\d{8}T\d{6}Z$")
 
 
@@ -36,7 +45,7 @@ class CheckFailed(AssertionError):
     pass
 
 
-def wait_for(what: str, check: Callable, timeout: float, every: float = 5, details: Callable[[], str] = None):
+def wait_for(what: str, check: Callable, timeout: float, every: float = 5, details: Callable[[], str] | None = None):
     """Poll check() until truthy; fail naming `what` (and `details()`, e.g. events) after `timeout` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -44,8 +53,9 @@ def wait_for(what: str, check: Callable, timeout: float, every: float = 5, detai
         if result:
             return result
         if time.monotonic() > deadline:
-            raise CheckFailed(f"timed out after {timeout:g} s waiting for {what}"
-                              + (f"\n{details()}" if details else ""))
+            raise CheckFailed(
+                f"timed out after {timeout:g} s waiting for {what}" + (f"\n{details()}" if details else "")
+            )
         time.sleep(every)
 
 
@@ -71,6 +81,7 @@ def wait_spark_running(kube: Kube, namespace: str, app: str, timeout: float = 60
             found = get(kube, "-n", namespace, "sparkapplication", app)
             raise CheckFailed(f"SparkApplication {app} {state}: {found['status'].get('applicationState')}")
         return state == "RUNNING"
+
     wait_for(f"SparkApplication {app} RUNNING", running, timeout, details=lambda: events(kube, namespace))
 
 
@@ -79,8 +90,11 @@ def pods(kube: Kube, namespace: str, selector: str) -> list[dict]:
 
 
 def running_pods(kube: Kube, namespace: str, selector: str) -> list[dict]:
-    return [p for p in pods(kube, namespace, selector)
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+    return [
+        p
+        for p in pods(kube, namespace, selector)
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    ]
 
 
 def ready(pod: dict) -> bool:
@@ -106,8 +120,13 @@ def wait_window_rows(kube: Kube, namespace: str, pod: str, sensors: int, timeout
         rows = window_rows(kube, namespace, pod)
         named = {m for row in rows for m in re.findall(r"sensor_\d+", row)}
         return rows if wanted <= named else None
-    return wait_for(f"window rows of all {sensors} sensors in the log of {pod}", complete, timeout,
-                    details=lambda: kube.kubectl("-n", namespace, "logs", pod, "--tail=40", check=False).stdout)
+
+    return wait_for(
+        f"window rows of all {sensors} sensors in the log of {pod}",
+        complete,
+        timeout,
+        details=lambda: kube.kubectl("-n", namespace, "logs", pod, "--tail=40", check=False).stdout,
+    )
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -125,6 +144,7 @@ def run_report_job(kube: Kube, namespace: str, release: str, timeout: float = 90
                 log = kube.kubectl("-n", namespace, "logs", f"job/{name}", "--tail=40", check=False).stdout
                 raise CheckFailed(f"report job {name} failed: {condition.get('message')}\n{log}")
         return status.get("succeeded", 0) >= 1
+
     wait_for(f"report job {name} to complete", finished, timeout, details=lambda: events(kube, namespace))
     return name, kube.kubectl("-n", namespace, "logs", f"job/{name}", check=False).stdout
 
@@ -142,8 +162,7 @@ def notes_fetch_commands(kube: Kube, namespace: str, release: str) -> str:
     return "\n".join(block).replace("\\\n", " ")
 
 
-def fetch_report_as_notes_say(kube: Kube, namespace: str, release: str, workdir: Path,
-                              env: dict[str, str]) -> Path:
+def fetch_report_as_notes_say(kube: Kube, namespace: str, release: str, workdir: Path, env: dict[str, str]) -> Path:
     """Run NOTES.txt's fetch commands in `workdir` (kubectl on env's PATH, env's KUBECONFIG): the
     report folder they copy to ./data/k8s-reports/<stamp>."""
     script = "set -euo pipefail\n" + notes_fetch_commands(kube, namespace, release) + "\n"
@@ -151,8 +170,9 @@ def fetch_report_as_notes_say(kube: Kube, namespace: str, release: str, workdir:
     done = subprocess.run(["bash", "-c", script], cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         kube.kubectl("-n", namespace, "delete", "pod", f"{release}-fetch", "--ignore-not-found", check=False)
-        raise CheckFailed(f"NOTES.txt's fetch commands failed ({done.returncode}):\n{script}\n{done.stdout}\n"
-                          f"{done.stderr}")
+        raise CheckFailed(
+            f"NOTES.txt's fetch commands failed ({done.returncode}):\n{script}\n{done.stdout}\n{done.stderr}"
+        )
     folders = [p for p in (workdir / "data" / "k8s-reports").iterdir() if REPORT_FOLDER.match(p.name)]
     assert len(folders) == 1, f"expected one report folder, got {folders}"
     return folders[0]
@@ -161,8 +181,12 @@ def fetch_report_as_notes_say(kube: Kube, namespace: str, release: str, workdir:
 def check_report_folder(folder: Path, formats: list[str], sensors: int) -> list[dict]:
     """Every format's file is there; the CSV has the README's columns and one row per sensor."""
     names = {p.name for p in folder.iterdir()}
-    expected = {"csv": "sensor_report.csv", "parquet": "sensor_report.parquet", "json": "sensor_report.json",
-                "html": "sensor_report.html"}
+    expected = {
+        "csv": "sensor_report.csv",
+        "parquet": "sensor_report.parquet",
+        "json": "sensor_report.json",
+        "html": "sensor_report.html",
+    }
     missing = [expected[f] for f in formats if expected[f] not in names]
     assert not missing, f"{folder} lacks {missing}; it has {sorted(names)}"
     with open(folder / "sensor_report.csv", newline="") as handle:

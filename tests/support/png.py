@@ -19,8 +19,8 @@ def read_pixels(path: Path) -> tuple[int, int, list[tuple[int, int, int]]]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, header = 8, b"", None
     while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", chunk)
         elif kind == b"IDAT":
@@ -35,7 +35,7 @@ def read_pixels(path: Path) -> tuple[int, int, list[tuple[int, int, int]]]:
     pixels = []
     for y in range(height):
         kind = raw[y * (stride + 1)]
-        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        line = bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         for i in range(stride):
             left = line[i - channels] if i >= channels else 0
             up = previous[i]
@@ -48,6 +48,6 @@ def read_pixels(path: Path) -> tuple[int, int, list[tuple[int, int, int]]]:
                 line[i] = (line[i] + (left + up) // 2) & 0xFF
             elif kind == 4:
                 line[i] = (line[i] + _paeth(left, up, corner)) & 0xFF
-        pixels.extend(tuple(line[x:x + 3]) for x in range(0, stride, channels))
+        pixels.extend(tuple(line[x : x + 3]) for x in range(0, stride, channels))
         previous = line
     return width, height, pixels

@@ -8,8 +8,8 @@ import math
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
 
 from sensorstream.readings import METRICS, RANGES
 from sensorstream.simulator import Simulator
@@ -91,8 +91,10 @@ def decode(value: bytes) -> dict:
 
 
 # The README's validation contract, in plain Python, independent of Spark: the oracle for schema.py.
-_REFERENCE_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
-                                  r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?")
+_REFERENCE_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(Z|[+-][0-9]{2}(:?[0-9]{2})?)?"
+)
 
 
 def _no_constants(name: str):
@@ -122,7 +124,7 @@ def reference_reason(raw: bytes | None) -> str | None:
         if not _is_number(record[field]):
             return f"wrong type: {field}"
     seq = record.get("seq")
-    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or not -2**63 <= seq < 2**63):
+    if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool) or not -(2**63) <= seq < 2**63):
         return "wrong type: seq"
     stamp = record["timestamp"]
     try:
@@ -140,8 +142,15 @@ def reference_reason(raw: bytes | None) -> str | None:
 
 
 # Records as a foreign producer might send them.
-GOOD = {"sensor_id": "sensor_1", "timestamp": "2026-01-31T08:00:01.500000+00:00", "temperature": 21.5,
-        "humidity": 40.0, "pressure": 1013.25, "seq": 1, "event_id": "e1"}
+GOOD = {
+    "sensor_id": "sensor_1",
+    "timestamp": "2026-01-31T08:00:01.500000+00:00",
+    "temperature": 21.5,
+    "humidity": 40.0,
+    "pressure": 1013.25,
+    "seq": 1,
+    "event_id": "e1",
+}
 GOOD_TEXT = json.dumps(GOOD)
 
 

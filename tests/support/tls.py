@@ -16,8 +16,22 @@ def make_ca(folder: Path, name: str = "ca") -> Path:
     """A CA: <name>.pem (certificate) and <name>.key; returns the certificate."""
     assert shutil.which("openssl"), "these tests make certificates with openssl (apt-get install openssl)"
     folder.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN=sensorstream test {name}",
-             "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=folder)
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN=sensorstream test {name}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.pem",
+        cwd=folder,
+    )
     return folder / f"{name}.pem"
 
 
@@ -26,8 +40,35 @@ def make_broker_tls(folder: Path) -> Path:
     127.0.0.1 and localhost (the names clients check). Returns the folder."""
     make_ca(folder)
     (folder / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "broker.key",
-             "-out", "broker.csr", cwd=folder)
-    _openssl("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-             "-days", "2", "-extfile", "san.cnf", "-out", "broker.pem", cwd=folder)
+    _openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "broker.key",
+        "-out",
+        "broker.csr",
+        cwd=folder,
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        "broker.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+        "-out",
+        "broker.pem",
+        cwd=folder,
+    )
     return folder

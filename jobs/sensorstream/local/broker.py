@@ -27,11 +27,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable, Iterator
 
 from sensorstream.brokers import accepts_connections, admin_client
 from sensorstream.config import Secret, Settings, invalid, load_settings
@@ -83,30 +83,48 @@ class SaslSsl:
     ca: Path
 
     @classmethod
-    def from_settings(cls, tls_dir: Path | str, settings: Settings) -> "SaslSsl":
+    def from_settings(cls, tls_dir: Path | str, settings: Settings) -> SaslSsl:
         """Checked: the certificate, key and CA files exist, a user and password are set."""
         tls_dir = Path(tls_dir).expanduser().resolve()
         for name in (BROKER_CERT, BROKER_KEY):
             if not (tls_dir / name).is_file():
-                raise ConfigError("--sasl-ssl", None, f"{tls_dir / name} not found; DIR holds {BROKER_CERT} (the "
-                                  f"broker's certificate for 127.0.0.1/localhost) and {BROKER_KEY} (its key), PEM")
+                raise ConfigError(
+                    "--sasl-ssl",
+                    None,
+                    f"{tls_dir / name} not found; DIR holds {BROKER_CERT} (the "
+                    f"broker's certificate for 127.0.0.1/localhost) and {BROKER_KEY} (its key), PEM",
+                )
         ca = Path(settings.ssl_ca_location or tls_dir / CA_CERT)
         if not ca.is_file():
-            raise invalid("ssl_ca_location", f"{ca} not found; name the CA certificate (PEM) that signed "
-                                    f"{tls_dir / BROKER_CERT}, or put it in {tls_dir / CA_CERT}")
-        for name, value in (("sasl_username", settings.sasl_username), ("sasl_password", settings.sasl_password.reveal())):
+            raise invalid(
+                "ssl_ca_location",
+                f"{ca} not found; name the CA certificate (PEM) that signed "
+                f"{tls_dir / BROKER_CERT}, or put it in {tls_dir / CA_CERT}",
+            )
+        for name, value in (
+            ("sasl_username", settings.sasl_username),
+            ("sasl_password", settings.sasl_password.reveal()),
+        ):
             if not value:
-                raise invalid(name, "required with --sasl-ssl: the SCRAM user the local broker creates "
-                                        "and every command logs in as")
+                raise invalid(
+                    name,
+                    "required with --sasl-ssl: the SCRAM user the local broker creates and every command logs in as",
+                )
             if _SCRAM_UNSAFE.search(value):
-                raise invalid(name, "the local broker's SCRAM user and password take no spaces, commas, "
-                                        "quotes, '=', '[' or ']'")
+                raise invalid(
+                    name, "the local broker's SCRAM user and password take no spaces, commas, quotes, '=', '[' or ']'"
+                )
         return cls(tls_dir, settings.sasl_username, settings.sasl_password, ca.resolve())
 
     def client_settings(self, settings: Settings) -> Settings:
         """`settings` with this listener's security: what a client needs to reach the broker."""
-        return settings.replace(security_protocol="SASL_SSL", sasl_mechanism=SCRAM_MECHANISM,
-                                sasl_username=self.username, sasl_password=self.password, ssl_ca_location=self.ca)
+        return settings.replace(
+            security_protocol="SASL_SSL",
+            sasl_mechanism=SCRAM_MECHANISM,
+            sasl_username=self.username,
+            sasl_password=self.password,
+            ssl_ca_location=self.ca,
+        )
 
     def keystore_pem(self) -> str:
         """Kafka's PEM key store in one file: the private key, then the certificate chain."""
@@ -120,14 +138,15 @@ class SaslSsl:
         """server.properties entries: clients on SASL_SSL at host, brokers and controllers on 127.0.0.1 PLAINTEXT."""
         return {
             "listeners": f"SASL_SSL://{host}:{port},INTERNAL://127.0.0.1:{internal},"
-                         f"CONTROLLER://127.0.0.1:{controller}",
+            f"CONTROLLER://127.0.0.1:{controller}",
             "advertised.listeners": f"SASL_SSL://{host}:{port},INTERNAL://127.0.0.1:{internal}",
             "inter.broker.listener.name": "INTERNAL",
             "listener.security.protocol.map": "SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "sasl.enabled.mechanisms": SCRAM_MECHANISM,
             # the broker side of SCRAM reads the credentials from the metadata log: no user here
-            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
-                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
             "ssl.keystore.type": "PEM",
             "ssl.keystore.location": keystore,
         }
@@ -165,9 +184,16 @@ def _alive(pid: int) -> bool:
 class LocalKafka:
     """The embedded broker(s). Ports are fixed once the storage is formatted (cluster.json)."""
 
-    def __init__(self, state_dir: Path, brokers: int = 1, port: int | None = None, jars_dir: Path | None = None,
-                 progress: Callable[[str], None] = lambda _: None, security: SaslSsl | None = None,
-                 host: str | None = None):
+    def __init__(
+        self,
+        state_dir: Path,
+        brokers: int = 1,
+        port: int | None = None,
+        jars_dir: Path | None = None,
+        progress: Callable[[str], None] = lambda _: None,
+        security: SaslSsl | None = None,
+        host: str | None = None,
+    ):
         """`port` and `host` None: those the cluster was formatted with, else 9092 and 127.0.0.1."""
         if brokers < 1:
             raise ConfigError("--brokers", None, f"{brokers} must be 1 or more")
@@ -322,7 +348,9 @@ class LocalKafka:
                     "with `sensorstream local up --port N`"
                 )
         self.progress("formatting storage (KRaft)")
-        cluster_id = self._run_tool(java, classpath, ["kafka.tools.StorageTool", "random-uuid"]).strip().splitlines()[-1]
+        cluster_id = (
+            self._run_tool(java, classpath, ["kafka.tools.StorageTool", "random-uuid"]).strip().splitlines()[-1]
+        )
         voters = ",".join(f"{i}@127.0.0.1:{c}" for i, c in enumerate(controllers, start=1))
         replicas = min(3, len(ports))
         for node_id, (port, controller) in enumerate(zip(ports, controllers), start=1):
@@ -350,7 +378,9 @@ class LocalKafka:
                 "log.segment.bytes": 64 * 1024 * 1024,
             }
             if self.security:
-                props.update(self.security.listener_properties(host, port, internals[node_id - 1], controller, self.keystore))
+                props.update(
+                    self.security.listener_properties(host, port, internals[node_id - 1], controller, self.keystore)
+                )
             config = node / "server.properties"
             config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
             format_args = ["kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)]
@@ -359,8 +389,10 @@ class LocalKafka:
             self._run_tool(java, classpath, format_args)
         meta = {"cluster_id": cluster_id, "host": host, "ports": ports, "controller_ports": controllers}
         if self.security:
-            meta.update(internal_ports=internals, sasl_ssl={"tls_dir": str(self.security.tls_dir),
-                                                            "user": self.security.username})
+            meta.update(
+                internal_ports=internals,
+                sasl_ssl={"tls_dir": str(self.security.tls_dir), "user": self.security.username},
+            )
         self.meta_file.write_text(json.dumps(meta, indent=2))
         return meta
 
@@ -368,15 +400,21 @@ class LocalKafka:
         """A cluster keeps the security it was formatted with: say so when `up` is asked for another."""
         formatted = meta.get("sasl_ssl")
         if bool(formatted) != bool(self.security):
-            how = ("with --sasl-ssl DIR: start it with `sensorstream local up --sasl-ssl DIR`" if formatted
-                   else "without --sasl-ssl: start it without")
-            raise LocalStackError(f"the local cluster in {self.home} was created {how}, or run "
-                                  "`sensorstream local down --purge` first to start over")
-        if formatted and formatted["user"] != self.security.username:
+            how = (
+                "with --sasl-ssl DIR: start it with `sensorstream local up --sasl-ssl DIR`"
+                if formatted
+                else "without --sasl-ssl: start it without"
+            )
+            raise LocalStackError(
+                f"the local cluster in {self.home} was created {how}, or run "
+                "`sensorstream local down --purge` first to start over"
+            )
+        if formatted and self.security and formatted["user"] != self.security.username:
             raise LocalStackError(
                 f"the local cluster in {self.home} has the SCRAM user {formatted['user']!r} (created with its "
                 f"storage), not {self.security.username!r}; set KAFKA_SASL_USERNAME to it, or run "
-                "`sensorstream local down --purge` first to start over")
+                "`sensorstream local down --purge` first to start over"
+            )
 
     def _check_address(self, meta: dict) -> None:
         """Host and ports are fixed in the formatted storage: one line when `up` asks for others."""
@@ -386,7 +424,8 @@ class LocalKafka:
             raise LocalStackError(
                 f"the local cluster in {self.home} was created listening on {host}:{port}, not {asked}; "
                 f"start it as it is with `sensorstream local up`, or run `sensorstream local down --purge` "
-                "first to start over there (its topics and data are deleted)")
+                "first to start over there (its topics and data are deleted)"
+            )
 
     @staticmethod
     def _write_private(path: Path, text: str) -> None:
@@ -402,8 +441,9 @@ class LocalKafka:
         argfile = self.home / "tool.args"
         self._write_private(argfile, "\n".join(_quoted(a) for a in ["-cp", classpath, *args]) + "\n")
         try:
-            out = subprocess.run([java, HEAP, "-Dlog4j2.level=WARN", f"@{argfile}"],
-                                 capture_output=True, text=True, timeout=120)
+            out = subprocess.run(
+                [java, HEAP, "-Dlog4j2.level=WARN", f"@{argfile}"], capture_output=True, text=True, timeout=120
+            )
         finally:
             argfile.unlink(missing_ok=True)
         if out.returncode != 0:
@@ -419,10 +459,22 @@ class LocalKafka:
         self.progress(f"starting broker {node_id}")
         with open(node / "stdout.log", "ab") as out:
             proc = subprocess.Popen(
-                [java, HEAP, "-Xms128m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                 f"-Dlog4j2.configurationFile={node / 'log4j2.properties'}", f"-Dkafka.logs.dir={node}",
-                 "-cp", classpath, "kafka.Kafka", str(node / "server.properties")],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [
+                    java,
+                    HEAP,
+                    "-Xms128m",
+                    "-XX:+UseG1GC",
+                    "-Djava.awt.headless=true",
+                    f"-Dlog4j2.configurationFile={node / 'log4j2.properties'}",
+                    f"-Dkafka.logs.dir={node}",
+                    "-cp",
+                    classpath,
+                    "kafka.Kafka",
+                    str(node / "server.properties"),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl+C in the terminal does not reach the broker
             )
         self._pid_file(node_id).write_text(str(proc.pid))
@@ -452,6 +504,8 @@ class LocalKafka:
         enough: a broker killed a moment ago stays in the others' metadata until its session times
         out, so the cluster would look whole while that broker is still starting."""
         meta = self._meta()
+        if meta is None:  # up() formats the storage before it waits
+            return False
         host, ports = self._host(meta), meta["ports"]
         if not all(accepts_connections(host, port) for port in ports):
             return False

@@ -7,9 +7,9 @@ topics on the local broker, with replicas capped to the number of brokers.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
 
 import yaml
 from kafka.admin import NewTopic
@@ -38,8 +38,7 @@ def specs_from_values(values_file: Path | None = None, max_replicas: int | None 
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         topics = values["topics"]
     except (OSError, KeyError, TypeError, yaml.YAMLError) as exc:
-        raise ConfigError("values file", "SENSORSTREAM_VALUES_FILE",
-                          f"cannot read topics from {path}: {exc}") from None
+        raise ConfigError("values file", "SENSORSTREAM_VALUES_FILE", f"cannot read topics from {path}: {exc}") from None
     specs = {}
     for role in TOPIC_ROLES:
         entry = topics.get(role) or {}
@@ -63,9 +62,16 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec], settings: Settings
         missing = [s for s in specs if s.name not in present]
         for spec in missing:
             try:
-                admin.create_topics([NewTopic(spec.name, num_partitions=spec.partitions,
-                                             replication_factor=spec.replicas,
-                                             topic_configs=dict(spec.config))])
+                admin.create_topics(
+                    [
+                        NewTopic(
+                            spec.name,
+                            num_partitions=spec.partitions,
+                            replication_factor=spec.replicas,
+                            topic_configs=dict(spec.config),
+                        )
+                    ]
+                )
                 created.append(spec.name)
             except TopicAlreadyExistsError:
                 pass
