@@ -10,57 +10,16 @@ SENSORSTREAM := $(VENV)/bin/sensorstream
 STATE := .sensorstream
 HELM := $(STATE)/tools/bin/helm
 JARS_STAMP := $(STATE)/jars/.resolved
+# The virtualenv: the runtime (package + pyspark) for demo and the jobs; the test extra on top for
+# the tests, lint and benchmarks.
+RUNTIME_STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 MVN_FLAGS := -B -q -f jobs/jvm/pom.xml
 
-.PHONY: help setup jars crds browser demo lint test test-fast test-faults up down status bench bench-report clean distclean
+.PHONY: help setup setup-test jars crds browser demo lint test test-fast test-faults up down status bench bench-report \
+        clean distclean
 
-help: ## list the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
-
-$(VENV)/.installed: pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "Python 3.10+ not found: install python3 and python3-venv"; exit 1; }
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "Python 3.10+ is required ($(PYTHON) is older)"; exit 1; }
-	@echo "==> creating $(VENV) and installing sensorstream with pyspark (first time: a few minutes)"
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	@touch $@
-
-$(JARS_STAMP): jobs/jvm/pom.xml
-	@command -v java >/dev/null || { echo "Java not found: install a Java 17+ JDK (apt-get install openjdk-17-jdk-headless)"; exit 1; }
-	@command -v mvn >/dev/null || { echo "Maven not found: install it (apt-get install maven) to fetch the jars"; exit 1; }
-	@echo "==> resolving jars with Maven (Spark Kafka connector, Kafka broker) into $(STATE)/jars"
-	rm -rf $(STATE)/jars/spark $(STATE)/jars/kafka
-	mvn $(MVN_FLAGS) -P spark-connector package
-	mvn $(MVN_FLAGS) -P kafka-broker package
-	@touch $@
-
-# The Prometheus Operator's CRDs, which the chart tests validate the ServiceMonitor against (the
-# other operators' come from ../shared/crds): generated from its Go API module, once.
-CRDS_STAMP := $(STATE)/crds/.generated
-$(CRDS_STAMP): k8s/monitoring-crds.sh
-	@echo "==> generating the Prometheus Operator's CRDs into $(STATE)/crds (Go modules; first time: a minute or two)"
-	k8s/monitoring-crds.sh $(STATE)/crds/prometheus-operator
-	@touch $@
-
-setup: $(VENV)/.installed $(JARS_STAMP) ## virtualenv + jars (done by demo and test too)
-
-crds: $(CRDS_STAMP) ## the Prometheus Operator's CRDs for the chart tests (needs Go; done by test)
-
-browser: ## headless Chromium for the HTML report's browser test (Debian's package; needs root)
-	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
-
-jars: $(JARS_STAMP) ## fetch the JVM jars from Maven Central (pom: jobs/jvm/pom.xml)
-
-up: setup ## start the local Kafka broker (KRaft) and create the topics
-	$(SENSORSTREAM) local up
-
-down: ## stop the local Kafka broker
-	@if [ -x $(SENSORSTREAM) ]; then $(SENSORSTREAM) local down; fi
-
-status: ## is the local broker running?
-	$(SENSORSTREAM) local status
-
+##@ Run
 DEMO_DIR := data/demo
 DEMO_METRICS := --metrics-port 9101
 demo: setup ## the whole pipeline locally: broker, producer, stream, report, status
@@ -89,30 +48,88 @@ demo: setup ## the whole pipeline locally: broker, producer, stream, report, sta
 	@echo "The broker keeps running: try '$(SENSORSTREAM) produce --count 0' and '$(SENSORSTREAM) stream'"
 	@echo "in two terminals; 'make down' stops it."
 
-lint: $(VENV)/.installed ## ruff (lint and format check) and mypy, as pre-commit and CI run them
+up: setup ## start the local Kafka broker (KRaft) and create the topics
+	$(SENSORSTREAM) local up
+
+down: ## stop the local Kafka broker
+	@if [ -x $(SENSORSTREAM) ]; then $(SENSORSTREAM) local down; fi
+
+status: ## is the local broker running?
+	$(SENSORSTREAM) local status
+
+bench: setup-test ## every stage against Spark's or Kafka's own floor, same run (~10 min; table + data/bench/<UTC>.json)
+	$(PY) tests/bench/bench.py
+
+bench-report: setup-test ## the report against Spark's own floor, 200k and 2M readings (a few minutes)
+	$(PY) tests/bench/bench_report.py
+
+##@ Test
+test: setup-test helm crds ## the whole test suite: real Kafka broker, real Spark, chart checks
+	$(PY) -m pytest
+
+test-fast: setup-test helm crds ## tests without the slow ones
+	$(PY) -m pytest -m "not slow"
+
+test-faults: setup-test ## fault injection on a real 3-broker cluster: kills, restarts, gaps, disk full (~15 min; needs root for a tmpfs)
+	$(PY) -m pytest -m faults tests/faults
+
+lint: $(TEST_STAMP) ## ruff (lint and format check) and mypy, as pre-commit and CI run them
 	$(VENV)/bin/ruff check jobs tests k8s
 	$(VENV)/bin/ruff format --check jobs tests k8s
 	$(VENV)/bin/mypy
 
-test: setup helm crds ## the whole test suite: real Kafka broker, real Spark, chart checks
-	$(PY) -m pytest
+browser: ## headless Chromium for the HTML report's browser test (Debian's package; needs root)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
 
-test-fast: setup helm crds ## tests without the slow ones
-	$(PY) -m pytest -m "not slow"
+##@ Maintenance
+help: ## list the targets, by group
+	@awk 'BEGIN { FS = ":.*## " } /^##@ / { printf "\n%s\n", substr($$0, 5) } \
+	  /^[a-zA-Z0-9_-]+:.*## / { printf "  make %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-test-faults: setup ## fault injection on a real 3-broker cluster: kills, restarts, gaps, disk full (~15 min; needs root for a tmpfs)
-	$(PY) -m pytest -m faults tests/faults
+setup: $(RUNTIME_STAMP) $(JARS_STAMP) ## virtualenv with the runtime + jars (done by demo)
 
-bench: setup ## every stage against Spark's or Kafka's own floor, same run (~10 min; table + data/bench/<UTC>.json)
-	$(PY) tests/bench/bench.py
+setup-test: setup $(TEST_STAMP) ## setup, plus the test tools (done by test, lint and bench)
 
-bench-report: setup ## the report against Spark's own floor, 200k and 2M readings (a few minutes)
-	$(PY) tests/bench/bench_report.py
+jars: $(JARS_STAMP) ## fetch the JVM jars from Maven Central (pom: jobs/jvm/pom.xml)
+
+crds: $(CRDS_STAMP) ## the Prometheus Operator's CRDs for the chart tests (needs Go; done by test)
 
 clean: down ## remove job output (data/) and the local broker's data
 	rm -rf data $(STATE)/local spark-warehouse
 
 distclean: clean ## also remove the virtualenv, jars and tools
 	rm -rf $(VENV) $(STATE)
+
+$(RUNTIME_STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "Python 3.10+ not found: install python3 and python3-venv"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "Python 3.10+ is required ($(PYTHON) is older)"; exit 1; }
+	@echo "==> creating $(VENV) and installing sensorstream with pyspark (first time: a few minutes)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[spark]'
+	@touch $@
+
+$(TEST_STAMP): $(RUNTIME_STAMP)
+	@echo "==> installing the test tools into $(VENV) (pytest, the Kubernetes client, ruff, mypy, ...)"
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+$(JARS_STAMP): jobs/jvm/pom.xml
+	@command -v java >/dev/null || { echo "Java not found: install a Java 17+ JDK (apt-get install openjdk-17-jdk-headless)"; exit 1; }
+	@command -v mvn >/dev/null || { echo "Maven not found: install it (apt-get install maven) to fetch the jars"; exit 1; }
+	@echo "==> resolving jars with Maven (Spark Kafka connector, Kafka broker) into $(STATE)/jars"
+	rm -rf $(STATE)/jars/spark $(STATE)/jars/kafka
+	mvn $(MVN_FLAGS) -P spark-connector package
+	mvn $(MVN_FLAGS) -P kafka-broker package
+	@touch $@
+
+# The Prometheus Operator's CRDs, which the chart tests validate the ServiceMonitor against (the
+# other operators' come from ../shared/crds): generated from its Go API module, once.
+CRDS_STAMP := $(STATE)/crds/.generated
+$(CRDS_STAMP): k8s/monitoring-crds.sh
+	@echo "==> generating the Prometheus Operator's CRDs into $(STATE)/crds (Go modules; first time: a minute or two)"
+	k8s/monitoring-crds.sh $(STATE)/crds/prometheus-operator
+	@touch $@
+
 
 -include k8s/k8s.mk

@@ -74,6 +74,7 @@ define need_helm
 endef
 KIND_BIN = $(if $(wildcard $(KIND)),$(KIND),kind)
 
+##@ Kubernetes
 # --- tools, built from the Go module proxy into a git-ignored folder ---------------------------
 # A helm already on PATH is used (linked) when it is the pinned version; otherwise the pinned one is
 # built, so every machine renders the chart with the same helm.
@@ -113,14 +114,14 @@ node-tools: k8s-tools ## build a real Kubernetes node (kubelet, containerd, Core
 	KUBERNETES_VERSION=$(KUBERNETES_VERSION) CONTAINERD_VERSION=$(CONTAINERD_VERSION) \
 	  COREDNS_VERSION=$(COREDNS_VERSION) COREDNS_PLUGINS="$(COREDNS_PLUGINS)" k8s/node-tools.sh $(STATE)/tools
 
-test-k8s: $(VENV)/.installed crds ## the chart on a local control plane and the real Spark Operator (after k8s-tools)
+test-k8s: $(TEST_STAMP) crds ## the chart on a local control plane and the real Spark Operator (after k8s-tools)
 	$(PY) -m pytest -m apiserver
 
 # The chart on a real node built on this machine: kubelet, containerd, kube-proxy, CoreDNS and the
 # control plane as local processes on a bridge of their own, the image imported into containerd
 # (tests/node/; needs root; puts the host back as it was).
 .PHONY: test-node
-test-node: $(VENV)/.installed jars image-archive ## the chart's Pods on a real node built here (after node-tools; root)
+test-node: $(TEST_STAMP) jars image-archive ## the chart's Pods on a real node built here (after node-tools; root)
 	$(PY) -m pytest -m node tests/node
 
 # --- cluster ----------------------------------------------------------------------------------
@@ -266,9 +267,9 @@ chart-lint: $(HELM) ## helm lint --strict with the default, kind, minikube and e
 	  echo "==> $$v"; $(HELM) lint --strict $(K8S_CHART) --values $$v || exit 1; \
 	done
 
-rehearse: $(VENV)/.installed jars $(HELM) ## run the chart's workloads as local processes on the local broker
+rehearse: $(TEST_STAMP) jars $(HELM) ## run the chart's workloads as local processes on the local broker
 	HELM=$(HELM) $(PY) k8s/rehearse.py
 
-e2e: $(VENV)/.installed $(HELM) $(KIND) ## end-to-end on a kind cluster (needs Docker; builds everything)
+e2e: $(TEST_STAMP) $(HELM) $(KIND) ## end-to-end on a kind cluster (needs Docker; builds everything)
 	$(need_docker)
 	HELM=$(HELM) KIND=$(KIND) $(PY) -m pytest -m kind tests/chart/test_kind_e2e.py -v
