@@ -194,6 +194,9 @@ class Node:
 
     # --- start -----------------------------------------------------------------------------------
     def start(self) -> Node:
+        # A bridge of this name is ours, left by a run killed before its teardown: gone before the
+        # host's state is recorded, so the teardown does not bring it back.
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
         self.before = HostState.record()
         self.memory.start()
         try:
