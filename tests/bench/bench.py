@@ -16,8 +16,9 @@ Starts its own local broker (free port, temporary folder) and one SparkSession (
     latency   end-to-end latency p50/p99 at a steady input rate (bench_latency.py)
 
 For stream and report: wall and CPU seconds (the whole process tree) and the peak resident memory
-of the Spark JVM + this Python process. The figures go to stdout as a table and to
-data/bench/<UTC time>.json. Topics are filled with simulator-shaped readings, 1% out of range.
+of the Spark JVM + this Python process. The figures go to stdout as a table (also appended, dated,
+with the machine, to tests/bench/RESULTS.md) and to data/bench/<UTC time>.json. Topics are filled
+with simulator-shaped readings, 1% out of range.
 """
 
 from __future__ import annotations
@@ -217,12 +218,31 @@ def main() -> int:
             )
         spark.stop()
     results["seconds"] = (datetime.now(timezone.utc) - started).total_seconds()
-    print_table(results)
+    table = io.StringIO()
+    with contextlib.redirect_stdout(table):
+        print_table(results)
+    print(table.getvalue(), end="")
+    append_results(results, table.getvalue())
     out = ROOT / "data" / "bench" / f"{started:%Y%m%dT%H%M%SZ}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nfigures saved to {out.relative_to(ROOT)}")
+    print(f"\nfigures saved to {out.relative_to(ROOT)}; table appended to {RESULTS.relative_to(ROOT)}")
     return 0
+
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def append_results(results: dict, table: str) -> None:
+    """Append the printed table to tests/bench/RESULTS.md as a section dated by the run's start,
+    with the machine it ran on, so the figures kept in the repository are the ones a run printed."""
+    m = results["machine"]
+    started = datetime.fromisoformat(results["started"])
+    with RESULTS.open("a", encoding="utf-8") as out:
+        out.write(f"\n## {started:%Y-%m-%d %H:%M} UTC, make bench\n\n"
+                  f"Machine: nproc {len(os.sched_getaffinity(0))}, {m['memory_gib']} GiB memory, "
+                  f"Python {m['python']}, Spark {m['spark_master']}; run took {results['seconds'] / 60:.0f} min.\n\n"
+                  f"```\n{table.strip()}\n```\n")
 
 
 def machine() -> dict:
