@@ -21,7 +21,7 @@ def test_defaults_match_the_original_course():
     assert (s.input_topic, s.output_topic) == ("input_topic", "output_topic")
     assert s.window_duration == timedelta(minutes=5)
     assert s.watermark_delay == timedelta(minutes=10)
-    # the one departure: the course's 10 s trigger, chosen from measurements (README, `stream`)
+    # the one departure: the course's 10 s trigger, chosen from measurements (jobs/README.md, "The trigger choice")
     assert s.trigger_interval == timedelta(milliseconds=250)
     assert (s.sensors, s.count, s.rate) == (10, 100, 0.5)
     # the course's CSV, and a page to look at (sensor_report.html)

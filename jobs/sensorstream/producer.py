@@ -8,7 +8,7 @@ The producer is idempotent with acks=all, so a retry never duplicates a reading.
 delivery is counted once it completes (acked or failed), and a stop (Ctrl+C, SIGTERM, --count or
 --duration reached) flushes what is in flight before the totals are reported.
 
-How it reaches its rate (README, `sensorstream produce`): kafka-python spends most of a record's
+How it reaches its rate (jobs/README.md, "The producer"): kafka-python spends most of a record's
 cost in Python, so the send path does as little per record as it can (key bytes and partition
 computed once per sensor, with kafka-python's own default partitioner; deliveries counted from
 the futures in order instead of two callbacks per record), and, at rate 0, several processes

@@ -469,7 +469,7 @@ class BatchProgress:
 #: The stream's own SQL settings (a session of its own, so a report in the same process keeps
 #: Spark's defaults). Each micro-batch aggregates to a few hundred rows: one shuffle partition,
 #: and no adaptive re-planning between its two stages: 30-50 ms of a micro-batch of 5,000 records
-#: on a 2-core machine (warm JVM; README, "Tests and benchmarks", for the whole breakdown).
+#: on a 2-core machine (warm JVM; jobs/README.md, "Where a micro-batch's time goes", for the whole breakdown).
 STREAM_CONF = {
     "spark.sql.adaptive.enabled": "false",
     "spark.sql.shuffle.partitions": "1",

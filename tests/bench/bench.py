@@ -239,10 +239,12 @@ def append_results(results: dict, table: str) -> None:
     m = results["machine"]
     started = datetime.fromisoformat(results["started"])
     with RESULTS.open("a", encoding="utf-8") as out:
-        out.write(f"\n## {started:%Y-%m-%d %H:%M} UTC, make bench\n\n"
-                  f"Machine: nproc {len(os.sched_getaffinity(0))}, {m['memory_gib']} GiB memory, "
-                  f"Python {m['python']}, Spark {m['spark_master']}; run took {results['seconds'] / 60:.0f} min.\n\n"
-                  f"```\n{table.strip()}\n```\n")
+        out.write(
+            f"\n## {started:%Y-%m-%d %H:%M} UTC, make bench\n\n"
+            f"Machine: nproc {len(os.sched_getaffinity(0))}, {m['memory_gib']} GiB memory, "
+            f"Python {m['python']}, Spark {m['spark_master']}; run took {results['seconds'] / 60:.0f} min.\n\n"
+            f"```\n{table.strip()}\n```\n"
+        )
 
 
 def machine() -> dict:
