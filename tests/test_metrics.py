@@ -48,8 +48,9 @@ def _stop(process: subprocess.Popen) -> tuple[int, str]:
     return process.returncode, output
 
 
-def test_every_metric_the_dashboard_queries_is_served(cli_env, kafka_settings):
+def test_every_metric_the_dashboard_queries_is_served(cli_env, kafka_settings, tmp_path):
     producer_port, stream_port, spark_port = free_port(), free_port(), free_port()
+    heartbeat = tmp_path / "alive"
     env = topic_env(cli_env, kafka_settings)
     producer = _start(
         env,
@@ -74,6 +75,8 @@ def test_every_metric_the_dashboard_queries_is_served(cli_env, kafka_settings):
         str(stream_port),
         "--spark-ui-port",
         str(spark_port),
+        "--heartbeat-file",
+        str(heartbeat),
     )
     urls = {
         "producer": f"http://127.0.0.1:{producer_port}/metrics",
@@ -88,6 +91,7 @@ def test_every_metric_the_dashboard_queries_is_served(cli_env, kafka_settings):
                 value(scraped["producer"], "sensorstream_producer_records_acked_total") > 0
                 and value(scraped["stream"], "sensorstream_stream_batches_total") >= 2
                 and value(scraped["stream"], "sensorstream_stream_dead_letters_total") > 0
+                and "sensorstream_stream_lag_records" in scraped["stream"]  # Spark's report, after a batch
                 and STREAM_QUERY_METRIC in scraped["spark"]
             )
             if ready:
@@ -111,6 +115,13 @@ def test_every_metric_the_dashboard_queries_is_served(cli_env, kafka_settings):
     assert value(stream_metrics, "sensorstream_stream_input_records_total") > 0
     assert value(stream_metrics, "sensorstream_stream_watermark_timestamp_seconds") > 1.7e9
     assert value(stream_metrics, "sensorstream_stream_batch_duration_seconds_count") >= 2
+    assert value(stream_metrics, "sensorstream_stream_last_progress_timestamp_seconds") > 1.7e9
+    partitions = {labels for labels, _ in stream_metrics["sensorstream_stream_lag_records"]}
+    assert partitions == {f'{{partition="{i}",topic="{kafka_settings.input_topic}"}}' for i in range(3)}, partitions
+    assert heartbeat.exists(), "the stream touches its heartbeat file on Spark's progress reports"
+    for samples in (producer_metrics, stream_metrics):  # the versions, on both endpoints
+        ((labels, one),) = samples["sensorstream_build_info"]
+        assert one == 1 and 'version="0.1.0"' in labels and 'kafka_python_version="2.' in labels, labels
     # dead letters by kind of reason: every kind served (0 until one comes), no other
     reasons = {labels for labels, _ in stream_metrics["sensorstream_stream_dead_letters_total"]}
     assert reasons == {f'{{reason="{kind}"}}' for kind in REASON_KINDS}, reasons

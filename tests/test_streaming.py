@@ -252,3 +252,38 @@ def test_a_batch_over_the_reject_ratio_is_written_and_committed_then_the_stream_
     streaming.run(spark, settings, available_now=True, say=said.append)  # committed: nothing runs again
     assert not any(line.startswith("batch ") for line in said), said
     assert len(consume_all(settings, settings.dead_letter_topic)) == rejects
+
+
+def test_spark_reports_the_lag_per_partition_and_an_idle_query_keeps_its_heartbeat(kafka_settings, spark, tmp_path):
+    """Capped batches leave records behind, which the pulses count per partition; once everything
+    is read the query idles, and Spark's idle reports (every 10 s) still touch the heartbeat file."""
+    import threading
+    import time
+
+    settings = kafka_settings.replace(sinks=("console",), max_offsets_per_trigger=100)
+    assert produce(settings, Simulator(sensors=10, seed=5), count=600, rate=0).acked == 600
+    pulses: list[streaming.Pulse] = []
+    beat = tmp_path / "alive"
+    stop = threading.Event()
+
+    def idle_twice(pulse: streaming.Pulse) -> None:
+        pulses.append(pulse)
+        if sum(p.batch_id is None for p in pulses) >= 2:
+            stop.set()
+
+    timer = threading.Timer(180, stop.set)  # a bound, should the idle reports never come
+    timer.start()
+    try:
+        streaming.run(spark, settings, stop=stop, say=lambda _: None, on_pulse=idle_twice, heartbeat_file=beat)
+    finally:
+        timer.cancel()
+    batches = [p for p in pulses if p.batch_id is not None]
+    idle = [p for p in pulses if p.batch_id is None]
+    assert len(idle) >= 2, f"no idle reports within 180 s: {pulses}"
+    assert {topic for topic, _ in batches[0].lag} == {settings.input_topic}
+    # the first batch read about 100 of the 600 (Spark shares the cap among partitions, rounding down)
+    assert 500 <= sum(batches[0].lag.values()) <= 502, batches[0]
+    assert sum(batches[-1].lag.values()) == 0 and set(idle[-1].lag.values()) == {0}
+    assert idle[-1].at > batches[-1].at
+    assert abs(beat.stat().st_mtime - idle[-1].at.timestamp()) < 2, "the heartbeat follows the idle reports"
+    assert time.time() - beat.stat().st_mtime < 30

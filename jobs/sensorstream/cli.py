@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete this job's checkpoints first and start from --starting-offsets",
     )
     stream.add_argument(
+        "--heartbeat-file",
+        type=Path,
+        metavar="PATH",
+        help="touched whenever Spark reports the query alive: after each micro-batch, and every 10 s "
+        "while there is nothing to read (for a liveness probe)",
+    )
+    stream.add_argument(
         "--skip-lost-records",
         action="store_true",
         help="go on when input records were deleted (retention, delete-records) before the stream "
@@ -372,6 +379,8 @@ def _stream(args, settings) -> int:
             say=say,
             on_progress=on_progress,
             skip_lost_records=args.skip_lost_records,
+            on_pulse=watched.pulse,
+            heartbeat_file=args.heartbeat_file,
         )
     finally:
         if endpoint:

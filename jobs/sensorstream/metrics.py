@@ -2,8 +2,10 @@
 
 Nothing here is on a hot path: the producer's figures are read from the DeliveryStats that its
 progress callback hands over about once a second (`ProducerMetrics.update`), and the stream's
-from the BatchProgress of each micro-batch (`StreamMetrics.observe`). Each endpoint has its own
-registry, so one process (a test) can hold several.
+from the BatchProgress of each micro-batch (`StreamMetrics.observe`) and the Pulse of each Spark
+progress or idle event (`StreamMetrics.pulse`: lag per partition, last progress). Each endpoint has
+its own registry, so one process (a test) can hold several, and each serves
+sensorstream_build_info, so a dashboard tells which versions produced a figure.
 
 The stream's driver also serves Spark's own metrics (PrometheusServlet, with
 spark.sql.streaming.metricsEnabled) on its Spark UI port at /metrics/prometheus: see
@@ -15,7 +17,10 @@ these endpoints; a test scrapes a running producer and stream to keep it so.
 
 from __future__ import annotations
 
+import platform
+import time
 from dataclasses import dataclass
+from importlib import metadata
 from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
@@ -23,12 +28,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sensorstream import __version__
 from sensorstream.config import Settings, invalid
 from sensorstream.readings import REASON_KINDS
 
 if TYPE_CHECKING:
     from sensorstream.producer import DeliveryStats
-    from sensorstream.streaming import BatchProgress
+    from sensorstream.streaming import BatchProgress, Pulse
 
 
 @dataclass
@@ -57,6 +63,32 @@ def serve(registry: CollectorRegistry, settings: Settings) -> Endpoint | None:
     return Endpoint(f"http://{host}:{settings.metrics_port}/metrics", server)
 
 
+def _installed(distribution: str) -> str:
+    """The installed version of a distribution, read from its metadata (nothing imported): "" when absent."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ""
+
+
+def build_info(registry: CollectorRegistry) -> None:
+    """sensorstream_build_info = 1, its labels the versions this process runs with (the producer has
+    no pyspark in some installs: its spark_version is then empty)."""
+    info = {
+        "version": __version__,
+        "python_version": platform.python_version(),
+        "spark_version": _installed("pyspark"),
+        "kafka_python_version": _installed("kafka-python"),
+        "confluent_kafka_version": _installed("confluent-kafka"),
+    }
+    Gauge(
+        "sensorstream_build_info",
+        "Versions of sensorstream and of what it runs on (always 1)",
+        labelnames=tuple(info),
+        registry=registry,
+    ).labels(**info).set(1)
+
+
 class ProducerMetrics(Collector):
     """The producer's counts, as of its last progress report."""
 
@@ -64,6 +96,7 @@ class ProducerMetrics(Collector):
         self.registry = registry or CollectorRegistry()
         self._stats: DeliveryStats | None = None
         self.registry.register(self)
+        build_info(self.registry)
 
     def update(self, stats: DeliveryStats) -> None:
         """Take the newest counts (called from the producer's progress callback)."""
@@ -108,6 +141,7 @@ class StreamMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry = registry or CollectorRegistry()
+        build_info(registry)
         self.batches = Counter("sensorstream_stream_batches", "Micro-batches completed", registry=registry)
         self.records = Counter("sensorstream_stream_input_records", "Input records read", registry=registry)
         self.dead_letters = Counter(
@@ -152,10 +186,25 @@ class StreamMetrics:
             "When the last micro-batch completed (Unix time)",
             registry=registry,
         )
+        self.last_progress = Gauge(
+            "sensorstream_stream_last_progress_timestamp_seconds",
+            "When Spark last reported the query alive: after a micro-batch, or every 10 s while idle (Unix time)",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "sensorstream_stream_lag_records",
+            "Records an input partition was behind the topic's end when Spark planned the last batch",
+            labelnames=("topic", "partition"),
+            registry=registry,
+        )
+
+    def pulse(self, pulse: Pulse) -> None:
+        """Take Spark's report of a batch or an idle stretch (called from Spark's listener thread)."""
+        self.last_progress.set(pulse.at.timestamp())
+        for (topic, partition), behind in pulse.lag.items():
+            self.lag.labels(topic=topic, partition=str(partition)).set(behind)
 
     def observe(self, progress: BatchProgress) -> None:
-        import time
-
         self.batches.inc()
         self.records.inc(progress.records)
         for kind, count in progress.rejected_by_reason.items():

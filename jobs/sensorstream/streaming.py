@@ -23,6 +23,11 @@ like any other (its rejects all in the dead-letter topic, its readings in the wi
 the stream stops with one line naming the batch and the fix (`RejectLimit`): it would otherwise
 keep turning a producer's garbage into dead letters.
 
+Health: Spark's own report of each batch, and of each stretch with nothing to read (`onQueryIdle`,
+every 10 s while idle), comes to a listener (`_Pulses`) as a `Pulse`: when the query last moved
+and how many records each input partition is behind the topic's end. Each also touches the
+heartbeat file, which the driver's liveness probe reads: a query that stops advancing stops it.
+
 Delivery: a batch counts as done only after its outputs are written (Kafka acknowledged, files in
 place), so a crash replays it. Replays re-send its dead letters (at least once) and its window
 updates, harmless on the output topic, an upsert log by key (effectively once); parquet files are
@@ -44,14 +49,14 @@ import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 from kafka import KafkaProducer
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.streaming import StreamingQuery
+from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, TimestampType
 
 from sensorstream import offsets
@@ -65,6 +70,7 @@ from sensorstream.tables import format_table
 from sensorstream.windows import BatchOutcome, OpenWindows
 
 QUERY = "stream"
+QUERY_NAME = f"sensorstream_{QUERY}"
 FINGERPRINT = "sensorstream-query.json"
 
 _log = logging.getLogger(__name__)
@@ -466,6 +472,77 @@ class BatchProgress:
         )
 
 
+@dataclass(frozen=True)
+class Pulse:
+    """Spark's word that the query is alive: after each micro-batch (`batch_id`) or, while there is
+    nothing to read, every 10 s (`batch_id` None).
+
+    `lag` is what Spark reports: records each input partition, (topic, partition), was behind the
+    topic's end when the batch was planned (the source's latestOffset minus its endOffset). A batch
+    reads to the end unless MAX_OFFSETS_PER_TRIGGER caps it, so the lag stays 0 until the cap holds
+    the stream back; an idle query has read everything, so its pulse says 0 for every partition.
+    """
+
+    at: datetime
+    batch_id: int | None
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def source_lag(sources) -> dict[tuple[str, int], int]:
+    """(topic, partition) -> latestOffset - endOffset, from a progress' Kafka sources (each offset a
+    JSON text {topic: {partition: offset}}; a source that reports no latest offset is left out)."""
+    lag: dict[tuple[str, int], int] = {}
+    for source in sources:
+        try:
+            latest, end = json.loads(source.latestOffset or "null"), json.loads(source.endOffset or "null")
+        except ValueError:
+            continue
+        if not isinstance(latest, dict) or not isinstance(end, dict):
+            continue
+        for topic, partitions in latest.items():
+            for partition, offset in partitions.items():
+                done = end.get(topic, {}).get(partition, offset)
+                lag[(topic, int(partition))] = max(0, int(offset) - int(done))
+    return lag
+
+
+class _Pulses(StreamingQueryListener):
+    """Turns Spark's progress and idle events of our query into Pulses, touching the heartbeat file
+    on each: a driver whose query stops advancing (a hung batch, a stuck source) stops touching it,
+    and its liveness probe restarts it. Runs on Spark's listener thread, never the stream's."""
+
+    def __init__(self, name: str, heartbeat_file: Path | None, on_pulse: Callable[[Pulse], None] | None):
+        self.name = name
+        self.heartbeat_file = heartbeat_file
+        self.on_pulse = on_pulse
+        self._ids: set[str] = set()  # our query's runs: idle events carry an id, not the name
+        self._partitions: set[tuple[str, int]] = set()
+
+    def onQueryStarted(self, event) -> None:
+        if event.name == self.name:
+            self._ids.add(str(event.id))
+
+    def onQueryProgress(self, event) -> None:
+        progress = event.progress
+        if str(progress.id) in self._ids:
+            lag = source_lag(progress.sources)
+            self._partitions |= set(lag)
+            self._beat(Pulse(datetime.now(timezone.utc), progress.batchId, lag))
+
+    def onQueryIdle(self, event) -> None:
+        if str(event.id) in self._ids:
+            self._beat(Pulse(datetime.now(timezone.utc), None, dict.fromkeys(sorted(self._partitions), 0)))
+
+    def onQueryTerminated(self, event) -> None:
+        pass
+
+    def _beat(self, pulse: Pulse) -> None:
+        if self.heartbeat_file:
+            self.heartbeat_file.touch()
+        if self.on_pulse:
+            self.on_pulse(pulse)
+
+
 #: The stream's own SQL settings (a session of its own, so a report in the same process keeps
 #: Spark's defaults). Each micro-batch aggregates to a few hundred rows: one shuffle partition,
 #: and no adaptive re-planning between its two stages: 30-50 ms of a micro-batch of 5,000 records
@@ -524,7 +601,7 @@ def start_query(
     trigger = {"availableNow": True} if available_now else {"processingTime": spark_interval(settings.trigger_interval)}
     return (
         check(read_source(spark, settings, fail_on_data_loss=not skip_lost_records))
-        .writeStream.queryName(f"sensorstream_{QUERY}")
+        .writeStream.queryName(QUERY_NAME)
         .foreachBatch(handler)
         .option("checkpointLocation", str(checkpoint))
         .trigger(**trigger)
@@ -541,16 +618,23 @@ def run(
     say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
     on_progress: Callable[[BatchProgress], None] | None = None,
     skip_lost_records: bool = False,
+    on_pulse: Callable[[Pulse], None] | None = None,
+    heartbeat_file: Path | None = None,
 ) -> None:
     """Run until `stop` is set (SIGTERM, Ctrl+C) or, with available_now, until the topic is drained.
 
-    `say` gets the log lines (one per micro-batch); `on_progress` the same figures as a BatchProgress.
+    `say` gets the log lines (one per micro-batch); `on_progress` the same figures as a BatchProgress;
+    `on_pulse` Spark's report of each batch and of each idle stretch (a Pulse: the lag per
+    partition), on which `heartbeat_file` is touched too.
     A micro-batch over --max-reject-ratio stops the run once Spark has committed it: SensorstreamError.
     """
     stop = stop or threading.Event()
     limit = RejectLimit()
     output = _Output(settings)
     committed = False
+    pulses = _Pulses(QUERY_NAME, Path(heartbeat_file) if heartbeat_file else None, on_pulse)
+    streams = stream_session(spark).streams
+    streams.addListener(pulses)
     try:
         query = start_query(
             spark, settings, output, available_now, reset_checkpoint, say, on_progress, skip_lost_records, stop, limit
@@ -576,6 +660,7 @@ def run(
         if query.exception() and not stop.is_set():  # after a stop: a batch it interrupted (said above)
             raise _query_error(query)
     finally:
+        streams.removeListener(pulses)
         output.close()
     say("stream stopped" + (" (topic drained)" if available_now and not stop.is_set() else ""))
 

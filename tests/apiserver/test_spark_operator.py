@@ -80,6 +80,21 @@ def assert_driver_basics(pod: dict) -> None:
     # spark.driver.memory 1g plus Spark's overhead for a Python application
     assert resources["requests"]["memory"] == resources["limits"]["memory"]
     assert int(resources["requests"]["memory"].removesuffix("Mi")) > 1024
+    assert_driver_probes(pod)
+
+
+def assert_driver_probes(pod: dict) -> None:
+    """The pod template's probes reach the driver, on the heartbeat file the stream is told to touch,
+    which lies on the template's emptyDir (no kubelet here: the Pod is admitted, never run)."""
+    container = driver_container(pod)
+    args = container["args"]
+    heartbeat = args[args.index("--heartbeat-file") + 1]
+    liveness, startup = container["livenessProbe"], container["startupProbe"]
+    assert heartbeat in liveness["exec"]["command"] and heartbeat in startup["exec"]["command"]
+    assert liveness["exec"]["command"][-1] == "180" and liveness["periodSeconds"] == 15
+    (mount,) = [m for m in container["volumeMounts"] if heartbeat.startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["emptyDir"]["medium"] == "Memory"
 
 
 def test_driver_pod_with_the_webhook(spark_operator):

@@ -190,6 +190,49 @@ def test_producer_liveness_reads_the_heartbeat_the_producer_writes(rendered):
     assert any(heartbeat.startswith(m + "/") for m in mounts), "the heartbeat file must be on a writable volume"
 
 
+def driver_heartbeat(docs: list[dict]) -> tuple[str, dict]:
+    """The heartbeat file the stream's driver is told to touch, and the driver's pod template."""
+    (app,) = by_kind(docs, "SparkApplication")
+    args = app["spec"]["arguments"]
+    assert args[0] == "stream"
+    return args[args.index("--heartbeat-file") + 1], app["spec"]["driver"]["template"]
+
+
+def test_driver_liveness_reads_the_heartbeat_the_stream_writes(rendered):
+    heartbeat, template = driver_heartbeat(rendered["default"])
+    (container,) = template["spec"]["containers"]
+    assert container["name"] == "spark-kubernetes-driver"
+    assert heartbeat in container["livenessProbe"]["exec"]["command"]
+    assert heartbeat in container["startupProbe"]["exec"]["command"]
+    # Spark's first batch (JVM, executors, a backlog) must not count against the liveness probe
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 300
+    # in the template, not in spec.volumes: those reach the pod only through the operator's webhook
+    (mount,) = [m for m in container["volumeMounts"] if heartbeat.startswith(m["mountPath"] + "/")]
+    (volume,) = [v for v in template["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert "emptyDir" in volume, "the heartbeat file must be on a volume uid 185 can write"
+
+
+@pytest.mark.parametrize("behind, alive", [(None, True), (-10, True), (10, False), (3600, False)])
+def test_the_driver_probe_fails_once_the_stream_stops_advancing(rendered, tmp_path, behind, alive):
+    """The probe's command exactly as rendered, run against a heartbeat file just touched (None) or
+    last touched `behind` seconds before or after the limit (stream.heartbeatMaxAgeSeconds) ran out:
+    a stream that advances passes it; one whose query stopped advancing fails it, and is killed."""
+    import os
+    import subprocess
+    import time
+
+    heartbeat, template = driver_heartbeat(rendered["default"])
+    command = template["spec"]["containers"][0]["livenessProbe"]["exec"]["command"]
+    age = 0 if behind is None else float(command[-1]) + behind
+    beat = tmp_path / "alive"
+    beat.touch()
+    os.utime(beat, (time.time() - age, time.time() - age))
+    here = [str(beat) if part == heartbeat else part for part in command]
+    assert here.count(str(beat)) == 1
+    assert subprocess.run(here, timeout=30).returncode == (0 if alive else 1)
+
+
 def test_report_cronjob_never_overlaps(rendered):
     (cronjob,) = by_kind(rendered["default"], "CronJob")
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
