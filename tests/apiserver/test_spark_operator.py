@@ -89,8 +89,8 @@ def assert_driver_probes(pod: dict) -> None:
     container = driver_container(pod)
     args = container["args"]
     heartbeat = args[args.index("--heartbeat-file") + 1]
-    liveness, startup = container["livenessProbe"], container["startupProbe"]
-    assert heartbeat in liveness["exec"]["command"] and heartbeat in startup["exec"]["command"]
+    liveness = container["livenessProbe"]
+    assert heartbeat in liveness["exec"]["command"] and "startupProbe" not in container
     assert liveness["exec"]["command"][-1] == "180" and liveness["periodSeconds"] == 15
     (mount,) = [m for m in container["volumeMounts"] if heartbeat.startswith(m["mountPath"] + "/")]
     (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]

@@ -254,6 +254,53 @@ def test_driver_pod_deleted_resumes_from_its_checkpoint(release, kafka, figures)
     )
 
 
+def test_a_stream_that_stops_advancing_is_restarted_by_its_liveness_probe(release, figures):
+    """The driver's Python process stopped (SIGSTOP: the query waits on it and Spark's reports stop
+    reaching the heartbeat file): the kubelet's liveness probe fails, the driver is killed and the
+    operator restarts the application, which resumes and prints windows again."""
+    old = get(release, "-n", NAMESPACE, "pod", DRIVER)["metadata"]["uid"]
+    attempts = get(release, "-n", NAMESPACE, "sparkapplication", APP)["status"].get("executionAttempts", 0)
+    release.kubectl(
+        "-n",
+        NAMESPACE,
+        "exec",
+        DRIVER,
+        "--",
+        "pkill",
+        "-STOP",
+        "-f",
+        "python3? /opt/sensorstream/jobs/spark_entrypoint.py",
+    )
+    started = time.monotonic()
+
+    def probe_failed():
+        found = get(release, "-n", NAMESPACE, "events", "--field-selector", f"involvedObject.uid={old}") or {}
+        return [e for e in found.get("items", []) if e.get("reason") == "Unhealthy" and "Liveness" in e["message"]]
+
+    failures = wait_for("the driver's liveness probe failing", probe_failed, 300, every=5)
+    failed_after = time.monotonic() - started
+
+    def new_driver_running():
+        pod = get(release, "-n", NAMESPACE, "pod", DRIVER)
+        return (
+            pod
+            and pod["metadata"]["uid"] != old
+            and pod["status"].get("phase") == "Running"
+            and spark_state(release, NAMESPACE, APP) == "RUNNING"
+        )
+
+    wait_for("the application restarted with a new driver", new_driver_running, 600)
+    restarted = time.monotonic() - started
+    wait_for("window rows in the new driver's log", lambda: window_rows(release, NAMESPACE, DRIVER), 600)
+    now = get(release, "-n", NAMESPACE, "sparkapplication", APP)["status"].get("executionAttempts", 0)
+    assert now > attempts, (attempts, now)
+    figures.add(
+        f"driver's Python stopped: liveness probe failed after {failed_after:.0f} s "
+        f"({failures[0]['message'][:80]!r}), the application restarted with a new driver after "
+        f"{restarted:.0f} s, window rows again after {time.monotonic() - started:.0f} s"
+    )
+
+
 def follow_log(release, pod: str) -> subprocess.Popen:
     env = kubectl_env(release.kubeconfig)
     return subprocess.Popen(
@@ -265,7 +312,8 @@ def follow_log(release, pod: str) -> subprocess.Popen:
     )
 
 
-def totals(follower: subprocess.Popen, what: str) -> tuple[int, int, int]:
+def totals(follower: subprocess.Popen, what: str) -> tuple[int, int, int, list[str]]:
+    """The totals line a producer Pod prints when it stops, and its 'delivery failed' lines."""
     try:
         out, _ = follower.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -274,12 +322,13 @@ def totals(follower: subprocess.Popen, what: str) -> tuple[int, int, int]:
     found = DONE.findall(out)
     assert found, f"no totals line in the log of {what}:\n{out[-3000:]}"
     sent, acked, failed = map(int, found[-1])
-    return sent, acked, failed
+    return sent, acked, failed, [line for line in out.splitlines() if "delivery failed" in line]
 
 
 def test_producer_pod_deleted_loses_no_acknowledged_reading(release, kafka, figures):
     """The Deployment replaces the Pod; every reading either Pod had acknowledged is in the topic:
-    with both Pods stopped (the second by scaling to 0), the topic holds exactly what they acked."""
+    with both Pods stopped (the second by scaling to 0), the topic holds at least what they acked
+    and at most what they sent (a reading counted as failed may still have been written)."""
     [first] = running_pods(release, NAMESPACE, component("producer"))
     assert all(c["restartCount"] == 0 for c in first["status"]["containerStatuses"]), (
         "the producer's first Pod restarted: its totals would not cover the whole topic"
@@ -288,7 +337,7 @@ def test_producer_pod_deleted_loses_no_acknowledged_reading(release, kafka, figu
     time.sleep(2)
     started = time.monotonic()
     release.kubectl("-n", NAMESPACE, "delete", "pod", first["metadata"]["name"], "--wait=false")
-    sent1, acked1, failed1 = totals(follower, "the deleted producer Pod")
+    sent1, acked1, failed1, errors1 = totals(follower, "the deleted producer Pod")
 
     def replaced():
         return [
@@ -302,14 +351,15 @@ def test_producer_pod_deleted_loses_no_acknowledged_reading(release, kafka, figu
     follower = follow_log(release, second["metadata"]["name"])
     time.sleep(15)
     release.kubectl("-n", NAMESPACE, "scale", "deployment", f"{RELEASE}-producer", "--replicas=0")
-    sent2, acked2, failed2 = totals(follower, "the replacement producer Pod")
+    sent2, acked2, failed2, errors2 = totals(follower, "the replacement producer Pod")
     in_topic = end_offsets(kafka, "input_topic")
     release.kubectl("-n", NAMESPACE, "scale", "deployment", f"{RELEASE}-producer", "--replicas=1")
-    assert failed1 == failed2 == 0
-    assert in_topic == acked1 + acked2, (in_topic, acked1, acked2)
+    assert acked1 + acked2 <= in_topic <= sent1 + sent2, (in_topic, acked1, acked2, sent1, sent2)
     figures.add(
-        f"producer Pod deleted: it acked {acked1} of {sent1}; replaced and Ready after {replaced_after:.0f} s; "
-        f"the replacement acked {acked2} of {sent2}; input topic {in_topic} = {acked1} + {acked2}"
+        f"producer Pod deleted: it acked {acked1} of {sent1} ({failed1} failed); replaced and Ready after "
+        f"{replaced_after:.0f} s; the replacement acked {acked2} of {sent2} ({failed2} failed); input topic "
+        f"{in_topic} (acked {acked1 + acked2}, sent {sent1 + sent2})"
+        + (f"; failures: {sorted(set(errors1 + errors2))[:3]}" if errors1 or errors2 else "")
     )
 
 
