@@ -69,7 +69,6 @@ PRODUCER_TUNING = {
     "retries": 2**31 - 1,
     "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
     "request_timeout_ms": 10_000,  # kafka-python wants delivery_timeout_ms >= linger_ms + this
-    "buffer_memory": 64 * 1024 * 1024,
 }
 
 #: The same guarantees and batching in librdkafka's names. murmur2_random hashes keys as the Java
