@@ -31,6 +31,7 @@ from sensorstream.errors import (
     QuorumLostError,
     TopicMissingError,
 )
+from sensorstream.kafka_producer import require_kafka_python_internals
 
 #: What a broker says when it refuses a login; kafka-python only logs it (then reports another error).
 _REFUSALS = (SaslAuthenticationFailedError, UnsupportedSaslMechanismError)
@@ -104,7 +105,11 @@ def _listening(bootstrap_servers: str) -> bool:
 
 @contextmanager
 def admin_client(settings: Settings) -> Iterator[KafkaAdminClient]:
-    """A kafka-python admin client, or BrokerUnavailableError within about `settings.connect_timeout`."""
+    """A kafka-python admin client, or BrokerUnavailableError within about `settings.connect_timeout`.
+
+    First, DependencyError if the installed kafka-python lacks the internals that the login refusal
+    and quorum loss below (and the producer's corrections) rely on: every job starts here."""
+    require_kafka_python_internals()
     timeout_s = settings.connect_timeout.total_seconds()
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None

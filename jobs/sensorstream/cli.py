@@ -222,6 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = {declared.name: getattr(args, declared.name, None) for declared in SETTINGS if declared.flag}
         settings = load_settings(env_file=args.env_file, overrides=overrides)
         logs.configure(settings)
+        if args.command != "config":  # the others talk to Kafka: a kafka-python they cannot correct is one line
+            from sensorstream.kafka_producer import require_kafka_python_internals
+
+            require_kafka_python_internals()
         return _COMMANDS[args.command](args, settings)
     except SensorstreamError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

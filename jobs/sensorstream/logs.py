@@ -78,7 +78,8 @@ def _client_errors_in_one_line(record: logging.LogRecord) -> bool:
       raised (its 2.3.3 `TypeError: ... object is not callable` on an unanswered produce request
       was one; sensorstream.kafka_producer now prevents it, so this line would mean a new such
       bug; the batch fails when its delivery timeout expires, and is counted then): the message
-      and the error, one line.
+      and the error, one line. It is told by its logger's name, kafka.future, which
+      `sensorstream.kafka_producer.INTERNALS` checks at start-up.
     """
     error = record.exc_info[1] if record.exc_info else None
     if error is None:

@@ -69,7 +69,6 @@ PRODUCER_TUNING = {
     "retries": 2**31 - 1,
     "delivery_timeout_ms": DELIVERY_TIMEOUT_MS,
     "request_timeout_ms": 10_000,  # kafka-python wants delivery_timeout_ms >= linger_ms + this
-    "buffer_memory": 64 * 1024 * 1024,
 }
 
 #: The same guarantees and batching in librdkafka's names. murmur2_random hashes keys as the Java
@@ -349,7 +348,9 @@ def _close(producer: KafkaProducer) -> None:
     timeout, so by its end every record has been acked or has failed (its future says so) and the
     loop counts it. A failed record may still have reached the topic: one whose acknowledgement
     never came has an unknown outcome, and is counted as failed, never as acked. Should the flush
-    still time out, the sender is closed forcefully (it fails what is pending).
+    still time out, the sender is closed forcefully (it fails what is pending). `_sender` and
+    `_closed` are kafka-python's private attributes: `kafka_producer()` checks them on start
+    (`sensorstream.kafka_producer.INTERNALS`), so another kafka-python cannot break this unnoticed.
     """
     try:
         producer.flush(timeout=FLUSH_TIMEOUT_S)
