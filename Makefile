@@ -10,6 +10,7 @@ SENSORSTREAM := $(VENV)/bin/sensorstream
 STATE := .sensorstream
 HELM := $(STATE)/tools/bin/helm
 JARS_STAMP := $(STATE)/jars/.resolved
+CRDS_STAMP := $(STATE)/crds/.generated
 # The virtualenv: the runtime (package + pyspark) for demo and the jobs; the test extra on top for
 # the tests, lint and benchmarks.
 RUNTIME_STAMP := $(VENV)/.installed
@@ -125,7 +126,6 @@ $(JARS_STAMP): jobs/jvm/pom.xml
 
 # The Prometheus Operator's CRDs, which the chart tests validate the ServiceMonitor against (the
 # other operators' come from ../shared/crds): generated from its Go API module, once.
-CRDS_STAMP := $(STATE)/crds/.generated
 $(CRDS_STAMP): k8s/monitoring-crds.sh
 	@echo "==> generating the Prometheus Operator's CRDs into $(STATE)/crds (Go modules; first time: a minute or two)"
 	k8s/monitoring-crds.sh $(STATE)/crds/prometheus-operator
