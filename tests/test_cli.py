@@ -184,3 +184,11 @@ def test_stream_and_report_commands(cli_env, kafka_settings):
     assert "report written to" in report.stdout
     folder = next(p for p in os.scandir(kafka_settings.report_dir) if p.is_dir())
     assert sorted(os.listdir(folder.path)) == ["quality.json", "sensor_report.csv", "sensor_report.json"]
+
+
+def test_help_names_the_exit_codes_the_commands_return(cli_env):
+    """`--help` and the exit codes agree: status exits BEHIND (3) when behind and says so."""
+    from sensorstream import status
+
+    text = " ".join(cli(cli_env, "status", "--help").stdout.split())
+    assert f"Exit code {status.BEHIND} when the stream is behind" in text, text
