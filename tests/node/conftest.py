@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -56,10 +57,9 @@ def image_archive() -> Path:
 
 
 class Figures:
-    """Figures the suite prints at the end (-s or the terminal summary): what each step took."""
+    """Figures the suite prints: as they come (with -s) and in the terminal summary at the end."""
 
-    def __init__(self):
-        self.lines: list[str] = []
+    lines: ClassVar[list[str]] = []  # the session's, for pytest_terminal_summary
 
     def add(self, line: str) -> None:
         self.lines.append(line)
@@ -67,14 +67,15 @@ class Figures:
 
 
 @pytest.fixture(scope="session")
-def figures(request):
-    found = Figures()
-    yield found
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter and found.lines:
-        reporter.write_sep("-", "node figures")
-        for line in found.lines:
-            reporter.write_line(line)
+def figures() -> Figures:
+    return Figures()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if Figures.lines:
+        terminalreporter.write_sep("-", "node figures")
+        for line in Figures.lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
