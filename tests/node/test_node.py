@@ -197,6 +197,21 @@ def mismatches(bootstrap: str) -> tuple[list[str], int]:
     return wrong, len(keys)
 
 
+def wait_new_driver(release, old_uid: str) -> None:
+    """Until a driver Pod other than `old_uid` runs and the application is RUNNING again."""
+
+    def running():
+        pod = get(release, "-n", NAMESPACE, "pod", DRIVER)
+        return (
+            pod
+            and pod["metadata"]["uid"] != old_uid
+            and pod["status"].get("phase") == "Running"
+            and spark_state(release, NAMESPACE, APP) == "RUNNING"
+        )
+
+    wait_for("a new driver Pod Running and the application RUNNING", running, 600)
+
+
 def test_driver_pod_deleted_resumes_from_its_checkpoint(release, kafka, figures):
     """The operator restarts the application; the new driver resumes from the checkpoint on the
     claim; closed windows keep their values on the output topic and every window closed after the
@@ -214,16 +229,7 @@ def test_driver_pod_deleted_resumes_from_its_checkpoint(release, kafka, figures)
     started = time.monotonic()
     release.kubectl("-n", NAMESPACE, "delete", "pod", DRIVER, "--wait=true")
 
-    def new_driver_running():
-        pod = get(release, "-n", NAMESPACE, "pod", DRIVER)
-        return (
-            pod
-            and pod["metadata"]["uid"] != old
-            and pod["status"].get("phase") == "Running"
-            and spark_state(release, NAMESPACE, APP) == "RUNNING"
-        )
-
-    wait_for("a new driver Pod Running and the application RUNNING", new_driver_running, 600)
+    wait_new_driver(release, old)
     restarted = time.monotonic() - started
     wait_for("window rows in the new driver's log", lambda: window_rows(release, NAMESPACE, DRIVER), 600)
     resumed = time.monotonic() - started
@@ -280,16 +286,7 @@ def test_a_stream_that_stops_advancing_is_restarted_by_its_liveness_probe(releas
     failures = wait_for("the driver's liveness probe failing", probe_failed, 300, every=5)
     failed_after = time.monotonic() - started
 
-    def new_driver_running():
-        pod = get(release, "-n", NAMESPACE, "pod", DRIVER)
-        return (
-            pod
-            and pod["metadata"]["uid"] != old
-            and pod["status"].get("phase") == "Running"
-            and spark_state(release, NAMESPACE, APP) == "RUNNING"
-        )
-
-    wait_for("the application restarted with a new driver", new_driver_running, 600)
+    wait_new_driver(release, old)
     restarted = time.monotonic() - started
     wait_for("window rows in the new driver's log", lambda: window_rows(release, NAMESPACE, DRIVER), 600)
     now = get(release, "-n", NAMESPACE, "sparkapplication", APP)["status"].get("executionAttempts", 0)
