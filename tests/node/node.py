@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from apiserver.controlplane import BIN, TOOLS, ControlPlane, Process, free_port, wait_for
+from apiserver.controlplane import BIN, TOOLS, ControlPlane, Process, _openssl, free_port, wait_for
 
 from .host import HostState, differences, restore
 
@@ -121,11 +121,7 @@ class NodeControlPlane(ControlPlane):
     def _pki(self) -> None:
         super()._pki()
         pki = self.dir / "pki"
-
-        def openssl(*args: str) -> None:
-            subprocess.run(["openssl", *args], cwd=pki, check=True, capture_output=True)
-
-        openssl(
+        _openssl(
             "req",
             "-newkey",
             "rsa:2048",
@@ -136,8 +132,9 @@ class NodeControlPlane(ControlPlane):
             "kubelet-client.key",
             "-out",
             "kubelet-client.csr",
+            cwd=pki,
         )
-        openssl(
+        _openssl(
             "x509",
             "-req",
             "-in",
@@ -151,6 +148,7 @@ class NodeControlPlane(ControlPlane):
             "2",
             "-out",
             "kubelet-client.crt",
+            cwd=pki,
         )
         # The kubelet's identity for the Node authorizer: user system:node:<name> in group system:nodes.
         self.kubelet_token = os.urandom(16).hex()
