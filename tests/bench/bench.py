@@ -2,6 +2,9 @@
 
     .venv/bin/python tests/bench/bench.py [--records 200000,2000000] [--repeat 2] [--rate 10000]
                                           [--seconds 60] [--produce-records 300000] [--skip STAGE,...]
+                                          [--scale-sensors 10,10000,100000,1000000]
+                                          [--scale-records 1000000] [--scale-cap 50000]
+                                          [--scale-latency-sensors 100000]
 
 Starts its own local broker (free port, temporary folder) and one SparkSession (local[2]), then:
 
@@ -14,6 +17,10 @@ Starts its own local broker (free port, temporary folder) and one SparkSession (
     report    `sensorstream report` vs Kafka -> from_json -> the same per-sensor aggregation -> noop
               (bench_report.py), per topic size
     latency   end-to-end latency p50/p99 at a steady input rate (bench_latency.py)
+    scale     the stream vs the same floor as the sensors multiply (10 to a million), each batch
+              capped (maxOffsetsPerTrigger): records/s, batch durations, state rows, peak memory
+              of the Python driver and of the JVM apart; then the latency at --rate from
+              --scale-latency-sensors sensors (bench_scale.py; its own table)
 
 For stream and report: wall and CPU seconds (the whole process tree) and the peak resident memory
 of the Spark JVM + this Python process. The figures go to stdout as a table (also appended, dated,
@@ -42,49 +49,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_latency import measure_latency
 from bench_produce import measure_produce
 from bench_report import JARS, ROOT, fill_topic, floor_job
+from bench_scale import measure_scale, stream_floor
 from proc_cpu import PeakRss, tree_cpu_seconds
-from pyspark.sql import functions as F
 
 from sensorstream import report, streaming
-from sensorstream.aggregate import partial_columns, window_column
-from sensorstream.config import load_settings, spark_interval, spark_kafka_options
+from sensorstream.config import load_settings
 from sensorstream.local.broker import LocalKafka, free_port
 from sensorstream.local.topics import TopicSpec, ensure_topics
-from sensorstream.schema import READING_SCHEMA
 from sensorstream.spark import get_session
 
-STAGES = ("produce", "stream", "report", "latency")
-
-
-def stream_floor(spark, settings, checkpoint: Path) -> None:
-    """What Spark itself needs for the windows: from_json, the same windows with a watermark, noop."""
-    source = (
-        spark.readStream.format("kafka")
-        .options(**spark_kafka_options(settings))
-        .option("subscribe", settings.input_topic)
-        .option("startingOffsets", "earliest")
-        .load()
-    )
-    readings = source.select(F.from_json(F.col("value").cast("string"), READING_SCHEMA).alias("r")).select(
-        "r.sensor_id",
-        F.col("r.timestamp").try_cast("timestamp").alias("event_time"),
-        "r.temperature",
-        "r.humidity",
-        "r.pressure",
-    )
-    windows = (
-        readings.withWatermark("event_time", spark_interval(settings.watermark_delay))
-        .groupBy(window_column(F.col("event_time"), settings.window_duration).alias("window"), "sensor_id")
-        .agg(*partial_columns())
-    )
-    query = (
-        windows.writeStream.format("noop")
-        .outputMode("update")
-        .option("checkpointLocation", str(checkpoint))
-        .trigger(availableNow=True)
-        .start()
-    )
-    query.awaitTermination()
+STAGES = ("produce", "stream", "report", "latency", "scale")
 
 
 def timed(job, pids) -> dict:
@@ -127,14 +101,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", default="200000,2000000", help="topic sizes for stream and report")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each job per size (median)")
-    parser.add_argument("--rate", type=int, default=10_000, help="input rate of the latency run, readings/s")
-    parser.add_argument("--seconds", type=float, default=60, help="length of the latency run")
-    parser.add_argument("--trigger", type=float, default=None, help="latency run's trigger, s (default: the stream's)")
+    parser.add_argument("--rate", type=int, default=10_000, help="input rate of the latency runs, readings/s")
+    parser.add_argument("--seconds", type=float, default=60, help="length of the latency runs")
+    parser.add_argument("--trigger", type=float, default=None, help="latency runs' trigger, s (default: the stream's)")
     parser.add_argument("--produce-records", type=int, default=300_000)
+    parser.add_argument("--scale-sensors", default="10,10000,100000,1000000", help="sensor counts of the scale stage")
+    parser.add_argument("--scale-records", type=int, default=1_000_000, help="readings per sensor count (scale)")
+    parser.add_argument("--scale-cap", type=int, default=50_000, help="maxOffsetsPerTrigger of the scale stage")
+    parser.add_argument(
+        "--scale-latency-sensors", type=int, default=100_000, help="sensors of the scale latency run; 0 = none"
+    )
     parser.add_argument("--skip", default="", help=f"stages to leave out, of {','.join(STAGES)}")
     args = parser.parse_args()
-    sizes = [int(s) for s in args.records.split(",")]
     skip = {s for s in args.skip.split(",") if s}
+    # the topics of stream and report: not filled when both are left out
+    sizes = [int(s) for s in args.records.split(",")] if {"stream", "report"} - skip else []
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -210,12 +191,39 @@ def main() -> int:
             results["stages"]["stream"] = stream_runs
         if report_runs:
             results["stages"]["report"] = report_runs
+        trigger = args.trigger if args.trigger is not None else base.trigger_interval.total_seconds()
         if "latency" not in skip:
-            trigger = args.trigger if args.trigger is not None else base.trigger_interval.total_seconds()
             say(f"latency: {args.rate:,} readings/s for {args.seconds:.0f} s, trigger {trigger} s")
             results["stages"]["latency"] = measure_latency(
                 spark, base, bootstrap, tmp, args.rate, args.seconds, trigger, say=say
             )
+        if "scale" not in skip:
+            counts = [int(n) for n in args.scale_sensors.split(",")]
+            say(
+                f"scale: {args.scale_records:,} readings from each of {args.scale_sensors} sensors, "
+                f"at most {args.scale_cap:,} per micro-batch"
+            )
+            scale = {"records": args.scale_records, "cap": args.scale_cap, "repeat": args.repeat}
+            scale["sizes"] = measure_scale(
+                spark, base, bootstrap, tmp, counts, args.scale_records, args.scale_cap, args.repeat, say=say
+            )
+            if args.scale_latency_sensors:
+                say(
+                    f"scale latency: {args.rate:,} readings/s from {args.scale_latency_sensors:,} sensors "
+                    f"for {args.seconds:.0f} s, trigger {trigger} s"
+                )
+                scale["latency"] = measure_latency(
+                    spark,
+                    base,
+                    bootstrap,
+                    tmp,
+                    args.rate,
+                    args.seconds,
+                    trigger,
+                    say=say,
+                    sensors=args.scale_latency_sensors,
+                )
+            results["stages"]["scale"] = scale
         spark.stop()
     results["seconds"] = (datetime.now(timezone.utc) - started).total_seconds()
     table = io.StringIO()
@@ -265,10 +273,11 @@ def print_table(results: dict) -> None:
         f"\nsensorstream benchmark, {results['started']}, {results['machine']['cores']} cores "
         f"(median of the runs; ratio = ours / floor, throughput)"
     )
-    print(
-        f"{'stage':<9} {'records':>10} {'ours /s':>10} {'floor /s':>10} {'ratio':>6} {'CPU s ours/floor':>17} "
-        f"{'peak MiB':>9}"
-    )
+    if set(stages) - {"scale"}:  # scale has its own table
+        print(
+            f"{'stage':<9} {'records':>10} {'ours /s':>10} {'floor /s':>10} {'ratio':>6} {'CPU s ours/floor':>17} "
+            f"{'peak MiB':>9}"
+        )
     if "produce" in stages:
         p = stages["produce"]
         for client, c in p["clients"].items():  # ProducerPerformance's runs are shared by both clients
@@ -288,14 +297,55 @@ def print_table(results: dict) -> None:
             per_m = ", ".join(f"{r['project']['cpu_s'] / r['records'] * 1e6:.1f}" for r in runs)
             print(f"{'':<9} CPU s per million readings ({stage}): {per_m} (equal = linear)")
     if "latency" in stages:
-        lat = stages["latency"]
+        print(f"latency   {latency_line(stages['latency'])}")
+    if "scale" in stages:
+        print_scale(stages["scale"])
+
+
+def latency_line(lat: dict) -> str:
+    """One latency run's figures; "-" where the stream fell too far behind to give one."""
+
+    def s(key: str) -> str:
+        return "-" if lat.get(key) is None else f"{lat[key]:.2f} s"
+
+    sensors = f" from {lat['sensors']:,} sensors" if lat.get("sensors") else ""
+    return (
+        f"{lat['rate']:,}/s{sensors} for {lat['seconds']:.0f} s, trigger {lat['trigger_s']} s: "
+        f"p50 {s('latency_p50_s')}, p99 {s('latency_p99_s')}, max {s('latency_max_s')} "
+        f"({lat['samples']} window records, {lat['closing_samples']} closing a window); "
+        f"batch p50 {s('batch_p50_s')}; last batches' rows {lat['last_batches_rows']}; "
+        f"load sent with {lat['load_client']}"
+    )
+
+
+def print_scale(scale: dict) -> None:
+    """The scale stage's own table: one row per sensor count, ours / floor in each column."""
+    print(
+        f"\nscale: {scale['records']:,} readings over one hour per sensor count, at most {scale['cap']:,} per "
+        f"micro-batch (median of {scale['repeat']}; ratio = ours / floor, throughput; other columns ours / floor)"
+    )
+    print(
+        f"{'sensors':>9} {'ours /s':>9} {'floor /s':>9} {'ratio':>6} {'batches':>9} {'batch p50 s':>11} "
+        f"{'batch p99 s':>11} {'state rows':>17} {'Python MiB':>11} {'JVM MiB':>11}"
+    )
+
+    def pair(ours, floor, spec: str, width: int) -> str:
+        text = "/".join("-" if v is None else format(v, spec) for v in (ours, floor))
+        return f"{text:>{width}}"
+
+    for r in scale["sizes"]:
+        ours, floor = r["project"], r["floor"]
         print(
-            f"latency   {lat['rate']:,}/s for {lat['seconds']:.0f} s, trigger {lat['trigger_s']} s: "
-            f"p50 {lat['latency_p50_s']:.2f} s, p99 {lat['latency_p99_s']:.2f} s, max {lat['latency_max_s']:.2f} s "
-            f"({lat['samples']} window records, {lat['closing_samples']} closing a window); "
-            f"batch p50 {lat['batch_p50_s']:.2f} s; last batches' rows {lat['last_batches_rows']}; "
-            f"load sent with {lat['load_client']}"
+            f"{r['sensors']:>9,} {ours['records_per_s']:>9,.0f} {floor['records_per_s']:>9,.0f} {r['ratio']:>6.2f} "
+            f"{pair(ours['batches'], floor['batches'], 'd', 9)} "
+            f"{pair(ours['batch_p50_s'], floor['batch_p50_s'], '.2f', 11)} "
+            f"{pair(ours['batch_p99_s'], floor['batch_p99_s'], '.2f', 11)} "
+            f"{pair(ours['state_rows'], floor['state_rows'], ',d', 17)} "
+            f"{pair(ours['python_rss_mib'], floor['python_rss_mib'], ',.0f', 11)} "
+            f"{pair(ours['jvm_rss_mib'], floor['jvm_rss_mib'], ',.0f', 11)}"
         )
+    if "latency" in scale:
+        print(f"scale latency: {latency_line(scale['latency'])}")
 
 
 if __name__ == "__main__":

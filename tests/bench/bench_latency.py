@@ -1,6 +1,6 @@
 """End-to-end latency of the stream at a steady input rate: repeatable figures, printed, never asserted.
 
-    .venv/bin/python tests/bench/bench_latency.py [--rate 10000] [--seconds 60] [--trigger 0.5]
+    .venv/bin/python tests/bench/bench_latency.py [--rate 10000] [--seconds 60] [--trigger 0.5] [--sensors 10]
 
 Starts its own local broker (free port, temporary folder) and one SparkSession (local[2]); the
 topics keep Kafka's append time (LogAppendTime). The stream runs with the default sinks while
@@ -77,8 +77,10 @@ def measure_latency(
     trigger: float,
     say=lambda m: None,
     client: str | None = None,
+    sensors: int | None = None,
 ) -> dict:
-    """Run the stream against a steady producer; latency percentiles and batch figures."""
+    """Run the stream against a steady producer of `sensors` sensors (default: the producer's);
+    latency percentiles and batch figures."""
     client = client or load_client()
     tag = uuid.uuid4().hex[:8]
     settings = base.replace(
@@ -136,6 +138,7 @@ def measure_latency(
             client,
             "--topic",
             settings.input_topic,
+            *(["--sensors", str(sensors)] if sensors else []),
         ],
         check=True,
         capture_output=True,
@@ -163,21 +166,24 @@ def measure_latency(
         latencies.append(latency)
         if window["num_readings"] == len(covered):  # the window's last update: its newest reading may
             closing.append(latency)  # have waited for the next trigger, up to one interval
-    steady = [b for b in batches if b.records > 0][3:]
+    with_input = [b for b in batches if b.records > 0]
+    steady = [b.seconds for b in with_input[3:]]  # None below: the stream fell too far behind to say
     return {
         "rate": rate,
         "seconds": seconds,
+        "sensors": sensors,
         "trigger_s": trigger,
         "load_client": client,
         "samples": len(latencies),
-        "latency_p50_s": percentile(latencies, 0.5),
-        "latency_p99_s": percentile(latencies, 0.99),
-        "latency_max_s": max(latencies),
+        "latency_p50_s": percentile(latencies, 0.5) if latencies else None,
+        "latency_p99_s": percentile(latencies, 0.99) if latencies else None,
+        "latency_max_s": max(latencies, default=None),
         "closing_samples": len(closing),
         "closing_max_s": max(closing, default=None),
-        "batch_p50_s": statistics.median(b.seconds for b in steady),
-        "batch_p99_s": percentile([b.seconds for b in steady], 0.99),
-        "last_batches_rows": [b.records for b in steady[-5:]],
+        "batches": len(with_input),
+        "batch_p50_s": statistics.median(steady) if steady else None,
+        "batch_p99_s": percentile(steady, 0.99) if steady else None,
+        "last_batches_rows": [b.records for b in with_input[-5:]],
         "late": sum(b.late for b in batches),
         "rejected": sum(b.rejected for b in batches),
     }
@@ -201,6 +207,7 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=10_000, help="readings per second (default 10000)")
     parser.add_argument("--seconds", type=float, default=60, help="how long the producer sends (default 60)")
     parser.add_argument("--trigger", type=float, default=None, help="micro-batch interval, s (default: the stream's)")
+    parser.add_argument("--sensors", type=int, default=None, help="sensors the producer simulates (default: its own)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sensorstream-bench-"))
     with LocalKafka(tmp, port=free_port(), jars_dir=JARS / "kafka").running() as bootstrap:
@@ -208,7 +215,15 @@ def main() -> int:
         trigger = args.trigger if args.trigger is not None else base.trigger_interval.total_seconds()
         spark = get_session(base)
         result = measure_latency(
-            spark, base, bootstrap, tmp, args.rate, args.seconds, trigger, say=lambda m: print(m, file=sys.stderr)
+            spark,
+            base,
+            bootstrap,
+            tmp,
+            args.rate,
+            args.seconds,
+            trigger,
+            say=lambda m: print(m, file=sys.stderr),
+            sensors=args.sensors,
         )
         spark.stop()
     print(json.dumps(result, indent=2))

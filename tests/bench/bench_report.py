@@ -45,22 +45,38 @@ from sensorstream.spark import get_session  # noqa: E402
 JARS = ROOT / ".sensorstream" / "jars"
 
 
-def fill_topic(spark, settings, records: int, bad_ratio: float) -> None:
-    """Simulator-shaped readings for 10 sensors, 200 ms apart, every 1/bad_ratio-th one out of range."""
+def fill_topic(
+    spark,
+    settings,
+    records: int,
+    bad_ratio: float,
+    sensors: int = 10,
+    span_s: float | None = None,
+    ordered: bool = False,
+) -> None:
+    """Simulator-shaped readings from `sensors` sensors taking turns (sensor_<n % sensors + 1>),
+    every 1/bad_ratio-th one out of range; event times 200 ms apart, or spread evenly over `span_s`
+    seconds.
+
+    `ordered`: written by one Spark task, in offset order, so each partition holds its readings in
+    event-time order, as one producer sends them. Spark's default writes with one task per core,
+    each a stretch of the ids, and every partition interleaves those stretches of event time."""
     every = max(1, round(1 / bad_ratio)) if bad_ratio > 0 else 0
     n = F.col("id")
     humidity = F.round(55 + 20 * F.cos(n / 7000) + F.rand(2) * 4 - 2, 2)
     if every:
         humidity = F.when(n % every == every - 1, F.lit(140.0)).otherwise(humidity)
-    readings = spark.range(records).select(
-        F.concat(F.lit("sensor_"), (n % 10 + 1).cast("string")).alias("sensor_id"),
-        F.date_format(F.timestamp_seconds(F.lit(1769846400) + n / 5), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX").alias(
+    seconds = n * F.lit(span_s / records) if span_s else n / 5
+    ids = spark.range(0, records, 1, 1) if ordered else spark.range(records)
+    readings = ids.select(
+        F.concat(F.lit("sensor_"), (n % sensors + 1).cast("string")).alias("sensor_id"),
+        F.date_format(F.timestamp_seconds(F.lit(1769846400) + seconds), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX").alias(
             "timestamp"
         ),
         F.round(18 + 6 * F.sin(n / 9000) + F.rand(1) * 2 - 1, 2).alias("temperature"),
         humidity.alias("humidity"),
         F.round(1013 + 8 * F.sin(n / 20000) + F.rand(3) - 0.5, 2).alias("pressure"),
-        (n / 10).cast("long").alias("seq"),
+        (n / sensors).cast("long").alias("seq"),
         F.md5(n.cast("string")).alias("event_id"),
     )
     (
