@@ -1,21 +1,20 @@
 """The aggregations, defined once and used by both the stream and the batch report.
 
-Pure DataFrame -> DataFrame functions over what `schema.parse` returns, plus the few plain
-functions a stream needs to fold micro-batches into its open windows (`micro_batch`,
-`merge_partials`, `finish`). A window is always finished from the same partials, whether the
-stream folded them batch by batch or `window_stats` computed them in one pass, so both agree.
+Pure DataFrame -> DataFrame functions over what `schema.parse` returns. A window is always
+finished (`finish_windows`) from the same partials (`partial_columns`), whether Spark's state
+store merged them batch by batch in the stream or `window_stats` computed them in one pass, so
+both agree.
 """
 
 from __future__ import annotations
 
-import functools
 from datetime import timedelta
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from sensorstream.config import micros, spark_interval
-from sensorstream.schema import METRICS, REASON_KINDS, dead_letter_columns
+from sensorstream.config import spark_interval
+from sensorstream.schema import METRICS, REASON_KINDS
 
 _STATS = {
     "avg": F.avg,
@@ -27,8 +26,8 @@ _STATS = {
 #: Window output, in order: what the console shows and the output topic carries.
 WINDOW_STATS = ("avg", "min", "max")
 #: A window's statistics as mergeable partials: how many, and per metric the sum, min and max.
-#: A stream folds each micro-batch's partials into its open windows (`merge_partials`); every
-#: window row, in batch or streaming, is `finish`ed from them, so both compute the same thing.
+#: Spark's state store keeps them per open window of the stream; every window row, in batch or
+#: streaming, is finished from them (`finish_windows`), so both compute the same thing.
 PARTIALS = ("num_readings", *[f"{op}_{m}" for m in METRICS for op in ("sum", "min", "max")])
 
 
@@ -43,8 +42,9 @@ def window_column(event_time: Column, window: timedelta, slide: timedelta | None
 
 
 def partial_columns() -> list[Column]:
-    """The aggregate expressions of PARTIALS, in order."""
-    columns = [F.count(F.lit(1)).alias("num_readings")]
+    """The aggregate expressions of PARTIALS, in order. Readings are counted by their first metric,
+    which every valid reading has: a reject among the rows (null metrics) counts for nothing."""
+    columns = [F.count(METRICS[0]).alias("num_readings")]
     for metric in METRICS:
         columns += [
             F.sum(metric).alias(f"sum_{metric}"),
@@ -52,16 +52,6 @@ def partial_columns() -> list[Column]:
             F.max(metric).alias(f"max_{metric}"),
         ]
     return columns
-
-
-def merge_partials(a: dict, b: dict) -> dict:
-    """Two partials of the same window and sensor -> one (counts and sums add, extremes win)."""
-    merged = {"num_readings": a["num_readings"] + b["num_readings"]}
-    for metric in METRICS:
-        merged[f"sum_{metric}"] = a[f"sum_{metric}"] + b[f"sum_{metric}"]
-        merged[f"min_{metric}"] = min(a[f"min_{metric}"], b[f"min_{metric}"])
-        merged[f"max_{metric}"] = max(a[f"max_{metric}"], b[f"max_{metric}"])
-    return merged
 
 
 def _finish(partial, divide) -> list:
@@ -76,26 +66,28 @@ def _finish(partial, divide) -> list:
 FINISHED = ("num_readings", *[f"{stat}_{metric}" for metric in METRICS for stat in WINDOW_STATS])
 
 
-def finish(partial: dict) -> dict:
-    """A window's partials -> its statistics (FINISHED), as a stream emits them."""
-    return dict(zip(FINISHED, _finish(partial, lambda total, n: total / n)))
-
-
 def window_stats(readings: DataFrame, window: timedelta, slide: timedelta | None = None) -> DataFrame:
-    """Per sensor and event-time window, in batch: num_readings and avg/min/max of each metric.
+    """Per sensor and event-time window: num_readings and avg/min/max of each metric.
 
-    The same partials and the same `finish` as the stream's open windows (streaming.py), so a
-    window computed by the stream and in batch agree.
+    In batch (the report) and in the stream's parquet query alike; the stream's update query
+    finishes its windows with the same `finish_windows`.
     """
-    partials = readings.groupBy(window_column(F.col("event_time"), window, slide).alias("window"), "sensor_id").agg(
-        *partial_columns()
+    return finish_windows(
+        readings.groupBy(window_column(F.col("event_time"), window, slide).alias("window"), "sensor_id").agg(
+            *partial_columns()
+        )
     )
+
+
+def finish_windows(partials: DataFrame, extra: tuple[str, ...] = ()) -> DataFrame:
+    """Rows of (window, sensor_id, PARTIALS) -> window_start, window_end, sensor_id, FINISHED (and `extra`)."""
     finished = _finish({name: F.col(name) for name in PARTIALS}, lambda total, n: total / n)
     return partials.select(
         F.col("window.start").alias("window_start"),
         F.col("window.end").alias("window_end"),
         "sensor_id",
         *[column.alias(name) for column, name in zip(finished, FINISHED)],
+        *extra,
     )
 
 
@@ -128,57 +120,3 @@ def sensor_report(records: DataFrame) -> DataFrame:
             F.array(*[F.lit(k) for k in REASON_KINDS]), F.array(*[F.count_if(kind == k) for k in REASON_KINDS])
         ).alias("rejected"),
     )
-
-
-def micro_batch(
-    records: DataFrame, window: timedelta, slide: timedelta | None = None, with_dead_letters: bool = False
-) -> DataFrame:
-    """One micro-batch of parsed records -> what the stream needs from it, in one Spark job.
-
-    One row per (window, sensor, input partition) of the batch's readings with their PARTIALS and
-    newest event time (kind "window"; a sensor's readings share one partition unless the topic
-    grew), and for the rejects (kind "reject") one row per input partition, or, `with_dead_letters`,
-    one row per reject with its kind of reason and its dead letter (`reason_kind`, `reject_key`,
-    `dead_letter`: `schema.dead_letter_columns`). `records` counts each input record once (a reading
-    in several sliding windows counts in the newest). Window starts are in microseconds. Whether a
-    window is already closed (its readings late) is the driver's call (windows.py): the plan holds
-    no watermark, so it is the same every batch and Spark compiles it once.
-    """
-    keyed, keys, aggregates = _micro_batch_columns(window, slide, with_dead_letters)
-    return records.select(*keyed).groupBy(*keys).agg(*aggregates)
-
-
-@functools.cache
-def _micro_batch_columns(
-    window: timedelta, slide: timedelta | None, with_dead_letters: bool
-) -> tuple[tuple[Column, ...], tuple[str, ...], tuple[Column, ...]]:
-    """micro_batch's expressions, built once: the stream applies them to every micro-batch."""
-    valid = F.col("reason").isNull()
-    # rejects have no event time; give them one so that window() keeps them (it drops nulls)
-    when = F.coalesce(F.col("event_time"), F.timestamp_seconds(F.lit(0)))
-    window_col = window_column(when, window, slide)
-    start = F.unix_micros(window_col["start"])
-    step_us = micros(slide or window)
-    keyed = (
-        F.when(valid, F.lit("window")).otherwise(F.lit("reject")).alias("kind"),
-        F.when(valid, start).alias("window_start_us"),
-        F.when(valid, F.col("sensor_id")).alias("sensor_id"),
-        F.col("source_partition"),  # a window row's too: the watermark follows each partition (windows.py)
-        (F.unix_micros(when) < start + F.lit(step_us)).alias("newest"),
-        F.unix_micros(F.col("event_time")).alias("event_us"),
-        *[F.col(m) for m in METRICS],
-    )
-    keys: tuple[str, ...] = ("kind", "window_start_us", "sensor_id", "source_partition")
-    if with_dead_letters:
-        # A reject's fields are part of its (unique) key: text in an aggregation buffer would take
-        # Spark off its hash aggregation onto sorting every row.
-        key, value = dead_letter_columns()
-        keyed += (
-            F.when(~valid, F.col("source_offset")).alias("source_offset"),
-            F.when(~valid, reason_kind()).alias("reason_kind"),
-            F.when(~valid, key).alias("reject_key"),
-            F.when(~valid, value).alias("dead_letter"),
-        )
-        keys += ("source_offset", "reason_kind", "reject_key", "dead_letter")
-    aggregates = (F.count_if("newest").alias("records"), *partial_columns(), F.max("event_us").alias("max_event_us"))
-    return keyed, keys, aggregates

@@ -349,9 +349,8 @@ def _stream(args, settings) -> int:
     from sensorstream import metrics, streaming
     from sensorstream.spark import SPARK_METRICS_PATH, get_session
 
-    streaming.preflight(settings)
-    if not args.reset_checkpoint:  # a checkpoint that no longer fits the topic: one line, before Spark starts
-        streaming.check_checkpoint(settings, args.skip_lost_records)
+    streaming.preflight(settings)  # once per command: run() is handed what it found
+    gaps = [] if args.reset_checkpoint else streaming.check_checkpoint(settings, args.skip_lost_records)
     _say("starting Spark...")
     spark = get_session(settings, serve_metrics=bool(settings.metrics_port))
     stop = _stop_on_signals()  # after the SparkContext, which installs a SIGINT handler of its own
@@ -363,15 +362,10 @@ def _stream(args, settings) -> int:
             f"metrics: {endpoint.url} (sensorstream), "
             f"http://{host}:{settings.spark_ui_port}{SPARK_METRICS_PATH}/ (Spark)"
         )
-    last: list = []
 
-    def on_progress(progress) -> None:
+    def on_progress(progress) -> None:  # a batch's figures: the metrics, and one line with them as fields
         watched.observe(progress)
-        last[:] = [progress]
-
-    def say(message: str) -> None:  # the progress line of a batch carries its figures as fields
-        fields = vars(last[0]) if last and message == last[0].line() else {}
-        _say(message, **fields)
+        _say(streaming.progress_line(progress), **vars(progress))
 
     try:
         streaming.run(
@@ -380,11 +374,12 @@ def _stream(args, settings) -> int:
             available_now=args.available_now,
             reset_checkpoint=args.reset_checkpoint,
             stop=stop,
-            say=say,
+            say=_say,
             on_progress=on_progress,
             skip_lost_records=args.skip_lost_records,
             on_pulse=watched.pulse,
             heartbeat_file=args.heartbeat_file,
+            checked=gaps,
         )
     finally:
         if endpoint:

@@ -432,6 +432,17 @@ class Settings:
         commands=("stream",),
         chart="stream.maxOffsetsPerTrigger",
     )
+    state_partitions: int = _setting(
+        "STREAM_STATE_PARTITIONS",
+        "4",
+        _at_least(1),
+        "partitions of the stream's window state (Spark's state store); fixed when a checkpoint is "
+        "first written: a new value takes effect after --reset-checkpoint",
+        flag="--state-partitions",
+        metavar="N",
+        commands=("stream",),
+        chart="stream.statePartitions",
+    )
     max_reject_ratio: float | None = _setting(
         "STREAM_MAX_REJECT_RATIO",
         "",

@@ -17,19 +17,14 @@ topic by offsets alone; Kafka's topic ids would tell, but the Python client does
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
+from sensorstream.checkpoint import RESET, committed
 from sensorstream.config import Settings, kafka_python_kwargs
 from sensorstream.errors import CheckpointError
-
-RESET = (
-    "start fresh with --reset-checkpoint (deletes the checkpoint; the stream then reads from "
-    "--starting-offsets, earliest by default)"
-)
 
 
 @dataclass(frozen=True)
@@ -45,58 +40,13 @@ class Gap:
         return self.end - self.first
 
 
-def _latest(folder: Path) -> int | None:
-    ids = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.is_dir() else []
-    return max(ids) if ids else None
-
-
-def _read_log(path: Path) -> list[str]:
-    """The lines of one of Spark's metadata log files; CheckpointError when it is not whole."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"checkpoint file {path} cannot be read ({exc}); {RESET}") from None
-    lines = text.splitlines()
-    try:
-        if not lines or not lines[0].startswith("v") or len(lines) < 2:
-            raise ValueError("incomplete")
-        for line in lines[1:]:
-            json.loads(line)
-    except ValueError:
-        raise CheckpointError(f"checkpoint file {path} is damaged (half-written or truncated); {RESET}") from None
-    return lines
-
-
-def committed_offsets(checkpoint: Path, topic: str) -> dict[int, int] | None:
-    """{partition: next offset to read} of the last committed batch, or None for a new checkpoint.
-
-    Checks that the newest offsets and commits files are whole (Spark reads them first on restart).
-    """
-    offsets, commits = checkpoint / "offsets", checkpoint / "commits"
-    newest = _latest(offsets)
-    if newest is not None:
-        _read_log(offsets / str(newest))
-    committed = _latest(commits)
-    if committed is None:
-        return None
-    _read_log(commits / str(committed))
-    if not (offsets / str(committed)).exists():
-        raise CheckpointError(f"checkpoint {checkpoint} has commit {committed} but no offsets for it; {RESET}")
-    lines = _read_log(offsets / str(committed))
-    for line in lines[2:]:
-        source = json.loads(line)
-        if isinstance(source, dict) and topic in source:
-            return {int(p): int(o) for p, o in source[topic].items()}
-    raise CheckpointError(f"checkpoint {checkpoint} does not read topic {topic!r}; {RESET}")
-
-
 def check(settings: Settings, checkpoint: Path, skip_lost: bool = False) -> list[Gap]:
     """CheckpointError if the checkpoint no longer fits the input topic; the gaps to skip otherwise.
 
     Gaps (records deleted before the stream read them) are an error unless `skip_lost`.
     """
     topic = settings.input_topic
-    position = committed_offsets(checkpoint, topic)
+    position = committed(checkpoint, topic).offsets
     if not position:
         return []
     consumer = KafkaConsumer(

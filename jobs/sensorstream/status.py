@@ -3,8 +3,8 @@
 Spark writes a streaming query's progress into its checkpoint folder (`CHECKPOINT_LOCATION/stream`):
 `offsets/<batch>` holds the source offsets a batch reads up to (a version line, a metadata line,
 then one JSON line per source: {topic: {partition: offset}}), `commits/<batch>` appears once the
-batch is done, and the stream's own open-window state (`open_windows/<batch>.json`, windows.py)
-holds the watermark. The newest committed batch's offsets are what the stream has read for good;
+batch is done; the offsets' metadata line holds the watermark the batch ran with (checkpoint.py
+reads them). The newest committed batch's offsets are what the stream has read for good;
 the lag of a partition is the topic's end offset minus that.
 
 `read_status` reads all of that without Spark and without joining any consumer group, so it can
@@ -13,19 +13,17 @@ run next to a live stream, from a laptop or as a pod's probe.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 from kafka import KafkaConsumer, TopicPartition
 
 from sensorstream.brokers import admin_client
+from sensorstream.checkpoint import committed
 from sensorstream.config import Settings, kafka_python_kwargs
-from sensorstream.errors import CheckpointError
 from sensorstream.streaming import QUERY
-from sensorstream.windows import micros_to_datetime
 
 #: Exit code of `sensorstream status` when the stream is behind (or has no checkpoint yet).
 BEHIND = 3
@@ -57,40 +55,6 @@ class StreamStatus:
         return sum(p.lag for p in self.partitions)
 
 
-def _numbered(folder: Path) -> list[int]:
-    return sorted(int(p.name) for p in folder.glob("*") if p.name.isdigit()) if folder.is_dir() else []
-
-
-def committed_offsets(checkpoint: Path, topic: str) -> tuple[int | None, dict[int, int], datetime | None]:
-    """(newest committed batch id, its end offset per partition of `topic`, when it was committed)."""
-    commits = _numbered(checkpoint / "commits")
-    if not commits:
-        return None, {}, None
-    batch = commits[-1]
-    lines = (checkpoint / "offsets" / str(batch)).read_text(encoding="utf-8").splitlines()
-    offsets: dict[int, int] = {}
-    for line in lines[2:]:  # the version, the batch's metadata, then one line per source
-        try:
-            source = json.loads(line)
-        except ValueError:
-            raise CheckpointError(
-                f"{checkpoint}/offsets/{batch} is not a Kafka source's offsets: {line[:80]!r}"
-            ) from None
-        if isinstance(source, dict) and topic in source:
-            offsets = {int(p): int(o) for p, o in source[topic].items()}
-    at = datetime.fromtimestamp((checkpoint / "commits" / str(batch)).stat().st_mtime, timezone.utc)
-    return batch, offsets, at
-
-
-def watermark(checkpoint: Path) -> datetime | None:
-    """The watermark of the newest saved open-window state (windows.py), if any."""
-    saved = [int(p.stem) for p in (checkpoint / "open_windows").glob("*.json") if p.stem.isdigit()]
-    if not saved:
-        return None
-    state = json.loads((checkpoint / "open_windows" / f"{max(saved)}.json").read_text(encoding="utf-8"))
-    return micros_to_datetime(state["watermark_us"])
-
-
 def end_offsets(settings: Settings, topic: str) -> dict[int, int]:
     """The topic's end offset per partition (the offset the next record will get)."""
     quiet = logging.getLogger("kafka")
@@ -111,9 +75,9 @@ def read_status(settings: Settings) -> StreamStatus:
     with admin_client(settings) as admin:  # a clear error within seconds when the broker is away
         topics = sorted(t for t in admin.list_topics() if not t.startswith("__"))
     ends = end_offsets(settings, settings.input_topic) if settings.input_topic in topics else {}
-    batch, offsets, at = committed_offsets(checkpoint, settings.input_topic)
-    partitions = [PartitionLag(p, offsets.get(p), end) for p, end in sorted(ends.items())]
-    return StreamStatus(checkpoint, settings.input_topic, batch, at, watermark(checkpoint), partitions, topics)
+    done = committed(checkpoint, settings.input_topic)
+    partitions = [PartitionLag(p, done.offsets.get(p), end) for p, end in sorted(ends.items())]
+    return StreamStatus(checkpoint, settings.input_topic, done.batch_id, done.at, done.watermark, partitions, topics)
 
 
 def _when(moment: datetime | None) -> str:
