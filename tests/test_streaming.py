@@ -167,19 +167,19 @@ def test_a_stop_during_a_batch_ends_quietly_and_the_batch_runs_again(kafka_setti
     sim = RecordingSimulator(sensors=3, seed=5, clock=stepping_clock(step=timedelta(seconds=1)))
     assert produce(kafka_settings, sim, count=30, rate=0).acked == 30
     stop = threading.Event()
-    real = streaming.stream_plan
+    real = streaming.plan.stream_plan
 
     def slow(source, *args):  # each record takes a second: the stop lands in the middle of the job
         threading.Timer(12, stop.set).start()
         return real(source.where(F.expr("reflect('java.lang.Thread', 'sleep', 1000L) is null")), *args)
 
-    monkeypatch.setattr(streaming, "stream_plan", slow)
+    monkeypatch.setattr(streaming.plan, "stream_plan", slow)
     said = []
     streaming.run(spark, kafka_settings.replace(sinks=("kafka",)), stop=stop, say=said.append)
     assert any("stopped during micro-batch" in line for line in said), said
     assert not consume_all(kafka_settings, kafka_settings.output_topic)
 
-    monkeypatch.setattr(streaming, "stream_plan", real)
+    monkeypatch.setattr(streaming.plan, "stream_plan", real)
     streaming.run(spark, kafka_settings.replace(sinks=("kafka",)), available_now=True, say=lambda _: None)
     latest = {r.key: json.loads(r.value) for r in consume_all(kafka_settings, kafka_settings.output_topic)}
     assert sum(w["num_readings"] for w in latest.values()) == 30

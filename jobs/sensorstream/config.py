@@ -443,6 +443,18 @@ class Settings:
         commands=("stream",),
         chart="stream.statePartitions",
     )
+    state_store: str = _setting(
+        "STREAM_STATE_STORE",
+        "hdfs",
+        _choice("hdfs", "rocksdb"),
+        "where the stream's open windows live: hdfs (Spark's default: executor memory, deltas to the "
+        "checkpoint) or rocksdb (executor disk, for states larger than memory); fixed when a checkpoint "
+        "is first written",
+        flag="--state-store",
+        metavar="hdfs|rocksdb",
+        commands=("stream",),
+        chart="stream.stateStore",
+    )
     max_reject_ratio: float | None = _setting(
         "STREAM_MAX_REJECT_RATIO",
         "",

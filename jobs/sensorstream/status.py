@@ -21,9 +21,8 @@ from pathlib import Path
 from kafka import KafkaConsumer, TopicPartition
 
 from sensorstream.brokers import admin_client
-from sensorstream.checkpoint import committed
 from sensorstream.config import Settings, kafka_python_kwargs
-from sensorstream.streaming import QUERY
+from sensorstream.streaming.checkpoint import QUERY, committed
 
 #: Exit code of `sensorstream status` when the stream is behind (or has no checkpoint yet).
 BEHIND = 3

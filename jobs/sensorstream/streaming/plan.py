@@ -1,0 +1,173 @@
+"""The stream's query plans: Kafka -> parse once -> records shuffled by (window, sensor) -> Spark's
+window aggregation and each record's own row, over one exchange; the parquet sink's query; the
+stream's Spark session."""
+
+from __future__ import annotations
+
+import weakref
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sensorstream.aggregate import FINISHED, finish_windows, partial_columns, reason_kind, window_column, window_stats
+from sensorstream.config import Settings, micros, spark_interval, spark_kafka_options
+from sensorstream.schema import METRICS, dead_letter_columns, parse
+
+
+def read_source(spark: SparkSession, settings: Settings, fail_on_data_loss: bool = True) -> DataFrame:
+    reader = (
+        spark.readStream.format("kafka")
+        .options(**spark_kafka_options(settings))
+        .option("subscribe", settings.input_topic)
+        .option("startingOffsets", settings.starting_offsets)
+        .option("failOnDataLoss", str(fail_on_data_loss).lower())
+    )
+    if settings.max_offsets_per_trigger:
+        reader = reader.option("maxOffsetsPerTrigger", str(settings.max_offsets_per_trigger))
+    return reader.load()
+
+
+_UTC_FORMAT = "yyyy-MM-dd'T'HH:mm:ss'Z'"
+
+
+def shuffled_records(source: DataFrame, settings: Settings) -> DataFrame:
+    """Kafka records -> parsed once -> one row each, shuffled by (window, sensor): what both
+    branches of the query read (`stream_plan`).
+
+    Columns: `window` (of the event time; a reject gets the Unix epoch's, which never moves the
+    watermark), `sensor_id` and the metrics (null for a reject), `dead_letter` (a reject's key,
+    value and kind of reason; null for a reading) and `newest` (the row of a reading's newest
+    window, when windows slide; every row when they do not).
+    """
+    records = parse(source)
+    valid = F.col("reason").isNull()
+    key, value = dead_letter_columns()
+    timed = records.select(
+        F.coalesce(F.col("event_time"), F.timestamp_seconds(F.lit(0))).alias("event_time"),
+        F.when(valid, F.col("sensor_id")).alias("sensor_id"),
+        *[F.col(m) for m in METRICS],
+        F.when(~valid, F.struct(key.alias("key"), value.alias("value"), reason_kind().alias("reason_kind"))).alias(
+            "dead_letter"
+        ),
+    ).withWatermark("event_time", spark_interval(settings.watermark_delay))
+    window = window_column(F.col("event_time"), settings.window_duration, settings.slide_duration)
+    step_us = micros(settings.slide_duration or settings.window_duration)
+    windowed = timed.select(window.alias("window"), "sensor_id", *METRICS, "dead_letter", "event_time").select(
+        "window",
+        "sensor_id",
+        *METRICS,
+        "dead_letter",
+        (F.unix_micros(F.col("event_time")) < F.unix_micros(F.col("window.start")) + F.lit(step_us)).alias("newest"),
+    )
+    # by the state's own keys: the stateful aggregation needs no shuffle of its own, so Spark plans
+    # one exchange for both branches and reuses it (one Kafka read, one parse)
+    return windowed.repartition("window", "sensor_id")
+
+
+def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
+    """The one streaming query: Spark's windowed aggregation of the readings (its state store,
+    update mode) unioned with every record's own row (rejects' dead letters, readings for the
+    counts), both over the same shuffled records. Columns: kind ("window", "reading", "reject"),
+    topic, key, value (a window's or a reject's Kafka record), reason_kind, end_us (a reading's
+    window end, for the late count), newest, num_readings, `_shared`.
+
+    `_shared` reads every shuffled column in both branches: Spark prunes each branch's columns
+    before the exchange, and reuses an exchange only when both branches need the very same ones.
+    """
+    shuffled = shuffled_records(source, settings)
+    windows = finish_windows(
+        shuffled.groupBy("window", "sensor_id").agg(
+            *partial_columns(),
+            (F.count("dead_letter") + F.count_if("newest")).alias("_shared"),
+        ),
+        extra=("_shared",),
+    )
+    start = F.date_format("window_start", _UTC_FORMAT)
+    window_rows = windows.select(
+        F.lit("window").alias("kind"),
+        F.lit(settings.output_topic).alias("topic"),
+        F.concat_ws("|", "sensor_id", start).alias("key"),
+        F.to_json(
+            F.struct(
+                start.alias("window_start"),
+                F.date_format("window_end", _UTC_FORMAT).alias("window_end"),
+                "sensor_id",
+                *FINISHED,
+            )
+        ).alias("value"),
+        F.lit(None).cast("string").alias("reason_kind"),
+        F.lit(None).cast("long").alias("end_us"),
+        F.lit(True).alias("newest"),
+        "num_readings",
+        "_shared",
+    )
+    is_reject = F.col("dead_letter").isNotNull()
+    record_rows = shuffled.select(
+        F.when(is_reject, F.lit("reject")).otherwise(F.lit("reading")).alias("kind"),
+        F.lit(settings.dead_letter_topic).alias("topic"),
+        F.col("dead_letter.key").alias("key"),
+        F.col("dead_letter.value").alias("value"),
+        F.col("dead_letter.reason_kind").alias("reason_kind"),
+        F.when(~is_reject, F.unix_micros(F.col("window.end"))).alias("end_us"),
+        "newest",
+        F.lit(0).cast("long").alias("num_readings"),
+        F.size(F.array_compact(F.array(*[F.col(c).cast("string") for c in ("sensor_id", *METRICS)]))).alias("_shared"),
+    )
+    return window_rows.unionByName(record_rows)
+
+
+def finals_plan(source: DataFrame, settings: Settings) -> DataFrame:
+    """The parquet sink's query: the same parse and windows, in append mode (each window once,
+    when the watermark passes it), for Spark's exactly-once file sink."""
+    readings = parse(source).where(F.col("reason").isNull())
+    return window_stats(
+        readings.withWatermark("event_time", spark_interval(settings.watermark_delay)),
+        settings.window_duration,
+        settings.slide_duration,
+    )
+
+
+#: The stream's own SQL settings (a session of its own, so a report in the same process keeps
+#: Spark's defaults). Late readings are judged against the watermark the batch runs with
+#: (allowMultiple false: the one the checkpoint's offsets/N records, so the stream counts exactly
+#: what Spark drops). No adaptive re-planning: a micro-batch is small, and the shared exchange must
+#: keep its partitioning. The state store provider and the number of state partitions come from
+#: the settings (`state_conf`).
+STREAM_CONF = {
+    "spark.sql.adaptive.enabled": "false",
+    "spark.sql.streaming.statefulOperator.allowMultiple": "false",
+}
+#: STREAM_STATE_STORE -> Spark's state store provider. hdfs: Spark's default, the open windows in
+#: the executors' memory, each batch's changes written to the checkpoint as a delta file; rocksdb:
+#: the windows in RocksDB on the executors' local disk (off the JVM heap), changes checkpointed as
+#: changelogs, for states larger than the executors' memory (jobs/README.md has the figures).
+STATE_STORES = {
+    "hdfs": "org.apache.spark.sql.execution.streaming.state.HDFSBackedStateStoreProvider",
+    "rocksdb": "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider",
+}
+
+
+def state_conf(settings: Settings) -> dict[str, str]:
+    """The state store's settings; Spark freezes both into the checkpoint at its first batch."""
+    return {
+        "spark.sql.streaming.stateStore.providerClass": STATE_STORES[settings.state_store],
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
+        "spark.sql.shuffle.partitions": str(settings.state_partitions),
+    }
+
+
+#: Keyed by the session itself, held weakly: an id() could come back for a later session after
+#: `spark.stop()` and hand it a session of the stopped context.
+_STREAM_SESSIONS: weakref.WeakKeyDictionary[SparkSession, SparkSession] = weakref.WeakKeyDictionary()
+
+
+def stream_session(spark: SparkSession) -> SparkSession:
+    """The session the stream's queries run in: `spark`'s context and settings, plus STREAM_CONF."""
+    session = _STREAM_SESSIONS.get(spark)
+    if session is None:
+        session = spark.newSession()
+        inherited = {k: v for k, v in spark.conf.getAll.items() if spark.conf.isModifiable(k)}
+        for key, value in {**inherited, **STREAM_CONF}.items():  # a new session starts from the context's
+            session.conf.set(key, value)
+        _STREAM_SESSIONS[spark] = session
+    return session
