@@ -5,6 +5,7 @@ import re
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 
@@ -291,3 +292,24 @@ def test_spark_reports_the_lag_per_partition_and_an_idle_query_keeps_its_heartbe
     assert idle[-1].at > batches[-1].at
     assert abs(beat.stat().st_mtime - idle[-1].at.timestamp()) < 2, "the heartbeat follows the idle reports"
     assert time.time() - beat.stat().st_mtime < 30
+
+
+def test_one_read_and_one_parse_serve_the_windows_and_the_dead_letters(kafka_settings, spark):
+    """The windows (Spark's state) and each record's own row read one shuffle: Spark reuses the
+    exchange, so the topic is read and parsed once per batch (numInputRows = the records read).
+    A change that makes the branches need different columns would silently double the work."""
+    sim = RecordingSimulator(sensors=3, seed=9, clock=stepping_clock(step=timedelta(seconds=1)), bad_ratio=0.2)
+    assert produce(kafka_settings, sim, count=40, rate=0).acked == 40
+    session = streaming.stream_session(spark)
+    query = (
+        streaming.stream_plan(streaming.read_source(session, kafka_settings), kafka_settings)
+        .writeStream.outputMode("update")
+        .foreachBatch(lambda rows, batch_id: rows.count())
+        .option("checkpointLocation", str(Path(kafka_settings.checkpoint_location) / "plan"))
+        .trigger(availableNow=True)
+        .start()
+    )
+    query.awaitTermination()
+    plan = query._jsq.explainInternal(False)  # the last batch's physical plan
+    assert "ReusedExchange" in plan, plan
+    assert query.recentProgress[0].numInputRows == 40
