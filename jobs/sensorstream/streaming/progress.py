@@ -41,7 +41,7 @@ def progress_line(p: BatchProgress) -> str:
         f"batch {p.batch_id}: {p.records:,} records ({p.rejected:,} rejected, {p.late:,} late "
         f"dropped) in {p.seconds:.2f} s, {processed:,.0f}/s processed{arriving}; "
         f"{p.windows_updated} window(s) updated, {p.windows_final} final, {p.open_windows:,} open; "
-        f"watermark {p.watermark:%Y-%m-%d %H:%M:%S}"
+        + (f"watermark {p.watermark:%Y-%m-%d %H:%M:%S}" if p.watermark.timestamp() > 0 else "no watermark yet")
     )
 
 
