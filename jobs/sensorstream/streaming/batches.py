@@ -146,6 +146,14 @@ class _Batches:
             (F.col("kind") == "reject") & F.col("newest")
         )
         self._is_window = is_window
+        kind, newest = F.col("kind"), F.col("newest")
+        self._is_reading = (kind == "reading") & newest
+        # the batch's counts but the late one (its watermark changes): built once, not every batch
+        self._counted = [
+            F.count_if((kind != "window") & newest).alias("records"),
+            F.count_if(is_window).alias("windows"),
+            *[F.count_if((kind == "reject") & newest & (F.col("reason_kind") == k)).alias(k) for k in REASON_KINDS],
+        ]
 
     def __call__(self, rows: DataFrame, batch_id: int) -> None:
         try:
@@ -170,21 +178,13 @@ class _Batches:
     def _batch(self, rows: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         mark_ms = watermark_ms(self.checkpoint, batch_id)
-        kind, newest = F.col("kind"), F.col("newest")
-        counted = {
-            "records": F.count_if((kind != "window") & newest),
-            "late": F.count_if((kind == "reading") & newest & (F.col("end_us") <= F.lit(mark_ms * 1000))),
-            "windows": F.count_if(self._is_window),
-            **{
-                f"reject {k}": F.count_if((kind == "reject") & newest & (F.col("reason_kind") == k))
-                for k in REASON_KINDS
-            },
-        }
+        late = F.count_if(self._is_reading & (F.col("end_us") <= F.lit(mark_ms * 1000))).alias("late")
         rows = rows.persist()  # counted, then written: Spark runs the batch (and its state store) once
         try:
-            figures = rows.agg(*[c.alias(name) for name, c in counted.items()]).collect()[0].asDict()
+            figures = rows.agg(*self._counted, late).collect()[0].asDict()
             updated = figures["windows"]
-            if (updated and "kafka" in self.settings.sinks) or any(figures[f"reject {k}"] for k in REASON_KINDS):
+            rejects = {k: figures[k] for k in REASON_KINDS if figures[k]}
+            if (updated and "kafka" in self.settings.sinks) or rejects:
                 (
                     rows.where(self._written)
                     .select("topic", "key", "value")
@@ -203,7 +203,6 @@ class _Batches:
                 self._show(batch_id, updated, [json.loads(r.value) for r in windows.collect()])
         finally:
             rows.unpersist()
-        rejects = {k: figures[f"reject {k}"] for k in REASON_KINDS if figures[f"reject {k}"]}
         batch = BatchFigures(
             batch_id,
             figures["records"],
