@@ -48,14 +48,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_latency import measure_latency
 from bench_produce import measure_produce
-from bench_report import JARS, ROOT, fill_topic, floor_job
+from bench_report import JARS, ROOT, fill_topic, floor_job, fresh_topics
 from bench_scale import measure_scale, stream_floor
 from proc_cpu import PeakRss, tree_cpu_seconds
 
 from sensorstream import report, streaming
 from sensorstream.config import load_settings
 from sensorstream.local.broker import LocalKafka, free_port
-from sensorstream.local.topics import TopicSpec, ensure_topics
 from sensorstream.spark import get_session
 
 STAGES = ("produce", "stream", "report", "latency", "scale")
@@ -134,22 +133,7 @@ def main() -> int:
         pids = [os.getpid(), spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()]
         stream_runs, report_runs = [], []
         for size in sizes:
-            tag = uuid.uuid4().hex[:8]
-            settings = base.replace(
-                input_topic=f"bench-{tag}",
-                output_topic=f"bench-out-{tag}",
-                dead_letter_topic=f"bench-dlq-{tag}",
-                report_dir=tmp / "reports",
-                report_formats=("csv",),
-            )
-            ensure_topics(
-                bootstrap,
-                [
-                    TopicSpec(settings.input_topic, 3),
-                    TopicSpec(settings.output_topic, 3),
-                    TopicSpec(settings.dead_letter_topic, 1),
-                ],
-            )
+            settings = fresh_topics(base, bootstrap, "bench", report_dir=tmp / "reports", report_formats=("csv",))
             say(f"filling {settings.input_topic} with {size:,} readings...")
             fill_topic(spark, settings, size, 0.01)
             if "stream" not in skip:

@@ -45,6 +45,27 @@ from sensorstream.spark import get_session  # noqa: E402
 JARS = ROOT / ".sensorstream" / "jars"
 
 
+def fresh_topics(base, bootstrap: str, prefix: str, **overrides):
+    """`base` with new uniquely named input (3 partitions), output (3) and dead-letter (1) topics,
+    created on the broker, and `overrides`."""
+    tag = uuid.uuid4().hex[:8]
+    settings = base.replace(
+        input_topic=f"{prefix}-{tag}",
+        output_topic=f"{prefix}-out-{tag}",
+        dead_letter_topic=f"{prefix}-dlq-{tag}",
+        **overrides,
+    )
+    ensure_topics(
+        bootstrap,
+        [
+            TopicSpec(settings.input_topic, 3),
+            TopicSpec(settings.output_topic, 3),
+            TopicSpec(settings.dead_letter_topic, 1),
+        ],
+    )
+    return settings
+
+
 def fill_topic(
     spark,
     settings,

@@ -44,14 +44,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_latency import percentile
-from bench_report import fill_topic
+from bench_report import fill_topic, fresh_topics
 from proc_cpu import PeakRss, tree_cpu_seconds
 from pyspark.sql import functions as F
 
 from sensorstream import streaming
 from sensorstream.aggregate import partial_columns, window_column
 from sensorstream.config import spark_interval, spark_kafka_options
-from sensorstream.local.topics import TopicSpec, ensure_topics
 from sensorstream.schema import READING_SCHEMA
 
 SPAN_S = 3600  # the readings' event times cover one hour
@@ -175,21 +174,7 @@ def measure_scale(
     python_pid, jvm_pid = os.getpid(), spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
     results = []
     for i, sensors in enumerate(sensor_counts):
-        tag = uuid.uuid4().hex[:8]
-        settings = base.replace(
-            input_topic=f"scale-{tag}",
-            output_topic=f"scale-out-{tag}",
-            dead_letter_topic=f"scale-dlq-{tag}",
-            sinks=("kafka",),
-        )
-        ensure_topics(
-            bootstrap,
-            [
-                TopicSpec(settings.input_topic, 3),
-                TopicSpec(settings.output_topic, 3),
-                TopicSpec(settings.dead_letter_topic, 1),
-            ],
-        )
+        settings = fresh_topics(base, bootstrap, "scale", sinks=("kafka",))
         say(f"filling {settings.input_topic} with {records:,} readings from {sensors:,} sensors over one hour...")
         fill_topic(spark, settings, records, BAD_RATIO, sensors=sensors, span_s=SPAN_S, ordered=True)
         jobs = {
