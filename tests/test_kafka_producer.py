@@ -96,7 +96,7 @@ def test_reconnects_to_a_broker_that_is_down_at_least_every_second(settings):
 @pytest.mark.parametrize("internal", INTERNALS, ids=lambda internal: internal.used_by.split(":")[0])
 def test_pinned_kafka_python_has_what_each_correction_needs(internal):
     """When this fails, the pinned kafka-python changed what a correction relies on: see
-    jobs/README.md, "The Kafka client", before moving the pin."""
+    jobs/README.md, "Why 2.3.3, not 3.0", before moving the pin."""
     assert internal.present(), f"kafka-python {kafka.__version__} lacks {internal.what} ({internal.used_by})"
 
 

@@ -1,8 +1,8 @@
 """kafka-python's producer as sensorstream runs it: riding out a broker that dies and comes back.
 
-Both of the product's kafka-python producers (`sensorstream produce` and the stream's window
-output) are made here, with two corrections to kafka-python 2.3.3 (the newest 2.x; 3.x fixed the
-second, but is no drop-in replacement: jobs/README.md, "The Kafka client"):
+The product's kafka-python producer (`sensorstream produce`) is made here, with two corrections
+to kafka-python 2.3.3 (the newest 2.x; 3.x fixed the second, but is no drop-in replacement:
+jobs/README.md, "Why 2.3.3, not 3.0"):
 
 - Reconnecting. kafka-python doubles its wait before reconnecting to a broker after every failed
   attempt, up to 30 s (`reconnect_backoff_max_ms`; the Java client stops at 1 s), and it asks for
