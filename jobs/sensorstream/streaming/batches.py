@@ -49,6 +49,36 @@ CONSOLE_ROWS = 50
 REJECT_RATIO_MIN_RECORDS = 100
 
 
+#: How long a batch waits for its counts once written. Spark hands an `Observation` its figures
+#: through the listener bus, which drops events when it falls far behind; without a limit the stream
+#: would then wait forever. With it the batch fails uncommitted, and runs again on restart.
+OBSERVED_TIMEOUT_S = 60.0
+
+
+def observed(counts: Observation, batch_id: int, timeout_s: float = OBSERVED_TIMEOUT_S) -> dict:
+    """The figures of `counts` (its action done), or an error after `timeout_s`."""
+    got: dict = {}
+    failed: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            got.update(counts.get)
+        except BaseException as exc:  # handed to the batch
+            failed.append(exc)
+
+    waiter = threading.Thread(target=wait, name=f"counts of micro-batch {batch_id}", daemon=True)
+    waiter.start()
+    waiter.join(timeout_s)
+    if failed:
+        raise failed[0]
+    if waiter.is_alive():  # left waiting, a daemon: it ends with the process
+        raise SensorstreamError(
+            f"Spark did not hand over the counts of micro-batch {batch_id} within {timeout_s:g} s of writing it; "
+            "the batch was not committed and runs again when the stream restarts"
+        )
+    return got
+
+
 class RejectLimit:
     """The first micro-batch whose share of rejects is above --max-reject-ratio, once it is written.
 
@@ -199,7 +229,7 @@ class _Batches:
                 .option("kafka.batch.size", str(512 * 1024))
                 .save()
             )
-            figures = counts.get
+            figures = observed(counts, batch_id)
             updated = figures["windows"]
             rejects = {k: figures[k] for k in REASON_KINDS if figures[k]}
             if self.console and updated:
