@@ -209,7 +209,7 @@ class _Batches:
         started = time.monotonic()
         mark_ms = watermark_ms(self.checkpoint, batch_id)
         late = F.count_if(self._is_reading & (F.col("end_us") <= F.lit(mark_ms * 1000))).alias("late")
-        # counted while written: one Spark job (an Observation completes on Kafka's V2 write, STREAM_CONF)
+        # counted while written: one Spark job (an Observation completes on Kafka's V2 write, stream_session)
         counts = Observation(f"batch {batch_id}")
         if self.console:
             rows = rows.persist()  # the console reads the windows again: Spark runs the batch (and its state) once

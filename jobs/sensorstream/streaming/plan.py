@@ -135,12 +135,9 @@ def finals_plan(source: DataFrame, settings: Settings) -> DataFrame:
 #: (allowMultiple false: the one the checkpoint's offsets/N records, so the stream counts exactly
 #: what Spark drops). No adaptive re-planning: a micro-batch is small, and the shared exchange must
 #: keep its partitioning. The state store provider and the number of state partitions come from
-#: the settings (`state_conf`).
+#: the settings (`state_conf`); Kafka's writer is Spark's V2 one (`stream_session`).
 STREAM_CONF = {
     "spark.sql.adaptive.enabled": "false",
-    # Kafka through Spark's V2 writer: the batch handler's Observation then sees the write's rows
-    # (Spark's V1 Kafka command runs its query apart, and an Observation on it never completes)
-    "spark.sql.sources.useV1SourceList": "avro,csv,json,orc,parquet,text",
     "spark.sql.streaming.statefulOperator.allowMultiple": "false",
 }
 #: STREAM_STATE_STORE -> Spark's state store provider. hdfs: Spark's default, the open windows in
@@ -162,6 +159,8 @@ def state_conf(settings: Settings) -> dict[str, str]:
     }
 
 
+_V1_SOURCES = "spark.sql.sources.useV1SourceList"
+
 #: Keyed by the session itself, held weakly: an id() could come back for a later session after
 #: `spark.stop()` and hand it a session of the stopped context.
 _STREAM_SESSIONS: weakref.WeakKeyDictionary[SparkSession, SparkSession] = weakref.WeakKeyDictionary()
@@ -175,5 +174,10 @@ def stream_session(spark: SparkSession) -> SparkSession:
         inherited = {k: v for k, v in spark.conf.getAll.items() if spark.conf.isModifiable(k)}
         for key, value in {**inherited, **STREAM_CONF}.items():  # a new session starts from the context's
             session.conf.set(key, value)
+        # Kafka through Spark's V2 writer: the batch handler's Observation then sees the write's rows
+        # (Spark's V1 Kafka command runs its query apart, and an Observation on it never completes).
+        # The other sources keep the list they had (Spark's default, or the user's).
+        v1 = session.conf.get(_V1_SOURCES) or ""
+        session.conf.set(_V1_SOURCES, ",".join(s for s in v1.split(",") if s.strip().lower() != "kafka"))
         _STREAM_SESSIONS[spark] = session
     return session
