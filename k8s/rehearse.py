@@ -41,7 +41,7 @@ import yaml
 
 from sensorstream.config import default_state_dir
 from sensorstream.jvm import jars_folder
-from sensorstream.local.broker import free_port
+from sensorstream.local.ports import free_port
 from sensorstream.local.topics import TopicSpec, ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]

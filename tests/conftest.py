@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from sensorstream.config import Settings
-from sensorstream.local.broker import LocalKafka, free_port
+from sensorstream.local.broker import LocalKafka
+from sensorstream.local.ports import free_port
 from support.broker import base_settings, isolated_settings
 from support.cli import isolated_env
 from support.places import KAFKA_JARS, SPARK_JARS

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from sensorstream.errors import LocalStackError
-from sensorstream.local.broker import LocalKafka, free_port
+from sensorstream.local.broker import LocalKafka
+from sensorstream.local.ports import free_port
 from sensorstream.local.topics import specs_from_values
 from support.cli import cli
 from support.places import CHART, KAFKA_JARS

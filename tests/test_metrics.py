@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from sensorstream.local.broker import free_port
+from sensorstream.local.ports import free_port
 from sensorstream.readings import REASON_KINDS
 from sensorstream.spark import SPARK_METRICS_PATH
 from support.cli import assert_one_line_error, cli, topic_env

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from sensorstream.local.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 #: Where `make k8s-tools` puts the binaries ($SENSORSTREAM_K8S_TOOLS overrides, for another cache).
 TOOLS = Path(os.environ.get("SENSORSTREAM_K8S_TOOLS") or ROOT / ".sensorstream" / "tools")
@@ -47,12 +49,6 @@ RESTRICTED = {
 
 def missing_binaries(names=BINARIES) -> list[str]:
     return [name for name in names if not os.access(BIN / name, os.X_OK)]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _die_with_parent() -> None:

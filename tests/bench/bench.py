@@ -54,7 +54,8 @@ from proc_cpu import PeakRss, tree_cpu_seconds
 
 from sensorstream import report, streaming
 from sensorstream.config import load_settings
-from sensorstream.local.broker import LocalKafka, free_port
+from sensorstream.local.broker import LocalKafka
+from sensorstream.local.ports import free_port
 from sensorstream.spark import get_session
 
 STAGES = ("produce", "stream", "report", "latency", "scale")

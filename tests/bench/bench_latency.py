@@ -38,7 +38,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from sensorstream import streaming  # noqa: E402
 from sensorstream.config import load_settings  # noqa: E402
 from sensorstream.errors import TopicMissingError  # noqa: E402
-from sensorstream.local.broker import LocalKafka, free_port  # noqa: E402
+from sensorstream.local.broker import LocalKafka  # noqa: E402
+from sensorstream.local.ports import free_port  # noqa: E402
 from sensorstream.local.topics import TopicSpec, ensure_topics  # noqa: E402
 from sensorstream.spark import get_session  # noqa: E402
 from support.broker import consume_all  # noqa: E402

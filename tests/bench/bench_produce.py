@@ -43,7 +43,8 @@ from proc_cpu import tree_cpu_seconds  # noqa: E402
 
 from sensorstream.config import PRODUCER_CLIENTS, load_settings  # noqa: E402
 from sensorstream.jvm import find_java, require_jars  # noqa: E402
-from sensorstream.local.broker import LocalKafka, free_port  # noqa: E402
+from sensorstream.local.broker import LocalKafka  # noqa: E402
+from sensorstream.local.ports import free_port  # noqa: E402
 from sensorstream.local.topics import TopicSpec, ensure_topics  # noqa: E402
 from sensorstream.producer import produce, worker_count  # noqa: E402
 from sensorstream.simulator import Simulator  # noqa: E402

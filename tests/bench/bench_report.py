@@ -37,7 +37,8 @@ from pyspark.sql import functions as F  # noqa: E402
 from sensorstream import report  # noqa: E402
 from sensorstream.aggregate import sensor_report  # noqa: E402
 from sensorstream.config import load_settings, spark_kafka_options  # noqa: E402
-from sensorstream.local.broker import LocalKafka, free_port  # noqa: E402
+from sensorstream.local.broker import LocalKafka  # noqa: E402
+from sensorstream.local.ports import free_port  # noqa: E402
 from sensorstream.local.topics import TopicSpec, ensure_topics  # noqa: E402
 from sensorstream.schema import READING_SCHEMA  # noqa: E402
 from sensorstream.spark import get_session  # noqa: E402

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from sensorstream.config import load_settings
-from sensorstream.local.broker import LocalKafka, free_port
+from sensorstream.local.broker import LocalKafka
+from sensorstream.local.ports import free_port
 from support.broker import consume_all
 from support.cli import assert_one_line_error, cli, isolated_env
 from support.places import KAFKA_JARS

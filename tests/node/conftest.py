@@ -18,7 +18,8 @@ from typing import ClassVar
 import pytest
 
 from apiserver.controlplane import SparkOperator, missing_binaries
-from sensorstream.local.broker import LocalKafka, free_port
+from sensorstream.local.broker import LocalKafka
+from sensorstream.local.ports import free_port
 from sensorstream.local.topics import ensure_topics, specs_from_values
 from support.chart import RELEASE, crds_dir
 from support.places import K8S, KAFKA_JARS, ROOT

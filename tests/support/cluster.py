@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from kafka.admin import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from sensorstream.local.broker import LocalKafka
+from sensorstream.local.ports import free_ports
 from sensorstream.local.topics import TopicSpec, ensure_topics
 
 from .broker import base_settings, read_all  # noqa: F401 - read_all: the faults tests import it from here
@@ -30,26 +30,6 @@ from .places import KAFKA_JARS, SPARK_JARS
 
 BROKERS = 3
 MIN_ISR = "2"
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def free_ports(count: int) -> int:
-    """The first of `count` consecutive free ports on 127.0.0.1 (LocalKafka uses port+N-1)."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = sock.getsockname()[1]
-        if base + count < 65000 and all(_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no free consecutive ports")
 
 
 class FaultCluster:

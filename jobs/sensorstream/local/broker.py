@@ -24,7 +24,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from sensorstream.brokers import accepts_connections, admin_client
 from sensorstream.config import Secret, Settings, invalid, load_settings
 from sensorstream.errors import BrokerUnavailableError, ConfigError, LocalStackError
 from sensorstream.jvm import find_java, require_jars
+from sensorstream.local.ports import free_port
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 9092
 READY_TIMEOUT_S = 90.0
@@ -158,12 +158,6 @@ class NodeStatus:
     port: int
     pid: int | None
     running: bool
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _alive(pid: int) -> bool:
