@@ -16,6 +16,7 @@ import socket
 from pathlib import Path
 
 LOWEST = 10_000  # clear of the registered ports most services listen on by default
+HIGHEST = 29_999  # below Kubernetes' NodePort range (30000-32767), for the node the tests build
 _RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _handed_out: set[int] = set()
 
@@ -30,10 +31,12 @@ def ephemeral_range() -> tuple[int, int]:
 
 
 def _candidates(count: int) -> range:
-    """First ports of `count` consecutive ports, all of them below (or above) the ephemeral range."""
+    """First ports of `count` consecutive ports, all below the ephemeral range (and NodePorts), or,
+    where the kernel leaves too little room there, above it."""
     low, high = ephemeral_range()
-    if low - LOWEST >= 1000:
-        return range(LOWEST, low - count + 1)
+    below = min(low - 1, HIGHEST)
+    if below - LOWEST >= 1000:
+        return range(LOWEST, below - count + 2)
     return range(high + 1, 65536 - count + 1)
 
 
