@@ -295,7 +295,8 @@ def latency_line(lat: dict) -> str:
 
     sensors = f" from {lat['sensors']:,} sensors" if lat.get("sensors") else ""
     return (
-        f"{lat['rate']:,}/s{sensors} for {lat['seconds']:.0f} s, trigger {lat['trigger_s']} s: "
+        f"{lat['rate']:,}/s{sensors} for {lat['seconds']:.0f} s after {lat.get('warm_up_s', 0):.0f} s of warm-up "
+        f"(max {s('warm_up_max_s')}), trigger {lat['trigger_s']} s: "
         f"p50 {s('latency_p50_s')}, p99 {s('latency_p99_s')}, max {s('latency_max_s')} "
         f"({lat['samples']} window records, {lat['closing_samples']} closing a window); "
         f"batch p50 {s('batch_p50_s')}; last batches' rows {lat['last_batches_rows']}; "
