@@ -93,9 +93,11 @@ def chart_series(
     spark: SparkSession, settings: Settings, since: datetime | None = None, until: datetime | None = None
 ) -> dict[str, dict[str, list[html_report.Point]]]:
     """sensor -> metric -> its CHART_WINDOW windows (avg, min, max), for the HTML report's charts."""
-    readings = _records(spark, settings, since, until).where(F.col("reason").isNull())
+    # Rejects are not filtered out: their metrics are null, so their windows have no averages and
+    # are skipped below (a filter on `reason` would be pushed into the parse and run it twice).
+    records = _records(spark, settings, since, until)
     series: dict[str, dict[str, list[html_report.Point]]] = {}
-    for row in window_stats(readings, CHART_WINDOW).collect():
+    for row in window_stats(records, CHART_WINDOW).collect():
         for metric in METRICS:
             if row[f"avg_{metric}"] is not None:
                 series.setdefault(row["sensor_id"], {}).setdefault(metric, []).append(

@@ -121,13 +121,25 @@ def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
 
 def finals_plan(source: DataFrame, settings: Settings) -> DataFrame:
     """The parquet sink's query: the same parse and windows, in append mode (each window once,
-    when the watermark passes it), for Spark's exactly-once file sink."""
-    readings = parse(source).where(F.col("reason").isNull())
-    return window_stats(
+    when the watermark passes it), for Spark's exactly-once file sink.
+
+    Rejects go through the aggregation as `shuffled_records` sends them (the epoch's window, no
+    sensor, no metrics: late at once, or one window of no readings) and are dropped after it:
+    a filter on `reason` before it would be pushed into the parse and run it twice a record.
+    """
+    records = parse(source)
+    valid = F.col("reason").isNull()
+    readings = records.select(
+        F.coalesce(F.col("event_time"), F.timestamp_seconds(F.lit(0))).alias("event_time"),
+        F.when(valid, F.col("sensor_id")).alias("sensor_id"),
+        *METRICS,
+    )
+    windows = window_stats(
         readings.withWatermark("event_time", spark_interval(settings.watermark_delay)),
         settings.window_duration,
         settings.slide_duration,
     )
+    return windows.where(F.col("num_readings") > 0)
 
 
 #: The stream's own SQL settings (a session of its own, so a report in the same process keeps
