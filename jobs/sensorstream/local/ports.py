@@ -2,9 +2,9 @@
 
 `bind(0)` hands out a port from the kernel's ephemeral range, the range it also takes the source
 ports of outgoing connections from. A number asked for that way and bound by a broker seconds
-later can lose to any connection opened in between: CI once saw the second of three brokers die
-with "Address already in use" because the first broker's connection to a controller had taken
-that port as its source. A port below the ephemeral range is never a source port, so only another
+later can lose to any connection opened in between (CI once saw the second of three brokers die
+with "Address already in use", most likely so: the first broker was already connecting to the
+others' controllers). A port below the ephemeral range is never a source port, so only another
 listener can take it; choosing at random among thousands makes that unlikely, and ports this
 process has handed out are never handed out again.
 """
