@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import weakref
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sensorstream.aggregate import FINISHED, finish_windows, partial_columns, reason_kind, window_column, window_stats
@@ -30,6 +30,17 @@ def read_source(spark: SparkSession, settings: Settings, fail_on_data_loss: bool
 _UTC_FORMAT = "yyyy-MM-dd'T'HH:mm:ss'Z'"
 
 
+def _window_inputs(valid: Column) -> list[Column]:
+    """A parsed record's columns as the windows' aggregation takes them: a reading's as they are; a
+    reject's with the Unix epoch's event time (its window is late at once, or holds no readings:
+    its metrics are null) and no sensor. No filter on `reason`: Spark would push it into the parse."""
+    return [
+        F.coalesce(F.col("event_time"), F.timestamp_seconds(F.lit(0))).alias("event_time"),
+        F.when(valid, F.col("sensor_id")).alias("sensor_id"),
+        *[F.col(m) for m in METRICS],
+    ]
+
+
 def shuffled_records(source: DataFrame, settings: Settings) -> DataFrame:
     """Kafka records -> parsed once -> one row each, shuffled by (window, sensor): what both
     branches of the query read (`stream_plan`).
@@ -43,9 +54,7 @@ def shuffled_records(source: DataFrame, settings: Settings) -> DataFrame:
     valid = F.col("reason").isNull()
     key, value = dead_letter_columns()
     timed = records.select(
-        F.coalesce(F.col("event_time"), F.timestamp_seconds(F.lit(0))).alias("event_time"),
-        F.when(valid, F.col("sensor_id")).alias("sensor_id"),
-        *[F.col(m) for m in METRICS],
+        *_window_inputs(valid),
         F.when(~valid, F.struct(key.alias("key"), value.alias("value"), reason_kind().alias("reason_kind"))).alias(
             "dead_letter"
         ),
@@ -123,17 +132,10 @@ def finals_plan(source: DataFrame, settings: Settings) -> DataFrame:
     """The parquet sink's query: the same parse and windows, in append mode (each window once,
     when the watermark passes it), for Spark's exactly-once file sink.
 
-    Rejects go through the aggregation as `shuffled_records` sends them (the epoch's window, no
-    sensor, no metrics: late at once, or one window of no readings) and are dropped after it:
-    a filter on `reason` before it would be pushed into the parse and run it twice a record.
+    Rejects go through the aggregation as in the stream's query (`_window_inputs`), and their
+    windows of no readings are dropped after it.
     """
-    records = parse(source)
-    valid = F.col("reason").isNull()
-    readings = records.select(
-        F.coalesce(F.col("event_time"), F.timestamp_seconds(F.lit(0))).alias("event_time"),
-        F.when(valid, F.col("sensor_id")).alias("sensor_id"),
-        *METRICS,
-    )
+    readings = parse(source).select(*_window_inputs(F.col("reason").isNull()))
     windows = window_stats(
         readings.withWatermark("event_time", spark_interval(settings.watermark_delay)),
         settings.window_duration,
