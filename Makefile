@@ -74,7 +74,7 @@ test-fast: setup-test helm crds ## tests without the slow ones
 test-faults: setup-test ## fault injection on a real 3-broker cluster: kills, restarts, gaps, disk full (~15 min; needs root for a tmpfs)
 	$(PY) -m pytest -m faults tests/faults
 
-lint: $(TEST_STAMP) ## ruff (lint and format check) and mypy, as pre-commit and CI run them
+lint: $(TEST_STAMP) ## ruff (lint and format check) and mypy, as CI and pre-commit (.ci/pre-commit-config.yaml) run them
 	$(VENV)/bin/ruff check jobs tests k8s
 	$(VENV)/bin/ruff format --check jobs tests k8s
 	$(VENV)/bin/mypy
