@@ -12,7 +12,7 @@ from sensorstream.config import PRODUCER_CLIENTS
 from sensorstream.errors import BrokerUnavailableError, TopicMissingError
 from sensorstream.local.topics import TopicSpec, ensure_topics
 from sensorstream.producer import produce, worker_count
-from sensorstream.simulator import Simulator
+from sensorstream.simulator import FAULT_HEADER, Simulator
 from support.broker import consume_all
 from support.readings import stepping_clock
 
@@ -40,6 +40,25 @@ def test_every_reading_arrives_once_keyed_by_sensor(kafka_settings, client):
     for sensor in partitions_of:
         seqs = [b["seq"] for b in bodies if b["sensor_id"] == sensor]
         assert seqs == sorted(seqs)
+
+
+@each_client
+def test_ground_truth_headers_name_each_faulty_reading(kafka_settings, client):
+    settings = kafka_settings.replace(producer_client=client, producer_workers=1, ground_truth="headers")
+    twin = Simulator(sensors=10, seed=7, clock=stepping_clock())  # the same seed: the same records
+    expected = [twin.next_record() for _ in range(3000)]
+    stats = produce(settings, Simulator(sensors=10, seed=7, clock=stepping_clock()), count=3000, rate=0)
+    assert stats.acked == 3000
+    records = consume_all(settings, settings.input_topic)
+    told = {json.loads(r.value)["event_id"]: dict(r.headers or []).get(FAULT_HEADER) for r in records}
+    assert told == {e.reading.event_id: e.fault.encode() if e.fault else None for e in expected}
+    assert {r.value for r in records} == {e.value for e in expected}  # the bytes are the default's
+    assert {None, b"spike", b"stuck"} <= set(told.values())
+
+
+def test_no_headers_by_default(kafka_settings):
+    produce(kafka_settings.replace(producer_workers=1), Simulator(sensors=10, seed=7, clock=stepping_clock()), 2000, 0)
+    assert not any(r.headers for r in consume_all(kafka_settings, kafka_settings.input_topic))
 
 
 @each_client

@@ -123,3 +123,27 @@ def test_a_simulator_can_go_to_another_process():
     sim = Simulator(sensors=5, seed=2)
     copy = pickle.loads(pickle.dumps(sim.split(2)[0]))
     assert copy.next_record().key == "sensor_1"
+
+
+def test_faulty_readings_say_which_fault():
+    recs = records(30000, sensors=10, seed=7)
+    previous = {}
+    faults = {"spike": 0, "stuck": 0}
+    for r in recs:
+        values = (r.reading.temperature, r.reading.humidity, r.reading.pressure)
+        repeated = values == previous.get(r.key)
+        # a stuck reading repeats the sensor's last values, and nothing else does
+        assert repeated == (r.fault == "stuck"), r
+        if r.fault == "spike":
+            assert abs(r.reading.temperature - previous[r.key][0]) > 8
+        if r.fault:
+            faults[r.fault] += 1
+        previous[r.key] = values
+    assert faults["spike"] > 50 and faults["stuck"] > 100  # FAULT_SPIKE 0.4 %, FAULT_STUCK 0.3 % x 3-8 readings
+    assert {r.fault for r in recs} == {None, "spike", "stuck"}
+
+
+def test_malformed_records_carry_no_fault():
+    recs = records(5000, sensors=10, seed=7, bad_ratio=0.2)
+    assert all(r.fault is None for r in recs if r.kind in MALFORMED_KINDS)
+    assert any(r.fault for r in recs if r.kind == "reading")

@@ -274,6 +274,8 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 #: The producer's Kafka clients: kafka-python (the default, pure Python) or confluent-kafka
 #: (librdkafka, the optional `fast` extra).
 PRODUCER_CLIENTS = ("kafka-python", "confluent-kafka")
+#: What the producer tells of the simulator's faults (simulator.FAULT_HEADER): nothing, or record headers.
+GROUND_TRUTH = ("off", "headers")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 #: text: the human-readable lines; json: one JSON object per line (logs.py)
 LOG_FORMATS = ("text", "json")
@@ -565,6 +567,16 @@ class Settings:
         metavar="F",
         commands=("produce",),
         chart="producer.lateRatio",
+    )
+    ground_truth: str = _setting(
+        "PRODUCER_GROUND_TRUTH",
+        "off",
+        _choice(*GROUND_TRUTH),
+        "what the producer tells of the simulator's faults: off, or headers (a sensorstream-fault header "
+        "on each spiked or stuck reading, to score a detector; the readings' bytes stay the same)",
+        flag="--ground-truth",
+        metavar="|".join(GROUND_TRUTH),
+        commands=("produce",),
     )
     producer_workers: int = _setting(
         "PRODUCER_WORKERS",

@@ -42,7 +42,7 @@ from sensorstream.brokers import require_topics
 from sensorstream.config import Settings, confluent_kafka_config, declaration
 from sensorstream.errors import DependencyError, SensorstreamError
 from sensorstream.kafka_producer import kafka_producer
-from sensorstream.simulator import Simulator
+from sensorstream.simulator import FAULT_HEADER, FAULT_KINDS, Simulator
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +237,17 @@ def _sender(settings: Settings) -> Callable[..., DeliveryStats]:
     return _send
 
 
+#: A faulty reading's headers, by fault (--ground-truth headers): built once, shared by every record.
+_FAULT_HEADERS: dict[str, list[tuple[str, str | bytes | None]]] = {
+    kind: [(FAULT_HEADER, kind.encode())] for kind in FAULT_KINDS
+}
+
+
+def _fault_headers(settings: Settings) -> dict[str, list[tuple[str, str | bytes | None]]] | None:
+    """Record.fault -> the record's headers, or None when the producer tells nothing (the default)."""
+    return _FAULT_HEADERS if settings.ground_truth == "headers" else None
+
+
 def _chunks(
     stats: DeliveryStats,
     count: int,
@@ -312,6 +323,7 @@ def _send(
             beat()
 
     send, next_record, by_kind = producer.send, simulator.next_record, stats.by_kind
+    faults = _fault_headers(settings)
     try:
         for batch in _chunks(stats, count, rate, duration, stop, report, report_interval):
             # A chunk of records first, then their sends: alternating the simulator's code and the
@@ -323,8 +335,9 @@ def _send(
                     route = routes[record.key] = (key, partitioner(key, partitions, partitions))
                 stats.sent += 1
                 by_kind[record.kind] = by_kind.get(record.kind, 0) + 1
+                headers = faults.get(record.fault) if faults and record.fault else None
                 try:
-                    pending.append(send(topic, value=record.value, key=route[0], partition=route[1]))
+                    pending.append(send(topic, value=record.value, key=route[0], partition=route[1], headers=headers))
                 except KafkaError as exc:  # buffer full past max_block_ms, or the producer is closing
                     stats.record_failure(exc)
             settle()
@@ -408,6 +421,7 @@ def _send_confluent(
         ) from None
     keys: dict[str, bytes] = {}
     send, poll, next_record, by_kind = producer.produce, producer.poll, simulator.next_record, stats.by_kind
+    faults = _fault_headers(settings)
     try:
         for batch in _chunks(stats, count, rate, duration, stop, report, report_interval):
             for record in [next_record() for _ in range(batch)]:
@@ -416,9 +430,13 @@ def _send_confluent(
                     key = keys[record.key] = record.key.encode()
                 stats.sent += 1
                 by_kind[record.kind] = by_kind.get(record.kind, 0) + 1
+                headers = faults.get(record.fault) if faults and record.fault else None
                 while True:
                     try:
-                        send(topic, record.value, key)
+                        if headers:
+                            send(topic, record.value, key, headers=headers)
+                        else:
+                            send(topic, record.value, key)
                         break
                     except BufferError as exc:  # librdkafka's queue is full: serve deliveries to make room
                         if stop.is_set():  # ...unless asked to stop (the broker may be gone): give up on it

@@ -6,6 +6,11 @@ noise, a slow random-walk drift, and occasional faults:
     stuck   the sensor repeats its last values for a few readings
     dropout a reading is skipped: its sequence number never arrives
 
+Each record says which of the first two it is (`Record.fault`: the spike itself, each repeated
+reading of a stuck sensor), so a detector can be scored against the simulator's own faults; the
+producer can carry that as a record header (`FAULT_HEADER`, --ground-truth headers) without
+changing a reading's bytes.
+
 The same seed, sensor count and clock give the same records. No Kafka here: the producer sends
 what `Simulator.next_record()` returns.
 
@@ -36,6 +41,10 @@ FAULT_SPIKE = 0.004
 FAULT_STUCK = 0.003
 FAULT_DROPOUT = 0.005
 MALFORMED_KINDS = ("broken_json", "wrong_type", "missing_field", "out_of_range")
+#: What the simulator can do to a valid reading, as `Record.fault` names it.
+FAULT_KINDS = ("spike", "stuck")
+#: The Kafka record header naming a faulty reading's fault (its value: a FAULT_KINDS entry, UTF-8).
+FAULT_HEADER = "sensorstream-fault"
 
 _TWO_PI = 2 * math.pi
 #: The physical ranges the values are clamped to, so a simulated reading is always valid.
@@ -71,6 +80,7 @@ class Record(NamedTuple):
     value: bytes
     kind: str  # "reading", "late" or one of MALFORMED_KINDS
     reading: Reading | None = None
+    fault: str | None = None  # a FAULT_KINDS entry for a reading the simulator made faulty, else None
 
 
 class _Sensor:
@@ -170,6 +180,7 @@ class Simulator:
         self._second: tuple | None = None  # the clock second (and zone) the values below belong to
         self._stamp_prefix = ""
         self._day_angle = 0.0
+        self._fault: str | None = None  # what _values did to the last reading
 
     @property
     def portable(self) -> bool:
@@ -204,12 +215,14 @@ class Simulator:
     def _values(self, sensor: _Sensor, now: datetime) -> tuple[float, float, float]:
         """Advance one sensor by one reading: seq, drift, faults; returns its three values."""
         rng = self.rng
+        self._fault = None
         sensor.seq += 1
         if rng.random() < FAULT_DROPOUT:
             sensor.seq += 1  # the reading with the previous seq was lost on the way
         sensor.drift += rng.gauss(0, 0.02)
         if sensor.stuck_left > 0 and sensor.last:
             sensor.stuck_left -= 1
+            self._fault = "stuck"
             return sensor.last
         cycle = math.sin(self._day_angle + sensor.phase)
         temperature = sensor.base_temperature + sensor.amplitude * cycle + sensor.drift + rng.gauss(0, 0.3)
@@ -218,6 +231,7 @@ class Simulator:
         fault = rng.random()
         if fault < FAULT_SPIKE:
             temperature += rng.choice((-1, 1)) * rng.uniform(12, 25)
+            self._fault = "spike"
         elif fault < FAULT_SPIKE + FAULT_STUCK:
             sensor.stuck_left = rng.randint(3, 8)
         values = (
@@ -259,13 +273,13 @@ class Simulator:
         if roll < self.bad_ratio + self.late_ratio:
             lateness = timedelta(seconds=self.rng.uniform(30, self.max_lateness.total_seconds()))
             reading = reading._replace(timestamp=now - lateness)
-            return Record(sensor.sensor_id, encode(reading), "late", reading)
+            return Record(sensor.sensor_id, encode(reading), "late", reading, self._fault)
         if self._stamp_prefix:
             stamp = f"{self._stamp_prefix}{now.microsecond:06d}+00:00"
         else:
             stamp = now.isoformat(timespec="microseconds")
         value = _json(sensor.json_prefix, stamp, temperature, humidity, pressure, sensor.seq, reading.event_id)
-        return Record(sensor.sensor_id, value, "reading", reading)
+        return Record(sensor.sensor_id, value, "reading", reading, self._fault)
 
 
 def encode(reading: Reading) -> bytes:
