@@ -65,10 +65,10 @@ bench-report: setup-test ## the report against Spark's own floor, 200k and 2M re
 	$(PY) tests/bench/bench_report.py
 
 ##@ Test
-test: setup-test helm crds ## the whole test suite: real Kafka broker, real Spark, chart checks
+test: setup-test helm crds promtool ## the whole test suite: real Kafka broker, real Spark, chart checks
 	$(PY) -m pytest
 
-test-fast: setup-test helm crds ## tests without the slow ones
+test-fast: setup-test helm crds promtool ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"
 
 test-faults: setup-test ## fault injection on a real 3-broker cluster: kills, restarts, gaps, disk full (~15 min; needs root for a tmpfs)

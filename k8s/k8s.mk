@@ -48,7 +48,7 @@ K8S_IMAGE := sensorstream:$(shell sed -n 's/^appVersion: *"*\([^"]*\)"*/\1/p' $(
 KUBECTL := kubectl -n $(K8S_NAMESPACE)
 K8S_DRIVER_POD := $(K8S_RELEASE)-stream-driver
 
-.PHONY: helm kind k8s-tools test-k8s kind-up operators image kind-load deploy logs report-now reports undeploy kind-down \
+.PHONY: helm kind promtool k8s-tools test-k8s kind-up operators image kind-load deploy logs report-now reports undeploy kind-down \
         chart-lint rehearse e2e
 
 # --- prerequisite checks: say what is missing and how to get it ------------------------------
@@ -98,6 +98,18 @@ $(KIND):
 	GOBIN=$(abspath $(dir $(KIND))) go install sigs.k8s.io/kind@$(KIND_VERSION)
 
 kind: $(KIND) ## build kind (pinned) into .sensorstream/tools/bin
+
+# Prometheus' promtool, for the tests of the chart's alerting rules (`promtool test rules`).
+# Prometheus 3 publishes its Go module as v0.3MM.P: v0.316.0 is Prometheus v3.16.0.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := $(K8S_TOOLS)/promtool
+$(PROMTOOL):
+	$(call need_go,promtool)
+	@echo "==> building promtool (Prometheus $(PROMTOOL_VERSION)) into $(dir $(PROMTOOL)) (first time: a few minutes)"
+	@mkdir -p $(dir $(PROMTOOL))
+	GOBIN=$(abspath $(dir $(PROMTOOL))) go install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+
+promtool: $(PROMTOOL) ## promtool (pinned), for the alerting rules' tests, into .sensorstream/tools/bin
 
 # kube-apiserver, kube-controller-manager, kubectl, etcd and the Spark Operator, from their Go
 # modules (a cold build: 10-20 minutes on 2 cores, several GB of Go build cache; then seconds).
