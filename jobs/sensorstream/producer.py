@@ -335,7 +335,7 @@ def _send(
                     route = routes[record.key] = (key, partitioner(key, partitions, partitions))
                 stats.sent += 1
                 by_kind[record.kind] = by_kind.get(record.kind, 0) + 1
-                headers = faults.get(record.fault) if faults and record.fault else None
+                headers = faults[record.fault] if faults and record.fault else None
                 try:
                     pending.append(send(topic, value=record.value, key=route[0], partition=route[1], headers=headers))
                 except KafkaError as exc:  # buffer full past max_block_ms, or the producer is closing
@@ -430,13 +430,10 @@ def _send_confluent(
                     key = keys[record.key] = record.key.encode()
                 stats.sent += 1
                 by_kind[record.kind] = by_kind.get(record.kind, 0) + 1
-                headers = faults.get(record.fault) if faults and record.fault else None
+                headers = faults[record.fault] if faults and record.fault else None
                 while True:
                     try:
-                        if headers:
-                            send(topic, record.value, key, headers=headers)
-                        else:
-                            send(topic, record.value, key)
+                        send(topic, record.value, key, headers=headers)
                         break
                     except BufferError as exc:  # librdkafka's queue is full: serve deliveries to make room
                         if stop.is_set():  # ...unless asked to stop (the broker may be gone): give up on it

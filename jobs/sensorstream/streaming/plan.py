@@ -135,9 +135,9 @@ def finals_plan(source: DataFrame, settings: Settings) -> DataFrame:
     Rejects go through the aggregation as in the stream's query (`_window_inputs`), and their
     windows of no readings are dropped after it.
     """
-    readings = parse(source).select(*_window_inputs(F.col("reason").isNull()))
+    records = parse(source).select(*_window_inputs(F.col("reason").isNull()))
     windows = window_stats(
-        readings.withWatermark("event_time", spark_interval(settings.watermark_delay)),
+        records.withWatermark("event_time", spark_interval(settings.watermark_delay)),
         settings.window_duration,
         settings.slide_duration,
     )
