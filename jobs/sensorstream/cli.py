@@ -284,7 +284,7 @@ def _local(args, settings) -> int:
 
 def _produce(args, settings) -> int:
     from sensorstream import metrics
-    from sensorstream.producer import DELIVERY_TIMEOUT_MS, produce, worker_count
+    from sensorstream.producer import DELIVERY_TIMEOUT_MS, STOP_TIMEOUT_S, produce, worker_count
     from sensorstream.simulator import Simulator
 
     stop = _stop_on_signals()
@@ -335,9 +335,9 @@ def _produce(args, settings) -> int:
     if stats.failed:
         print(
             f"{PROG}: error: {stats.failed:,} of {stats.sent:,} readings were not acknowledged (a reading fails "
-            f"after {DELIVERY_TIMEOUT_MS // 1000} s without one): brokers are down, a partition had no leader or "
-            "too few in-sync replicas for that long, or the controller quorum is lost: start the stopped brokers "
-            "(`sensorstream local up` restarts the local ones) and send again",
+            f"after {DELIVERY_TIMEOUT_MS // 1000} s without one, {STOP_TIMEOUT_S:.0f} s after a stop): brokers are "
+            "down, a partition had no leader or too few in-sync replicas for that long, or the controller quorum "
+            "is lost: start the stopped brokers (`sensorstream local up` restarts the local ones) and send again",
             file=sys.stderr,
             flush=True,
         )

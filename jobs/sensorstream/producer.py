@@ -6,7 +6,9 @@ same keys and the same partitions per key, and count deliveries the same way.
 
 The producer is idempotent with acks=all, so a retry never duplicates a reading. Every record's
 delivery is counted once it completes (acked or failed), and a stop (Ctrl+C, SIGTERM, --count or
---duration reached) flushes what is in flight before the totals are reported.
+--duration reached) flushes what is in flight before the totals are reported: for 20 s at most,
+then what is still unacknowledged fails, so a Pod prints its totals inside the 30 s Kubernetes
+gives it to stop, even with brokers that no longer answer.
 
 How it reaches its rate (jobs/README.md, "The producer"): kafka-python spends most of a record's
 cost in Python, so the send path does as little per record as it can (key bytes and partition
@@ -29,13 +31,13 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import IllegalStateError, KafkaError
 from kafka.partitioner import DefaultPartitioner
 
 from sensorstream.brokers import require_topics
@@ -46,11 +48,18 @@ from sensorstream.simulator import FAULT_HEADER, FAULT_KINDS, Simulator
 
 log = logging.getLogger(__name__)
 
-FLUSH_TIMEOUT_S = 30.0
+#: From a stop (Ctrl+C, SIGTERM, --count or --duration reached) to the totals: the flush waits this
+#: long at most, then whatever is still unacknowledged fails. A Kubernetes Pod gets 30 s from SIGTERM
+#: to SIGKILL (the chart's terminationGracePeriodSeconds): this leaves 10 s for the rest. The
+#: delivery timeout alone cannot bound it: kafka-python expires a batch whose request is in flight
+#: only once that request has timed out too (seen 45 s after its creation, brokers not answering).
+STOP_TIMEOUT_S = 20.0
+#: The kind of error of a reading given up at the stop, in the totals (`errors: StopTimeout x N`).
+STOP_FAILURE = "StopTimeout"
+#: Past it, how long the forcefully closed sender gets to fail what is pending (inside those 10 s).
+ABORT_TIMEOUT_S = 3.0
 FAILURE_LOG_INTERVAL_S = 5.0  # at most one 'delivery failed' line per kind of error this often
-#: A record not acknowledged within this fails (counted as failed). Shorter than the stop's flush, so
-#: a stop always ends with every record acked or failed, never still pending; and shorter than the
-#: 30 s a Kubernetes pod gets to stop.
+#: A record not acknowledged within this fails (counted as failed).
 DELIVERY_TIMEOUT_MS = 25_000
 #: At full speed, records sent between two looks at the clock, the stop flag and the deliveries.
 CHUNK = 256
@@ -342,41 +351,63 @@ def _send(
                     stats.record_failure(exc)
             settle()
     finally:
-        _close(producer)
-        settle()
-        # Anything neither acked nor failed by now was lost with the closing client: say so.
+        _close(producer, pending)
+        # Every delivery counted, in any order now (one partition's may have come after another's
+        # failed); one given up at the stop (still pending, or failed by the forced close) says so.
         for future in pending:
-            stats.record_failure(future.exception or TimeoutError("not acknowledged before shutdown"))
+            if not future.is_done or isinstance(future.exception, IllegalStateError):
+                stats.record_failure(STOP_FAILURE, f"not acknowledged within {STOP_TIMEOUT_S:.0f} s of the stop")
+            elif future.exception is None:
+                stats.acked += 1
+            else:
+                stats.record_failure(future.exception)
         pending.clear()
         stats.finished = time.monotonic()
     return stats
 
 
-def _close(producer: KafkaProducer) -> None:
-    """Flush, then close; a record still unacknowledged then fails.
+def _close(producer: KafkaProducer, pending: Iterable) -> None:
+    """Wait for the `pending` deliveries, then close, within STOP_TIMEOUT_S; a record still
+    unacknowledged then fails.
 
-    kafka-python 2.3's `close()` flushes first and raises KafkaTimeoutError while any record is
-    unacknowledged (brokers down, no quorum), leaving its sender thread running and its `__del__`
-    raising again at exit, so the totals were never printed. The flush outlasts the delivery
-    timeout, so by its end every record has been acked or has failed (its future says so) and the
-    loop counts it. A failed record may still have reached the topic: one whose acknowledgement
-    never came has an unknown outcome, and is counted as failed, never as acked. Should the flush
-    still time out, the sender is closed forcefully (it fails what is pending). `_sender` and
-    `_closed` are kafka-python's private attributes: `kafka_producer()` checks them on start
-    (`sensorstream.kafka_producer.INTERNALS`), so another kafka-python cannot break this unnoticed.
+    Not `flush(timeout)`: kafka-python 2.3 waits up to `timeout` for each batch in turn, so with
+    brokers that do not answer a flush lasts a multiple of it (past the 30 s a Pod gets to stop);
+    and its `close()` flushes first and raises KafkaTimeoutError while any record is unacknowledged,
+    leaving its sender thread running and its `__del__` raising again at exit. So the wait is on the
+    records' own futures against one deadline; past it, the sender is closed forcefully, which
+    fails what is pending, and what it has not failed within ABORT_TIMEOUT_S the loop counts as
+    failed. A failed record may still
+    have reached the topic: one whose acknowledgement never came has an unknown outcome, and is
+    counted as failed, never as acked. `_sender` and `_closed` are kafka-python's private attributes:
+    `kafka_producer()` checks them on start (`sensorstream.kafka_producer.INTERNALS`), so another
+    kafka-python cannot break this unnoticed.
     """
-    try:
-        producer.flush(timeout=FLUSH_TIMEOUT_S)
-    except KafkaError as exc:
-        log.warning("flush: %s; giving up on the records still unacknowledged", exc)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+
+    def left() -> float:
+        return max(0.0, deadline - time.monotonic())
+
+    settled = True
+    for future in pending:  # oldest first; one that is done costs nothing
+        if future.is_done:
+            continue
+        try:
+            future.get(timeout=left())
+        except KafkaError:
+            if not future.is_done:  # the deadline passed, not its delivery
+                settled = False
+                break
+    if not settled:
+        log.warning("stop: readings still unacknowledged after %.0f s; giving up on them", STOP_TIMEOUT_S)
         sender = producer._sender  # no public way to stop it without another flush
         if sender is not None:
             sender.force_close()
-            sender.join(FLUSH_TIMEOUT_S)
+            sender.join(ABORT_TIMEOUT_S)
     try:
-        producer.close(timeout=FLUSH_TIMEOUT_S)
-    except KafkaError as exc:
-        log.warning("close: %s", exc)
+        producer.close(timeout=left() if settled else 0)
+    except KafkaError as exc:  # unsettled, it raises for the records just given up on: said already
+        if settled:
+            log.warning("close: %s", exc)
         # its sender is closed; left unmarked, `__del__` would close (and raise) again at exit
         producer._closed = True
 
@@ -393,14 +424,19 @@ def _send_confluent(
     report_interval: float = 1.0,
 ) -> DeliveryStats:
     """`_send` with confluent-kafka: the same loop, deliveries counted by librdkafka's reports."""
+    from confluent_kafka import KafkaError as ConfluentError
     from confluent_kafka import KafkaException, Producer
 
     topic = settings.input_topic
     stats = DeliveryStats()
 
+    purged = (ConfluentError._PURGE_QUEUE, ConfluentError._PURGE_INFLIGHT)  # only by the stop below
+
     def delivered(error, _message) -> None:  # served by poll()/flush() in this thread
         if error is None:
             stats.acked += 1
+        elif error.code() in purged:
+            stats.record_failure(STOP_FAILURE, f"not acknowledged within {STOP_TIMEOUT_S:.0f} s of the stop")
         else:
             stats.record_failure(error.name(), error)
 
@@ -449,14 +485,15 @@ def _send_confluent(
                 beat()
     finally:
         acked = stats.acked
-        if producer.flush(FLUSH_TIMEOUT_S):
-            # Still unacknowledged after the flush timeout: purge them, so their reports say failed.
+        if producer.flush(STOP_TIMEOUT_S):  # librdkafka's timeout is for the whole flush
+            # Still unacknowledged: purge them, so their reports say failed.
+            log.warning("stop: readings still unacknowledged after %.0f s; giving up on them", STOP_TIMEOUT_S)
             producer.purge()
             producer.flush(0)
         producer.close()  # nothing left to send: stops librdkafka's threads and sockets now
         # Anything neither acked nor failed by now was lost with the closing client: say so.
         for _ in range(stats.in_flight):
-            stats.record_failure(TimeoutError("not acknowledged before shutdown"))
+            stats.record_failure(STOP_FAILURE, f"not acknowledged within {STOP_TIMEOUT_S:.0f} s of the stop")
         stats.finished = time.monotonic()
         if stats.acked > acked:
             beat()
@@ -534,7 +571,7 @@ def _send_in_processes(
         for process in processes:
             if process.pid is None:  # never started
                 continue
-            process.join(timeout=FLUSH_TIMEOUT_S + 10)
+            process.join(timeout=STOP_TIMEOUT_S + 5)
             if process.is_alive():  # still stuck after its flush timeout: stop it
                 process.terminate()
                 process.join()

@@ -3,6 +3,7 @@ is counted and printed, and the exit code says which."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import signal
@@ -11,6 +12,7 @@ import time
 
 import pytest
 
+from sensorstream.config import PRODUCER_CLIENTS
 from sensorstream.status import end_offsets
 from support.cli import cli
 from support.cluster import env_for, popen, read_all, readings_in
@@ -143,7 +145,7 @@ def test_min_isr_two_brokers_down(cluster, cli_env, tmp_path, figures):
         f"{len(in_topic) - acked}; exit {code}"
     )
     assert "Traceback" not in out
-    assert "readings were not acknowledged (a reading fails after 25 s without one)" in out
+    assert "readings were not acknowledged (a reading fails after 25 s without one, 20 s after a stop)" in out
     assert failed > 0 and acked + failed == sent
     assert code == 1
     assert duplicated == 0
@@ -183,3 +185,63 @@ def test_sigterm_to_produce(cluster, cli_env, tmp_path, figures, run):
     )
     assert code == 0 and failed == 0
     assert sent == acked == sum(in_topic.values()) == len(in_topic)
+
+
+#: The seconds a Pod gets from the kubelet's SIGTERM to its SIGKILL (the chart's
+#: terminationGracePeriodSeconds, Kubernetes' default).
+GRACE_S = 30
+
+
+@pytest.mark.parametrize("client", PRODUCER_CLIENTS)
+def test_sigterm_while_no_broker_answers(cluster, cli_env, tmp_path, figures, client):
+    """Every broker frozen (SIGSTOP: connections stay open, requests go unanswered) under a running
+    producer, then SIGTERM and, 30 s later, SIGKILL, as the kubelet stops a Pod. The totals come
+    before the SIGKILL would lose them, every reading acked or failed; once the brokers answer
+    again, the topic holds every acknowledged reading once and no more than were sent."""
+    settings = cluster.settings(tmp_path)
+    log = tmp_path / "produce.log"
+    proc = popen(
+        env_for(cli_env, settings),
+        "produce",
+        "--rate",
+        "500",
+        "--count",
+        "0",
+        "--workers",
+        "1",
+        "--client",
+        client,
+        log=log,
+    )
+    frozen = [cluster.pid(node) for node in (1, 2, 3)]
+    try:
+        time.sleep(4)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(15)  # past the 10 s request timeout: the client has given up on its requests once
+        proc.send_signal(signal.SIGTERM)  # the Python process only, as the kubelet would
+        stopping = time.monotonic()
+        try:
+            code = proc.wait(timeout=GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        stopped_in = time.monotonic() - stopping
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+        if proc.poll() is None:
+            proc.kill()
+    out = log.read_text()
+    cluster.wait_in_sync(settings.input_topic)
+    in_topic = readings_in(read_all(cluster.bootstrap, settings.input_topic))
+    duplicated = sum(n - 1 for n in in_topic.values() if n > 1)
+    figures(
+        f"{client}: brokers frozen 15 s, then SIGTERM: exit {code} {stopped_in:.1f} s later (SIGKILL at {GRACE_S} s); "
+        f"{next(iter(re.findall(r'done: .*', out)), 'no totals')}; in topic {sum(in_topic.values())}"
+    )
+    sent, acked, failed = totals(out)
+    assert code == 1 and "Traceback" not in out, out[-3000:]
+    assert failed > 0 and acked + failed == sent
+    assert duplicated == 0
+    assert acked <= len(in_topic) <= sent
