@@ -17,7 +17,7 @@ RUNTIME_STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 MVN_FLAGS := -B -q -f jobs/jvm/pom.xml
 
-.PHONY: help setup setup-test jars crds browser demo lint test test-fast test-faults up down status bench bench-report \
+.PHONY: help setup setup-test jars detector crds browser demo lint test test-fast test-faults up down status bench bench-report \
         clean distclean
 
 ##@ Run
@@ -92,6 +92,17 @@ setup: $(RUNTIME_STAMP) $(JARS_STAMP) ## virtualenv with the runtime + jars (don
 setup-test: setup $(TEST_STAMP) ## setup, plus the test tools (done by test, lint and bench)
 
 jars: $(JARS_STAMP) ## fetch the JVM jars from Maven Central (pom: jobs/jvm/pom.xml)
+
+DETECTOR_JAR := $(STATE)/jars/spark/sensorstream-detector.jar
+detector: $(DETECTOR_JAR) ## compile the fault detector (jobs/jvm/detector, work in progress) against pyspark's jars
+
+$(DETECTOR_JAR): $(wildcard jobs/jvm/detector/src/sensorstream/detect/*.java) $(RUNTIME_STAMP)
+	@command -v javac >/dev/null || { echo "javac not found: install a JDK 17 (apt-get install openjdk-17-jdk-headless)"; exit 1; }
+	@rm -rf $(STATE)/detector-classes && mkdir -p $(STATE)/detector-classes $(dir $@)
+	javac --release 17 -nowarn -d $(STATE)/detector-classes \
+	  -cp "$$($(PY) -c 'import pyspark, pathlib; print(pathlib.Path(pyspark.__file__).parent / "jars")')/*" \
+	  jobs/jvm/detector/src/sensorstream/detect/*.java
+	jar cf $@ -C $(STATE)/detector-classes .
 
 crds: $(CRDS_STAMP) ## the Prometheus Operator's CRDs for the chart tests (needs Go; done by test)
 

@@ -1,0 +1,194 @@
+package sensorstream.detect;
+
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Encoders;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.RowFactory;
+import org.apache.spark.sql.streaming.ExpiredTimerInfo;
+import org.apache.spark.sql.streaming.OutputMode;
+import org.apache.spark.sql.streaming.StatefulProcessor;
+import org.apache.spark.sql.streaming.TTLConfig;
+import org.apache.spark.sql.streaming.TimeMode;
+import org.apache.spark.sql.streaming.TimerValues;
+import org.apache.spark.sql.streaming.ValueState;
+import org.apache.spark.sql.types.StructType;
+import scala.jdk.javaapi.CollectionConverters;
+
+/**
+ * Per sensor, in Spark's state store (transformWithState): spikes, stuck sensors, silent ones.
+ *
+ * <p>Input (one row per valid reading): sensor_id string, event_us long (event time, microseconds),
+ * temperature, humidity, pressure double, source string ("topic|partition|offset" of the record).
+ * Output: one row per alert, {@link #ALERTS}. Why in the JVM and not in Python: jobs/README.md,
+ * "Detecting faulty sensors".
+ *
+ * <ul>
+ *   <li>spike: a metric more than {@code k} standard deviations from the sensor's own exponentially
+ *       weighted mean (weight {@code alpha}), once it has seen {@code warmUp} readings; a spike, and a
+ *       reading repeating the one before it, are left out of the mean and variance.
+ *   <li>stuck: the {@code stuckRun}-th consecutive reading with the very same three values.
+ *   <li>silent: nothing from the sensor for {@code silentMs} of processing time; back: its next reading.
+ * </ul>
+ *
+ * <p>An alert's key is the sensor, the kind and the source of the reading that raised it (for
+ * silent: of the sensor's last reading), so a replayed batch raises alerts with the same keys.
+ */
+public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
+  public static final StructType ALERTS = new StructType()
+      .add("key", "string")
+      .add("sensor_id", "string")
+      .add("kind", "string")
+      .add("metric", "string")
+      .add("value", "double")
+      .add("expected_low", "double")
+      .add("expected_high", "double")
+      .add("event_us", "long")
+      .add("source", "string");
+
+  static final String[] METRICS = {"temperature", "humidity", "pressure"};
+  /** No standard deviation is taken below this: a very steady sensor's noise is not a spike. */
+  static final double MIN_STD = 0.05;
+
+  private final double k;
+  private final double alpha;
+  private final long warmUp;
+  private final long stuckRun;
+  private final long silentMs;
+  private transient ValueState<SensorState> state;
+
+  public SensorDetector(double k, double alpha, long warmUp, long stuckRun, long silentMs) {
+    this.k = k;
+    this.alpha = alpha;
+    this.warmUp = warmUp;
+    this.stuckRun = stuckRun;
+    this.silentMs = silentMs;
+  }
+
+  /** readings (see the class) grouped by sensor_id -> alerts; processing-time timers for silence. */
+  public static Dataset<Row> alerts(
+      Dataset<Row> readings, double k, double alpha, long warmUp, long stuckRun, long silentMs) {
+    return readings.groupBy("sensor_id")
+        .as(Encoders.STRING(), Encoders.row(readings.schema()))
+        .transformWithState(
+            new SensorDetector(k, alpha, warmUp, stuckRun, silentMs),
+            TimeMode.ProcessingTime(),
+            OutputMode.Update(),
+            Encoders.row(ALERTS));
+  }
+
+  @Override
+  public void init(OutputMode outputMode, TimeMode timeMode) {
+    state = getHandle().getValueState("sensor", Encoders.bean(SensorState.class), TTLConfig.NONE());
+  }
+
+  @Override
+  public scala.collection.Iterator<Row> handleInputRows(
+      String sensor, scala.collection.Iterator<Row> rows, TimerValues timerValues) {
+    List<Row> readings = new ArrayList<>();
+    while (rows.hasNext()) {
+      readings.add(rows.next());
+    }
+    Row first = readings.get(0);
+    int eventUs = first.fieldIndex("event_us");
+    int source = first.fieldIndex("source");
+    int[] metric = new int[METRICS.length];
+    for (int j = 0; j < METRICS.length; j++) {
+      metric[j] = first.fieldIndex(METRICS[j]);
+    }
+    readings.sort(Comparator.comparingLong((Row r) -> r.getLong(eventUs)).thenComparing(r -> r.getString(source)));
+
+    SensorState s = state.exists() ? state.get() : SensorState.fresh(METRICS.length);
+    List<Row> alerts = new ArrayList<>();
+    if (s.isSilent()) {
+      Row back = readings.get(0);
+      alerts.add(alert(sensor, "back", null, Double.NaN, Double.NaN, Double.NaN, back.getLong(eventUs), back.getString(source)));
+      s.setSilent(false);
+    }
+    double[] mean = s.getMean();
+    double[] var = s.getVar();
+    double[] last = s.getLast();
+    long seen = s.getSeen();
+    long run = s.getRun();
+    for (Row r : readings) {
+      double[] x = new double[METRICS.length];
+      for (int j = 0; j < x.length; j++) {
+        x[j] = r.getDouble(metric[j]);
+      }
+      boolean repeat = last != null && java.util.Arrays.equals(x, last);
+      run = repeat ? run + 1 : 1;
+      if (run == stuckRun) {
+        alerts.add(alert(sensor, "stuck", null, x[0], Double.NaN, Double.NaN, r.getLong(eventUs), r.getString(source)));
+      }
+      boolean spike = false;
+      if (!repeat && seen >= warmUp) {
+        for (int j = 0; j < x.length; j++) {
+          double band = k * Math.max(Math.sqrt(var[j]), MIN_STD);
+          if (Math.abs(x[j] - mean[j]) > band) {
+            spike = true;
+            alerts.add(alert(sensor, "spike", METRICS[j], x[j], mean[j] - band, mean[j] + band,
+                r.getLong(eventUs), r.getString(source)));
+          }
+        }
+      }
+      if (!repeat && !spike) {
+        if (seen == 0) {
+          System.arraycopy(x, 0, mean, 0, x.length);
+        } else {
+          for (int j = 0; j < x.length; j++) {
+            double d = x[j] - mean[j];
+            mean[j] += alpha * d;
+            var[j] = (1 - alpha) * (var[j] + alpha * d * d);
+          }
+        }
+        seen++;
+      }
+      last = x;
+    }
+    Row newest = readings.get(readings.size() - 1);
+    long due = timerValues.getCurrentProcessingTimeInMs() + silentMs;
+    if (s.getTimerMs() > 0) {
+      getHandle().deleteTimer(s.getTimerMs());
+    }
+    getHandle().registerTimer(due);
+    s.setTimerMs(due);
+    s.setMean(mean);
+    s.setVar(var);
+    s.setLast(last);
+    s.setSeen(seen);
+    s.setRun(run);
+    s.setNewestUs(Math.max(s.getNewestUs(), newest.getLong(eventUs)));
+    s.setNewestSource(newest.getString(source));
+    state.update(s);
+    return CollectionConverters.asScala(alerts.iterator());
+  }
+
+  @Override
+  public scala.collection.Iterator<Row> handleExpiredTimer(
+      String sensor, TimerValues timerValues, ExpiredTimerInfo expired) {
+    List<Row> alerts = new ArrayList<>();
+    if (state.exists()) {
+      SensorState s = state.get();
+      if (!s.isSilent() && s.getTimerMs() == expired.getExpiryTimeInMs()) {
+        alerts.add(alert(sensor, "silent", null, Double.NaN, Double.NaN, Double.NaN, s.getNewestUs(), s.getNewestSource()));
+        s.setSilent(true);
+        s.setTimerMs(0);
+        state.update(s);
+      }
+    }
+    return CollectionConverters.asScala(alerts.iterator());
+  }
+
+  private static Row alert(String sensor, String kind, String metric, double value, double low, double high,
+      long eventUs, String source) {
+    String key = sensor + "|" + kind + (metric == null ? "" : ":" + metric) + "|" + source;
+    return RowFactory.create(key, sensor, kind, metric, nan(value), nan(low), nan(high), eventUs, source);
+  }
+
+  private static Double nan(double v) {
+    return Double.isNaN(v) ? null : v;
+  }
+}
