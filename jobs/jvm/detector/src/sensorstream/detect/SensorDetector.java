@@ -31,7 +31,10 @@ import scala.jdk.javaapi.CollectionConverters;
  *       weighted mean (weight {@code alpha}), once it has seen {@code warmUp} readings; a spike, and a
  *       reading repeating the one before it, are left out of the mean and variance.
  *   <li>stuck: the {@code stuckRun}-th consecutive reading with the very same three values.
- *   <li>silent: nothing from the sensor for {@code silentMs} of processing time; back: its next reading.
+ *   <li>silent: nothing from the sensor for {@code silentMs} of event time while the others go on (an
+ *       event-time timer at its newest reading + silentMs - the watermark's delay, so it fires once the
+ *       newest event time of the whole stream has passed that mark: no more delay than the batch that
+ *       carries it); back: its next reading.
  * </ul>
  *
  * <p>An alert's key is the sensor, the kind and the source of the reading that raised it (for
@@ -58,24 +61,27 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
   private final long warmUp;
   private final long stuckRun;
   private final long silentMs;
+  private final long watermarkDelayMs;
   private transient ValueState<SensorState> state;
 
-  public SensorDetector(double k, double alpha, long warmUp, long stuckRun, long silentMs) {
+  public SensorDetector(double k, double alpha, long warmUp, long stuckRun, long silentMs, long watermarkDelayMs) {
     this.k = k;
     this.alpha = alpha;
     this.warmUp = warmUp;
     this.stuckRun = stuckRun;
     this.silentMs = silentMs;
+    this.watermarkDelayMs = watermarkDelayMs;
   }
 
-  /** readings (see the class) grouped by sensor_id -> alerts; processing-time timers for silence. */
-  public static Dataset<Row> alerts(
-      Dataset<Row> readings, double k, double alpha, long warmUp, long stuckRun, long silentMs) {
+  /** readings (see the class) grouped by sensor_id -> alerts; event-time timers for silence (the
+   *  query must have a watermark of `watermarkDelayMs`). */
+  public static Dataset<Row> alerts(Dataset<Row> readings, double k, double alpha, long warmUp, long stuckRun,
+      long silentMs, long watermarkDelayMs) {
     return readings.groupBy("sensor_id")
         .as(Encoders.STRING(), Encoders.row(readings.schema()))
         .transformWithState(
-            new SensorDetector(k, alpha, warmUp, stuckRun, silentMs),
-            TimeMode.ProcessingTime(),
+            new SensorDetector(k, alpha, warmUp, stuckRun, silentMs, watermarkDelayMs),
+            TimeMode.EventTime(),
             OutputMode.Update(),
             Encoders.row(ALERTS));
   }
@@ -107,6 +113,8 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
       Row back = readings.get(0);
       alerts.add(alert(sensor, "back", null, Double.NaN, Double.NaN, Double.NaN, back.getLong(eventUs), back.getString(source)));
       s.setSilent(false);
+      s.setSeen(0);  // its baseline is stale after a silence: learnt again before it judges
+      s.setLast(null);
     }
     double[] mean = s.getMean();
     double[] var = s.getVar();
@@ -149,19 +157,24 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
       last = x;
     }
     Row newest = readings.get(readings.size() - 1);
-    long due = timerValues.getCurrentProcessingTimeInMs() + silentMs;
-    if (s.getTimerMs() > 0) {
-      getHandle().deleteTimer(s.getTimerMs());
+    long newestUs = Math.max(s.getNewestUs(), newest.getLong(eventUs));
+    long due = newestUs / 1000 + silentMs - watermarkDelayMs;
+    if (due != s.getTimerMs()) {
+      if (s.getTimerMs() != 0) {
+        getHandle().deleteTimer(s.getTimerMs());
+      }
+      getHandle().registerTimer(due);
+      s.setTimerMs(due);
     }
-    getHandle().registerTimer(due);
-    s.setTimerMs(due);
     s.setMean(mean);
     s.setVar(var);
     s.setLast(last);
     s.setSeen(seen);
     s.setRun(run);
-    s.setNewestUs(Math.max(s.getNewestUs(), newest.getLong(eventUs)));
-    s.setNewestSource(newest.getString(source));
+    if (newest.getLong(eventUs) >= s.getNewestUs()) {
+      s.setNewestSource(newest.getString(source));
+    }
+    s.setNewestUs(newestUs);
     state.update(s);
     return CollectionConverters.asScala(alerts.iterator());
   }
