@@ -319,6 +319,12 @@ class Settings:
         "topic of malformed records, with the reason",
         chart="topics.deadLetter.name",
     )
+    alerts_topic: str = _setting(
+        "KAFKA_ALERTS_TOPIC",
+        "alerts_topic",
+        _topic,
+        "topic of the detector's alerts (STREAM_DETECT=on), one JSON record each",
+    )
     security_protocol: str = _setting(
         "KAFKA_SECURITY_PROTOCOL",
         "PLAINTEXT",
@@ -456,6 +462,43 @@ class Settings:
         metavar="hdfs|rocksdb",
         commands=("stream",),
         chart="stream.stateStore",
+    )
+    detect: str = _setting(
+        "STREAM_DETECT",
+        "off",
+        _choice("off", "on"),
+        "on: tell which sensor is wrong (spikes, stuck and silent sensors) on the alerts topic; needs the "
+        "detector's jar (`make detector`) and the rocksdb state store (taken when on)",
+        flag="--detect",
+        metavar="off|on",
+        commands=("stream",),
+    )
+    spike_k: float = _setting(
+        "STREAM_SPIKE_K",
+        "8",
+        _non_negative_float,
+        "a spike: a value more than this many standard deviations from its sensor's recent mean",
+        flag="--spike-k",
+        metavar="K",
+        commands=("stream",),
+    )
+    stuck_run: int = _setting(
+        "STREAM_STUCK_RUN",
+        "3",
+        _at_least(2),
+        "a stuck sensor: this many consecutive readings with the very same values",
+        flag="--stuck-run",
+        metavar="N",
+        commands=("stream",),
+    )
+    silent_after: timedelta = _setting(
+        "STREAM_SILENT_AFTER",
+        "2 minutes",
+        parse_duration,
+        "a silent sensor: nothing from it for this long (event time) while the others go on",
+        flag="--silent-after",
+        metavar="DURATION",
+        commands=("stream",),
     )
     max_reject_ratio: float | None = _setting(
         "STREAM_MAX_REJECT_RATIO",

@@ -36,6 +36,10 @@ CONSOLE_COLUMNS = [
 ]
 
 
+#: What the detector raises (jobs/jvm/detector).
+ALERT_KINDS = ("spike", "stuck", "silent", "back")
+
+
 #: The sinks the stream writes: console and kafka in the batch handler, parquet as its own query.
 _SINKS = ("console", "kafka", "parquet")
 
@@ -144,6 +148,7 @@ class BatchFigures:
     started: float  # time.monotonic() when the handler began
     seconds: float  # the handler's time: Spark's whole batch is in its progress report
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    alerts_by_kind: dict[str, int] = field(default_factory=dict)  # STREAM_DETECT=on
 
     @property
     def rejected(self) -> int:
@@ -172,8 +177,10 @@ class _Batches:
         self.say = say
         self.console = "console" in settings.sinks
         is_window = (F.col("kind") == "window") & (F.col("num_readings") > 0)
-        self._written = (is_window if "kafka" in settings.sinks else F.lit(False)) | (
-            (F.col("kind") == "reject") & F.col("newest")
+        self._written = (
+            (is_window if "kafka" in settings.sinks else F.lit(False))
+            | ((F.col("kind") == "reject") & F.col("newest"))
+            | (F.col("kind") == "alert")
         )
         self._is_window = is_window
         kind, newest = F.col("kind"), F.col("newest")
@@ -183,6 +190,7 @@ class _Batches:
             F.count_if((kind != "window") & newest).alias("records"),
             F.count_if(is_window).alias("windows"),
             *[F.count_if((kind == "reject") & newest & (F.col("reason_kind") == k)).alias(k) for k in REASON_KINDS],
+            *[F.count_if((kind == "alert") & (F.col("reason_kind") == k)).alias(f"alert_{k}") for k in ALERT_KINDS],
         ]
 
     def __call__(self, rows: DataFrame, batch_id: int) -> None:
@@ -232,6 +240,7 @@ class _Batches:
             figures = observed(counts, batch_id)
             updated = figures["windows"]
             rejects = {k: figures[k] for k in REASON_KINDS if figures[k]}
+            alerts = {k: figures[f"alert_{k}"] for k in ALERT_KINDS if figures[f"alert_{k}"]}
             if self.console and updated:
                 windows = rows.where(self._is_window).select("value").limit(CONSOLE_ROWS)
                 self._show(batch_id, updated, [json.loads(r.value) for r in windows.collect()])
@@ -247,6 +256,7 @@ class _Batches:
             started,
             time.monotonic() - started,
             rejects,
+            alerts,
         )
         self.on_batch(batch)
         self.limit.check(self.settings, batch_id, batch.records, batch.rejected)

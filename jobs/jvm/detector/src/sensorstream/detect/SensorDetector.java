@@ -21,8 +21,9 @@ import scala.jdk.javaapi.CollectionConverters;
 /**
  * Per sensor, in Spark's state store (transformWithState): spikes, stuck sensors, silent ones.
  *
- * <p>Input (one row per valid reading): sensor_id string, event_us long (event time, microseconds),
- * temperature, humidity, pressure double, source string ("topic|partition|offset" of the record).
+ * <p>Input: sensor_id string, event_us long (event time, microseconds), temperature, humidity,
+ * pressure double, source_partition int, source_offset long; and, when given, dead_letter (a row
+ * with one is skipped) and newest (a row without it is skipped): the stream's shuffled records.
  * Output: one row per alert, {@link #ALERTS}. Why in the JVM and not in Python: jobs/README.md,
  * "Detecting faulty sensors".
  *
@@ -62,9 +63,12 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
   private final long stuckRun;
   private final long silentMs;
   private final long watermarkDelayMs;
+  private final String topic;
   private transient ValueState<SensorState> state;
 
-  public SensorDetector(double k, double alpha, long warmUp, long stuckRun, long silentMs, long watermarkDelayMs) {
+  public SensorDetector(double k, double alpha, long warmUp, long stuckRun, long silentMs, long watermarkDelayMs,
+      String topic) {
+    this.topic = topic;
     this.k = k;
     this.alpha = alpha;
     this.warmUp = warmUp;
@@ -76,11 +80,11 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
   /** readings (see the class) grouped by sensor_id -> alerts; event-time timers for silence (the
    *  query must have a watermark of `watermarkDelayMs`). */
   public static Dataset<Row> alerts(Dataset<Row> readings, double k, double alpha, long warmUp, long stuckRun,
-      long silentMs, long watermarkDelayMs) {
+      long silentMs, long watermarkDelayMs, String topic) {
     return readings.groupBy("sensor_id")
         .as(Encoders.STRING(), Encoders.row(readings.schema()))
         .transformWithState(
-            new SensorDetector(k, alpha, warmUp, stuckRun, silentMs, watermarkDelayMs),
+            new SensorDetector(k, alpha, warmUp, stuckRun, silentMs, watermarkDelayMs, topic),
             TimeMode.EventTime(),
             OutputMode.Update(),
             Encoders.row(ALERTS));
@@ -95,33 +99,64 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
   public scala.collection.Iterator<Row> handleInputRows(
       String sensor, scala.collection.Iterator<Row> rows, TimerValues timerValues) {
     List<Row> readings = new ArrayList<>();
+    int deadLetter = -1;
+    int newestFlag = -1;
     while (rows.hasNext()) {
-      readings.add(rows.next());
+      Row r = rows.next();
+      if (deadLetter == -1) {
+        deadLetter = fieldOrMissing(r, "dead_letter");
+        newestFlag = fieldOrMissing(r, "newest");
+      }
+      if ((deadLetter >= 0 && !r.isNullAt(deadLetter)) || (newestFlag >= 0 && !r.getBoolean(newestFlag))) {
+        continue;  // a reject, or a reading's row for a window other than its newest (sliding windows)
+      }
+      readings.add(r);
+    }
+    if (readings.isEmpty()) {
+      return CollectionConverters.asScala(new ArrayList<Row>().iterator());
     }
     Row first = readings.get(0);
     int eventUs = first.fieldIndex("event_us");
-    int source = first.fieldIndex("source");
+    int partition = first.fieldIndex("source_partition");
+    int offset = first.fieldIndex("source_offset");
+    java.util.function.Function<Row, String> source =
+        r -> topic + "|" + r.getInt(partition) + "|" + r.getLong(offset);
     int[] metric = new int[METRICS.length];
     for (int j = 0; j < METRICS.length; j++) {
       metric[j] = first.fieldIndex(METRICS[j]);
     }
-    readings.sort(Comparator.comparingLong((Row r) -> r.getLong(eventUs)).thenComparing(r -> r.getString(source)));
+    readings.sort(Comparator.comparingLong((Row r) -> r.getLong(eventUs)).thenComparingInt(r -> r.getInt(partition))
+        .thenComparingLong(r -> r.getLong(offset)));
 
     SensorState s = state.exists() ? state.get() : SensorState.fresh(METRICS.length);
     List<Row> alerts = new ArrayList<>();
-    if (s.isSilent()) {
-      Row back = readings.get(0);
-      alerts.add(alert(sensor, "back", null, Double.NaN, Double.NaN, Double.NaN, back.getLong(eventUs), back.getString(source)));
-      s.setSilent(false);
-      s.setSeen(0);  // its baseline is stale after a silence: learnt again before it judges
-      s.setLast(null);
-    }
     double[] mean = s.getMean();
     double[] var = s.getVar();
     double[] last = s.getLast();
     long seen = s.getSeen();
     long run = s.getRun();
+    long previousUs = s.getNewestUs();
+    String previousSource = s.getNewestSource();
+    Row previousRow = null;  // in this batch: its source is made only when an alert needs it
+    boolean silent = s.isSilent();
     for (Row r : readings) {
+      long us = r.getLong(eventUs);
+      // a gap longer than silentMs in event time is a silence, whatever batches it fell between
+      // (the timer says so while it lasts; a backlog read in large batches may skip the timer)
+      if (!silent && previousUs > 0 && us - previousUs > silentMs * 1000) {
+        String was = previousRow == null ? previousSource : source.apply(previousRow);
+        alerts.add(alert(sensor, "silent", null, Double.NaN, Double.NaN, Double.NaN, previousUs, was));
+        silent = true;
+      }
+      if (silent) {
+        alerts.add(alert(sensor, "back", null, Double.NaN, Double.NaN, Double.NaN, us, source.apply(r)));
+        silent = false;
+        seen = 0;  // its baseline is stale after a silence: learnt again before it judges
+        last = null;
+        run = 0;
+      }
+      previousUs = Math.max(previousUs, us);
+      previousRow = r;
       double[] x = new double[METRICS.length];
       for (int j = 0; j < x.length; j++) {
         x[j] = r.getDouble(metric[j]);
@@ -129,7 +164,7 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
       boolean repeat = last != null && java.util.Arrays.equals(x, last);
       run = repeat ? run + 1 : 1;
       if (run == stuckRun) {
-        alerts.add(alert(sensor, "stuck", null, x[0], Double.NaN, Double.NaN, r.getLong(eventUs), r.getString(source)));
+        alerts.add(alert(sensor, "stuck", null, x[0], Double.NaN, Double.NaN, r.getLong(eventUs), source.apply(r)));
       }
       boolean spike = false;
       if (!repeat && seen >= warmUp) {
@@ -138,7 +173,7 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
           if (Math.abs(x[j] - mean[j]) > band) {
             spike = true;
             alerts.add(alert(sensor, "spike", METRICS[j], x[j], mean[j] - band, mean[j] + band,
-                r.getLong(eventUs), r.getString(source)));
+                r.getLong(eventUs), source.apply(r)));
           }
         }
       }
@@ -156,6 +191,7 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
       }
       last = x;
     }
+    s.setSilent(false);
     Row newest = readings.get(readings.size() - 1);
     long newestUs = Math.max(s.getNewestUs(), newest.getLong(eventUs));
     long due = newestUs / 1000 + silentMs - watermarkDelayMs;
@@ -172,7 +208,7 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
     s.setSeen(seen);
     s.setRun(run);
     if (newest.getLong(eventUs) >= s.getNewestUs()) {
-      s.setNewestSource(newest.getString(source));
+      s.setNewestSource(source.apply(newest));
     }
     s.setNewestUs(newestUs);
     state.update(s);
@@ -193,6 +229,14 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
       }
     }
     return CollectionConverters.asScala(alerts.iterator());
+  }
+
+  private static int fieldOrMissing(Row r, String name) {
+    try {
+      return r.fieldIndex(name);
+    } catch (IllegalArgumentException missing) {
+      return -1;
+    }
   }
 
   private static Row alert(String sensor, String kind, String metric, double value, double low, double high,
