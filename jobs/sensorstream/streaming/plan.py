@@ -149,6 +149,7 @@ def alert_rows(shuffled: DataFrame, settings: Settings) -> DataFrame:
     column, so Spark reuses the one exchange (a filter here would be pushed below it, and nothing reused);
     the detector itself skips rejects and a reading's rows for other than its newest window."""
     jvm = shuffled.sparkSession._jvm
+    assert jvm is not None  # a classic session's
     detector = jvm.sensorstream.detect.SensorDetector
     alerts = DataFrame(
         detector.alerts(
