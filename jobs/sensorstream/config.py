@@ -324,6 +324,7 @@ class Settings:
         "alerts_topic",
         _topic,
         "topic of the detector's alerts (STREAM_DETECT=on), one JSON record each",
+        chart="topics.alerts.name",
     )
     security_protocol: str = _setting(
         "KAFKA_SECURITY_PROTOCOL",

@@ -64,8 +64,9 @@ def test_topic_names_in_kafkatopics_are_the_ones_the_workloads_use(rendered, val
     docs = rendered[values_set]
     declared = {d["spec"]["topicName"] for d in by_kind(docs, "KafkaTopic")}
     configmap = settings_configmap(docs)
-    used = {configmap["data"][k] for k in ("KAFKA_INPUT_TOPIC", "KAFKA_OUTPUT_TOPIC", "KAFKA_DEAD_LETTER_TOPIC")}
-    assert declared == used and len(used) == 3
+    keys = ("KAFKA_INPUT_TOPIC", "KAFKA_OUTPUT_TOPIC", "KAFKA_DEAD_LETTER_TOPIC", "KAFKA_ALERTS_TOPIC")
+    used = {configmap["data"][k] for k in keys}
+    assert declared == used and len(used) == 4
 
 
 def test_kafkatopic_names_are_dns_names_and_topic_names_are_kept(rendered):
@@ -79,6 +80,7 @@ def test_kafkatopic_names_are_dns_names_and_topic_names_are_kept(rendered):
         "input_topic",
         "output_topic",
         "dead_letter_topic",
+        "alerts_topic",
     }
 
 

@@ -20,7 +20,12 @@ from sensorstream.config import Settings, default_values_file, load_settings
 from sensorstream.errors import ConfigError
 
 #: values.yaml key -> the setting that carries that topic's name to the jobs
-TOPIC_ROLES = {"input": "input_topic", "output": "output_topic", "deadLetter": "dead_letter_topic"}
+TOPIC_ROLES = {
+    "input": "input_topic",
+    "output": "output_topic",
+    "deadLetter": "dead_letter_topic",
+    "alerts": "alerts_topic",
+}
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,7 @@ class TopicSpec:
 
 
 def specs_from_values(values_file: Path | None = None, max_replicas: int | None = None) -> dict[str, TopicSpec]:
-    """{role: TopicSpec} from the chart's values (roles: input, output, deadLetter)."""
+    """{role: TopicSpec} from the chart's values (roles: input, output, deadLetter, alerts)."""
     path = Path(values_file or default_values_file())
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
