@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from sensorstream.config import Settings, spark_kafka_options
 from sensorstream.errors import SensorstreamError
+from sensorstream.readings import ALERT_KINDS
 from sensorstream.schema import REASON_KINDS
 from sensorstream.streaming.checkpoint import watermark_ms
 from sensorstream.tables import format_table
@@ -36,8 +37,8 @@ CONSOLE_COLUMNS = [
 ]
 
 
-#: What the detector raises (jobs/jvm/detector).
-ALERT_KINDS = ("spike", "stuck", "silent", "back")
+#: The stream's log shows at most this many alerts a batch, one line each, and says how many more.
+ALERT_LINES = 100
 
 
 #: The sinks the stream writes: console and kafka in the batch handler, parquet as its own query.
@@ -176,6 +177,7 @@ class _Batches:
         self.limit = limit or RejectLimit()
         self.say = say
         self.console = "console" in settings.sinks
+        self.detect = settings.detect == "on"
         is_window = (F.col("kind") == "window") & (F.col("num_readings") > 0)
         self._written = (
             (is_window if "kafka" in settings.sinks else F.lit(False))
@@ -219,8 +221,9 @@ class _Batches:
         late = F.count_if(self._is_reading & (F.col("end_us") <= F.lit(mark_ms * 1000))).alias("late")
         # counted while written: one Spark job (an Observation completes on Kafka's V2 write, stream_session)
         counts = Observation(f"batch {batch_id}")
-        if self.console:
-            rows = rows.persist()  # the console reads the windows again: Spark runs the batch (and its state) once
+        keep = self.console or self.detect
+        if keep:
+            rows = rows.persist()  # read again (windows, alerts): Spark runs the batch (and its state) once
         try:
             (
                 rows.observe(counts, *self._counted, late)
@@ -244,8 +247,15 @@ class _Batches:
             if self.console and updated:
                 windows = rows.where(self._is_window).select("value").limit(CONSOLE_ROWS)
                 self._show(batch_id, updated, [json.loads(r.value) for r in windows.collect()])
+            raised = sum(figures[f"alert_{k}"] for k in ALERT_KINDS)
+            if raised:
+                shown = rows.where(F.col("kind") == "alert").select("value").limit(ALERT_LINES).collect()
+                for row in shown:
+                    self.say(alert_line(json.loads(row.value)))
+                if raised > len(shown):
+                    self.say(f"... and {raised - len(shown):,} more alert(s) in micro-batch {batch_id}")
         finally:
-            if self.console:
+            if keep:
                 rows.unpersist()
         batch = BatchFigures(
             batch_id,
@@ -275,3 +285,16 @@ class _Batches:
             for r in shown
         ]
         print(format_table(CONSOLE_COLUMNS, table), flush=True)
+
+
+def alert_line(alert: dict) -> str:
+    """One alert as the stream's log line."""
+    what = alert["kind"]
+    if alert.get("metric"):
+        what += (
+            f" {alert['metric']}={alert['value']:g} (expected {alert['expected_low']:.2f} to "
+            f"{alert['expected_high']:.2f})"
+        )
+    elif alert["kind"] == "stuck":
+        what += f" (the same values {alert['value']:g}, ... repeated)"
+    return f"alert: {alert['sensor_id']} {what} at {alert['event_time']} ({alert['source']})"
