@@ -92,3 +92,15 @@ def test_each_alert_has_its_own_key_and_a_log_line(detected):
     assert len(keys) == len(set(keys))
     lines = [line for line in said if line.startswith("alert: ")]
     assert lines and len(lines) <= len(alerts)
+
+
+def test_without_the_jar_one_line_names_make_detector(tmp_path, monkeypatch):
+    from sensorstream.config import load_settings
+    from sensorstream.errors import DependencyError
+    from sensorstream.spark import require_detector
+
+    monkeypatch.setenv("SPARK_HOME", str(tmp_path / "spark"))
+    settings = load_settings(environ={}, overrides={"detect": "on", "jars_dir": str(tmp_path / "jars")})
+    with pytest.raises(DependencyError, match=r"make detector") as caught:
+        require_detector(settings)
+    assert "\n" not in str(caught.value)
