@@ -25,9 +25,11 @@ def dockerfile_arg(name: str) -> str:
 
 
 def dockerfile_copies() -> dict[str, str]:
-    """Image folder -> repository folder, for the Dockerfile's COPY of repository folders."""
+    """Image folder -> repository folder, for the COPY of repository folders into the runtime (the
+    last stage; the build stages copy sources they compile)."""
+    runtime = DOCKERFILE[[m.start() for m in re.finditer(r"^FROM ", DOCKERFILE, re.MULTILINE)][-1] :]
     copies = {}
-    for source, target in re.findall(r"^COPY (?!--)(\S+/) (\S+/)$", DOCKERFILE, re.MULTILINE):
+    for source, target in re.findall(r"^COPY (?!--)(\S+/) (\S+/)$", runtime, re.MULTILINE):
         copies[target.rstrip("/")] = source.rstrip("/")
     return copies
 
@@ -219,8 +221,11 @@ def test_image_runs_as_the_spark_user():
 def test_every_stage_is_debian_bookworm_slim():
     """Users pull debian:bookworm-slim; without a registry, k8s/image/debian-base.sh makes the same
     release under that name. Java and Python are Debian's (17 and bookworm's 3.11)."""
-    froms = re.findall(r"^FROM (\S+)", DOCKERFILE, re.MULTILINE)
-    assert froms and set(froms) == {"debian:bookworm-slim"}
+    stages: list[str] = []
+    for image, name in re.findall(r"^FROM (\S+)(?: AS (\S+))?", DOCKERFILE, re.MULTILINE):
+        assert image == "debian:bookworm-slim" or image in stages, image  # or a stage built before
+        stages.append(name)
+    assert stages
     assert "openjdk-17-jre-headless" in DOCKERFILE and "openjdk-17-jdk-headless" in DOCKERFILE
     assert f"--mount=type=secret,id={'build-ca'},required=false" in DOCKERFILE
     base_script = (K8S / "image" / "debian-base.sh").read_text()
