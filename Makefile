@@ -74,7 +74,7 @@ test: setup-test detector helm crds promtool ## the whole test suite: real Kafka
 test-fast: setup-test detector helm crds promtool ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"
 
-test-faults: setup-test ## fault injection on a real 3-broker cluster: kills, restarts, gaps, disk full (~15 min; needs root for a tmpfs)
+test-faults: setup-test detector ## fault injection on a real 3-broker cluster: kills, restarts, gaps, disk full (~15 min; needs root for a tmpfs)
 	$(PY) -m pytest -m faults tests/faults
 
 lint: $(TEST_STAMP) ## ruff (lint and format check) and mypy, as CI and pre-commit (.ci/pre-commit-config.yaml) run them
