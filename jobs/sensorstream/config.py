@@ -238,7 +238,8 @@ class Setting:
     default  the value as text, as an env var would give it ("" = not set)
     parse    text -> typed value, raising ValueError: the type and the validation
     flag     the command-line flag that overrides it, in `commands` (EVERY_COMMAND: before the command)
-    chart    the values.yaml key the chart passes as this env var, when it passes one as is
+    chart    the values.yaml key the chart passes as this env var, when it passes one as is (a
+             boolean key as on or off)
     """
 
     env: str
@@ -473,6 +474,7 @@ class Settings:
         flag="--detect",
         metavar="off|on",
         commands=("stream",),
+        chart="stream.detect.enabled",
     )
     spike_k: float = _setting(
         "STREAM_SPIKE_K",
@@ -482,6 +484,7 @@ class Settings:
         flag="--spike-k",
         metavar="K",
         commands=("stream",),
+        chart="stream.detect.spikeK",
     )
     stuck_run: int = _setting(
         "STREAM_STUCK_RUN",
@@ -491,6 +494,7 @@ class Settings:
         flag="--stuck-run",
         metavar="N",
         commands=("stream",),
+        chart="stream.detect.stuckRun",
     )
     silent_after: timedelta = _setting(
         "STREAM_SILENT_AFTER",
@@ -500,6 +504,7 @@ class Settings:
         flag="--silent-after",
         metavar="DURATION",
         commands=("stream",),
+        chart="stream.detect.silentAfter",
     )
     max_reject_ratio: float | None = _setting(
         "STREAM_MAX_REJECT_RATIO",

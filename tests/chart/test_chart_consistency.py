@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -84,6 +85,42 @@ def test_kafkatopic_names_are_dns_names_and_topic_names_are_kept(rendered):
         "dead_letter_topic",
         "alerts_topic",
     }
+
+
+def run_helm_test_pod(tmp_path, docs: list[dict], on_the_broker: set[str]) -> subprocess.CompletedProcess:
+    """Runs the `helm test` pod's script with the rendered ConfigMap as its environment and a
+    stand-in for kafka-python's admin client that lists the given topics."""
+    (pod,) = [d for d in by_kind(docs, "Pod") if d["metadata"]["annotations"]["helm.sh/hook"] == "test"]
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == ["python3", "-c"]
+    stand_in = tmp_path / "stand-in"
+    (stand_in / "kafka").mkdir(parents=True, exist_ok=True)
+    (stand_in / "kafka" / "__init__.py").write_text(
+        "import json, os\n"
+        "class KafkaAdminClient:\n"
+        "    def __init__(self, **options): pass\n"
+        "    def list_topics(self): return json.loads(os.environ['BROKER_TOPICS'])\n"
+        "    def close(self): pass\n"
+    )
+    env = {
+        **settings_configmap(docs)["data"],
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": os.pathsep.join([str(stand_in), str(ROOT / "jobs")]),
+        "BROKER_TOPICS": json.dumps(sorted(on_the_broker)),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", *container["args"]], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_helm_test_checks_every_topic_the_chart_declares(rendered, tmp_path):
+    docs = rendered["default"]
+    declared = {d["spec"]["topicName"] for d in by_kind(docs, "KafkaTopic")}
+    done = run_helm_test_pod(tmp_path, docs, declared | {"__consumer_offsets"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    for topic in sorted(declared):
+        done = run_helm_test_pod(tmp_path, docs, declared - {topic})
+        assert done.returncode == 1 and f"missing ['{topic}']" in done.stdout, done.stdout + done.stderr
 
 
 def test_the_local_broker_reads_the_same_topics_as_the_chart(rendered):
