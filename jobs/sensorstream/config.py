@@ -470,7 +470,8 @@ class Settings:
         "off",
         _choice("off", "on"),
         "on: tell which sensor is wrong (spikes, stuck and silent sensors) on the alerts topic; needs the "
-        "detector's jar (`make detector`) and the rocksdb state store (taken when on)",
+        "detector's jar (`make detector`) and the rocksdb state store (taken when on); fixed when the checkpoint "
+        "is first written",
         flag="--detect",
         metavar="off|on",
         commands=("stream",),
