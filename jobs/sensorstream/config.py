@@ -324,7 +324,7 @@ class Settings:
         "KAFKA_ALERTS_TOPIC",
         "alerts_topic",
         _topic,
-        "topic of the detector's alerts (STREAM_DETECT=on), one JSON record each",
+        "topic of the detector's alerts (STREAM_DETECT=on), one JSON record each; the report counts them",
         chart="topics.alerts.name",
     )
     security_protocol: str = _setting(

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from sensorstream.aggregate import FINISHED, finish_windows, partial_columns, reason_kind, window_column, window_stats
 from sensorstream.config import Settings, micros, spark_interval, spark_kafka_options
-from sensorstream.schema import METRICS, dead_letter_columns, parse
+from sensorstream.schema import METRICS, alert_json, dead_letter_columns, parse
 
 
 def read_source(spark: SparkSession, settings: Settings, fail_on_data_loss: bool = True) -> DataFrame:
@@ -164,23 +164,11 @@ def alert_rows(shuffled: DataFrame, settings: Settings) -> DataFrame:
         ),
         shuffled.sparkSession,
     )
-    value = F.to_json(
-        F.struct(
-            "sensor_id",
-            "kind",
-            "metric",
-            "value",
-            "expected_low",
-            "expected_high",
-            F.date_format(F.timestamp_micros(F.col("event_us")), "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX").alias("event_time"),
-            "source",
-        )
-    )
     return alerts.select(
         F.lit("alert").alias("kind"),
         F.lit(settings.alerts_topic).alias("topic"),
         F.col("key"),
-        value.alias("value"),
+        alert_json().alias("value"),
         F.col("kind").alias("reason_kind"),
         F.lit(None).cast("long").alias("end_us"),
         F.lit(True).alias("newest"),
