@@ -6,16 +6,18 @@
 #                 engine answers, else buildah with a locally made debian:bookworm-slim base)
 #
 # Built from Debian packages and PyPI only, on debian:bookworm-slim:
+#   stage "base": Debian's Java 17 (JRE) and Python 3.11; a virtualenv (/opt/sensorstream/venv;
+#                 bookworm's Python is externally managed) with pyspark, which ships Spark itself
+#                 (jars, bin/, the Kubernetes backend). SPARK_HOME=/opt/spark, a link to the venv's
+#                 pyspark folder. User `spark`, uid/gid 185, with a passwd entry and a home.
 #   stage "jars": Debian's Maven and JDK 17 resolve the Spark Kafka connector and its dependencies
 #                 with the same pom and profile that `make jars` uses locally, so the image and a
-#                 laptop run the very same jars.
-#   runtime:      Debian's Java 17 (JRE) and Python 3.11; a virtualenv (/opt/sensorstream/venv;
-#                 bookworm's Python is externally managed) with pyspark, which ships Spark itself
-#                 (jars, bin/, the Kubernetes backend), and the sensorstream package.
-#                 SPARK_HOME=/opt/spark, a link to the venv's pyspark folder; the connector is
-#                 copied into its jars/. User `spark`, uid/gid 185, with a passwd entry and a home.
-#                 Entrypoint: k8s/image/entrypoint.sh under tini (Spark's driver/executor contract;
-#                 any other command runs as given). Nothing is downloaded when a pod starts.
+#                 laptop run the very same jars; and javac compiles the fault detector
+#                 (jobs/jvm/detector/build.sh, as `make detector` does) against the base's pyspark jars.
+#   runtime:      the base, the connector and the detector copied into Spark's jars/, and the
+#                 sensorstream package. Entrypoint: k8s/image/entrypoint.sh under tini (Spark's
+#                 driver/executor contract; any other command runs as given). Nothing is
+#                 downloaded when a pod starts.
 #
 # Versions that must agree, checked by tests/chart/test_chart_consistency.py:
 #   SPARK_VERSION here == <spark.version> in jobs/jvm/pom.xml == sparkVersion in the chart
@@ -30,29 +32,8 @@
 ARG SPARK_VERSION=4.0.4
 ARG SCALA_BINARY_VERSION=2.13
 
-# --- stage 1: the Spark Kafka connector jars ------------------------------------------------------
-FROM debian:bookworm-slim AS jars
-# The slim image has no /usr/share/man: the JDK's update-alternatives fails without man1.
-RUN set -eux; \
-    mkdir -p /usr/share/man/man1; \
-    apt-get update; \
-    apt-get install -y --no-install-recommends maven openjdk-17-jdk-headless; \
-    apt-get clean; rm -rf /var/lib/apt/lists/*
-WORKDIR /build
-COPY jobs/jvm/pom.xml jobs/jvm/pom.xml
-# A build CA, if given, is added to Java's trust store of this throw-away stage only.
-RUN --mount=type=secret,id=build-ca,required=false \
-    set -eu; \
-    if [ -s /run/secrets/build-ca ]; then \
-      mkdir -p /usr/local/share/ca-certificates/build-ca; \
-      awk '/-----BEGIN CERTIFICATE-----/ { n++ } n { print > ("/usr/local/share/ca-certificates/build-ca/" n ".crt") }' /run/secrets/build-ca; \
-      update-ca-certificates >/dev/null; \
-    fi; \
-    mvn -B -q -f jobs/jvm/pom.xml -P spark-connector package -Djars.dir=/jars; \
-    ls -1 /jars/spark
-
-# --- stage 2: the runtime -------------------------------------------------------------------------
-FROM debian:bookworm-slim
+# --- stage 1: the runtime's base: Java, Python, pyspark -------------------------------------------
+FROM debian:bookworm-slim AS base
 ARG SPARK_VERSION
 ARG SCALA_BINARY_VERSION
 
@@ -91,7 +72,39 @@ RUN --mount=type=secret,id=build-ca,required=false \
     ln -s "$(python3 -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')" "$SPARK_HOME"; \
     rm -f /tmp/build-ca.pem
 
-# The connector next to Spark's own jars: on the classpath of driver and executors, no --jars.
+# --- stage 2: the Spark Kafka connector jars and the fault detector ---------------------------------
+FROM debian:bookworm-slim AS jars
+# The slim image has no /usr/share/man: the JDK's update-alternatives fails without man1.
+RUN set -eux; \
+    mkdir -p /usr/share/man/man1; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends maven openjdk-17-jdk-headless; \
+    apt-get clean; rm -rf /var/lib/apt/lists/*
+WORKDIR /build
+COPY jobs/jvm/pom.xml jobs/jvm/pom.xml
+# A build CA, if given, is added to Java's trust store of this throw-away stage only.
+RUN --mount=type=secret,id=build-ca,required=false \
+    set -eu; \
+    if [ -s /run/secrets/build-ca ]; then \
+      mkdir -p /usr/local/share/ca-certificates/build-ca; \
+      awk '/-----BEGIN CERTIFICATE-----/ { n++ } n { print > ("/usr/local/share/ca-certificates/build-ca/" n ".crt") }' /run/secrets/build-ca; \
+      update-ca-certificates >/dev/null; \
+    fi; \
+    mvn -B -q -f jobs/jvm/pom.xml -P spark-connector package -Djars.dir=/jars; \
+    ls -1 /jars/spark
+# The fault detector, compiled against the very Spark jars the image runs (pyspark's, from the base;
+# bookworm's Python is 3.11, so that is the venv's folder).
+COPY --from=base /opt/sensorstream/venv/lib/python3.11/site-packages/pyspark/jars/ /spark-jars/
+COPY jobs/jvm/detector/ jobs/jvm/detector/
+RUN jobs/jvm/detector/build.sh /spark-jars /jars/spark/sensorstream-detector.jar
+
+# --- stage 3: the runtime -------------------------------------------------------------------------
+FROM base
+ARG SPARK_VERSION
+ARG SCALA_BINARY_VERSION
+
+# The connector and the detector next to Spark's own jars: on the classpath of driver and
+# executors, no --jars.
 COPY --from=jars /jars/spark/ /opt/spark/jars/
 
 # The package, with the `spark` extra: pip checks that pyproject's pyspark pin is the one above.
@@ -116,6 +129,7 @@ RUN --mount=type=secret,id=build-ca,required=false \
     python3 -c "import pyspark, sensorstream, sys; sys.exit(pyspark.__version__ != '${SPARK_VERSION}')"; \
     test -f "$SPARK_HOME/jars/spark-sql-kafka-0-10_${SCALA_BINARY_VERSION}-${SPARK_VERSION}.jar"; \
     test -f "$SPARK_HOME/jars/spark-kubernetes_${SCALA_BINARY_VERSION}-${SPARK_VERSION}.jar"; \
+    test -f "$SPARK_HOME/jars/sensorstream-detector.jar"; \
     command -v sensorstream spark-submit java tini
 
 # The SparkApplication's mainApplicationFile is local:///opt/sensorstream/jobs/spark_entrypoint.py.

@@ -15,9 +15,12 @@ CRDS_STAMP := $(STATE)/crds/.generated
 # the tests, lint and benchmarks.
 RUNTIME_STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
+DETECTOR_JAR := $(STATE)/jars/spark/sensorstream-detector.jar
+#: setup builds the fault detector where a JDK's javac is (it is needed only for STREAM_DETECT=on)
+SETUP_DETECTOR := $(if $(shell command -v javac 2>/dev/null),$(DETECTOR_JAR))
 MVN_FLAGS := -B -q -f jobs/jvm/pom.xml
 
-.PHONY: help setup setup-test jars crds browser demo lint test test-fast test-faults up down status bench bench-report \
+.PHONY: help setup setup-test jars detector crds browser demo lint test test-fast test-faults up down status bench bench-report \
         clean distclean
 
 ##@ Run
@@ -58,20 +61,20 @@ down: ## stop the local Kafka broker
 status: ## is the local broker running?
 	$(SENSORSTREAM) local status
 
-bench: setup-test ## every stage against Spark's or Kafka's own floor, same run (~10 min; table + data/bench/<UTC>.json)
+bench: setup-test detector ## every stage against Spark's or Kafka's own floor, same run (~10 min; table + data/bench/<UTC>.json)
 	$(PY) tests/bench/bench.py
 
 bench-report: setup-test ## the report against Spark's own floor, 200k and 2M readings (a few minutes)
 	$(PY) tests/bench/bench_report.py
 
 ##@ Test
-test: setup-test helm crds promtool ## the whole test suite: real Kafka broker, real Spark, chart checks
+test: setup-test detector helm crds promtool ## the whole test suite: real Kafka broker, real Spark, chart checks
 	$(PY) -m pytest
 
-test-fast: setup-test helm crds promtool ## tests without the slow ones
+test-fast: setup-test detector helm crds promtool ## tests without the slow ones
 	$(PY) -m pytest -m "not slow"
 
-test-faults: setup-test ## fault injection on a real 3-broker cluster: kills, restarts, gaps, disk full (~15 min; needs root for a tmpfs)
+test-faults: setup-test detector ## fault injection on a real 3-broker cluster: kills, restarts, gaps, disk full (~15 min; needs root for a tmpfs)
 	$(PY) -m pytest -m faults tests/faults
 
 lint: $(TEST_STAMP) ## ruff (lint and format check) and mypy, as CI and pre-commit (.ci/pre-commit-config.yaml) run them
@@ -87,11 +90,17 @@ help: ## list the targets, by group
 	@awk 'BEGIN { FS = ":.*## " } /^##@ / { printf "\n%s\n", substr($$0, 5) } \
 	  /^[a-zA-Z0-9_-]+:.*## / { printf "  make %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-setup: $(RUNTIME_STAMP) $(JARS_STAMP) ## virtualenv with the runtime + jars (done by demo)
+setup: $(RUNTIME_STAMP) $(JARS_STAMP) $(SETUP_DETECTOR) ## virtualenv with the runtime + jars, and the fault detector given a JDK (done by demo)
 
 setup-test: setup $(TEST_STAMP) ## setup, plus the test tools (done by test, lint and bench)
 
 jars: $(JARS_STAMP) ## fetch the JVM jars from Maven Central (pom: jobs/jvm/pom.xml)
+
+detector: $(DETECTOR_JAR) ## compile the fault detector (jobs/jvm/detector) against pyspark's jars (needs a JDK's javac)
+
+$(DETECTOR_JAR): $(wildcard jobs/jvm/detector/src/sensorstream/detect/*.java) jobs/jvm/detector/build.sh $(RUNTIME_STAMP) $(JARS_STAMP)
+	@echo "==> compiling the fault detector into $@"
+	jobs/jvm/detector/build.sh "$$($(PY) -c 'import pyspark, pathlib; print(pathlib.Path(pyspark.__file__).parent / "jars")')" $@
 
 crds: $(CRDS_STAMP) ## the Prometheus Operator's CRDs for the chart tests (needs Go; done by test)
 

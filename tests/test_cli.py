@@ -182,6 +182,7 @@ def test_stream_and_report_commands(cli_env, kafka_settings):
     report = cli(env, "report", "--format", "csv,json", timeout=300)
     assert report.returncode == 0, report.stderr
     assert "report written to" in report.stdout
+    assert f"alerts 0 from {kafka_settings.alerts_topic} (spike 0, stuck 0, silent 0, back 0)" in report.stdout
     folder = next(p for p in os.scandir(kafka_settings.report_dir) if p.is_dir())
     assert sorted(os.listdir(folder.path)) == ["quality.json", "sensor_report.csv", "sensor_report.json"]
 

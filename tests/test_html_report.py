@@ -48,6 +48,53 @@ def test_the_page_is_self_contained_and_has_a_chart_per_sensor_and_metric():
         assert text in page, text
 
 
+def _charts(page: str, sensor: str) -> dict[str, str]:
+    """metric -> the SVG of that chart of the sensor."""
+    section = page.split(f"<h3>{sensor}", 1)[1].split("</section>", 1)[0]
+    return {re.search(r'aria-label="(\w+)', svg)[1]: svg for svg in section.split("</svg>")[:-1]}
+
+
+def _alert(kind: str, minutes: float, metric: str | None = None, value: float | None = None, expected=(None, None)):
+    return html_report.Alert(kind, metric, value, *expected, T + timedelta(minutes=minutes))
+
+
+def test_alerts_are_marked_on_their_sensors_charts():
+    alerts = {
+        "sensor_1": [
+            _alert("spike", 7, "temperature", 31.0, (19.5, 24.5)),
+            _alert("stuck", 12, value=21.25),
+            _alert("silent", 15),
+            _alert("back", 35),  # after the last window's start: the time axis reaches it
+        ],
+        "sensor_2": [_alert("silent", 3)],  # no readings: no chart to mark
+    }
+    page = html_report.render(["sensor_id"], [("sensor_1",), ("sensor_2",)], {}, _series(), T, alerts)
+    charts = _charts(page, "sensor_1")
+    assert sorted(charts) == ["humidity", "pressure", "temperature"]
+    kinds = {m: re.findall(r'class="alert (\w+)"', svg) for m, svg in charts.items()}
+    assert kinds["temperature"] == ["silent", "spike", "stuck"]  # the silence behind the data, the rest over it
+    assert kinds["humidity"] == ["silent", "stuck"]  # a spike of temperature is not humidity's
+    assert kinds["pressure"] == []  # no readings of pressure: "no readings", no marks
+    assert "<title>spike: temperature 31.00 °C, expected 19.50 to 24.50 °C, at 2026-01-31 08:07:00 UTC</title>" in page
+    assert "<title>stuck: the same readings repeated (temperature 21.25 °C, ...), at 2026-01-31 08:12:00 UTC" in page
+    assert (
+        "<title>silent: no reading after 2026-01-31 08:15:00 UTC; back: a reading again at 2026-01-31 08:35:00 UTC"
+        "</title>" in page
+    )
+    assert "01-31 08:35 UTC</text>" in charts["temperature"]  # the axis ends at the back, past the windows
+    # every mark inside the plot: x from 52 to 350 (WIDTH 360, paddings 52 and 10)
+    for x in re.findall(r'<g class="alert \w+"><title>[^<]*</title>(?:<path d="M|<rect x=")([\d.]+)', page):
+        assert 52 - 5 <= float(x) <= 350, x
+    assert "alerts: spike 1, stuck 1, silent 1, back 1</span>" in page
+    assert "hover a mark" in page  # the legend, once
+    assert not re.search(r"<script|<link|<img|url\(|@import|src=", page, re.IGNORECASE)
+
+
+def test_no_alerts_no_marks():
+    page = html_report.render(["sensor_id"], [("sensor_1",)], {"alerts_topic": None}, _series(), T)
+    assert 'class="alert' not in page and "hover a mark" not in page and "; no alerts topic" in page
+
+
 def test_markup_in_data_is_escaped():
     page = html_report.render(["sensor_id"], [("<script>x</script>",)], {"input_topic": "<b>"}, {}, T)
     assert "<script>" not in page and "&lt;script&gt;" in page

@@ -6,20 +6,25 @@ contract (helpers.reference_reason) gives.
 
 import random
 import re
+from datetime import datetime, timezone
 
 import pytest
+from pyspark.sql import functions as F
 
 from sensorstream.readings import RANGES, UNITS
 from sensorstream.schema import (
+    ALERT_COLUMNS,
     READING_COLUMNS,
     REASON_KINDS,
     RECORD_COLUMNS,
     REJECT_COLUMNS,
     UNCHECKED,
+    alert_json,
     check,
     explain,
     failed_check,
     parse,
+    parse_alerts,
     parse_and_validate,
     passed_readings,
 )
@@ -340,3 +345,37 @@ def test_the_readmes_state_the_contract_the_code_checks(readme):
         # "`temperature` (°C) in [-40, 85]", in either language
         assert re.search(rf"`{field}` \({re.escape(UNITS[field])}\) \w+ \[{low:g}, {high:g}\]", text), field
     assert _contract_rows("README.md") == rows  # English and Spanish give the same reasons, in order
+
+
+def test_an_alert_reads_back_as_the_stream_writes_it(spark):
+    """alert_json (what the stream writes to the alerts topic) against parse_alerts (what the report
+    reads): the exact text, nulls left out as Spark's to_json leaves them; and records that are no
+    alert left out."""
+    at = 1_769_846_400_000_000  # 2026-01-31T08:00:00Z in microseconds
+    rows = [
+        ("s1|spike:temperature|in|0|5", "s1", "spike", "temperature", 60.0, 18.0, 24.0, at + 1, "in|0|5"),
+        ("s1|silent|in|2|9", "s1", "silent", None, None, None, None, at + 60_000_000, "in|2|9"),
+    ]
+    detected = spark.createDataFrame(
+        rows,
+        "key string, sensor_id string, kind string, metric string, value double, expected_low double, "
+        "expected_high double, event_us long, source string",
+    )
+    written = detected.select(F.col("key").cast("binary").alias("key"), alert_json().cast("binary").alias("value"))
+    assert [bytes(r.value).decode() for r in written.collect()] == [
+        '{"sensor_id":"s1","kind":"spike","metric":"temperature","value":60.0,"expected_low":18.0,'
+        '"expected_high":24.0,"event_time":"2026-01-31T08:00:00.000001Z","source":"in|0|5"}',
+        '{"sensor_id":"s1","kind":"silent","event_time":"2026-01-31T08:01:00.000000Z","source":"in|2|9"}',
+    ]
+    fire = b'{"sensor_id":"s1","kind":"fire","event_time":"2026-01-31T08:00:00.000000Z"}'  # no such kind
+    foreign = spark.createDataFrame([(b"k", b"not json"), (b"k", fire)], "key binary, value binary")
+    read = parse_alerts(written.unionByName(foreign)).orderBy("event_time").collect()
+    assert tuple(read[0].asDict()) == ALERT_COLUMNS
+    assert [(r.key, r.kind, r.metric, r.value, r.expected_high, r.source) for r in read] == [
+        ("s1|spike:temperature|in|0|5", "spike", "temperature", 60.0, 24.0, "in|0|5"),
+        ("s1|silent|in|2|9", "silent", None, None, None, "in|2|9"),
+    ]
+    assert [r.event_time.astimezone(timezone.utc) for r in read] == [
+        datetime(2026, 1, 31, 8, 0, 0, 1, tzinfo=timezone.utc),
+        datetime(2026, 1, 31, 8, 1, tzinfo=timezone.utc),
+    ]

@@ -144,6 +144,22 @@ def test_checkpoint_of_another_query_is_refused_and_can_be_reset(kafka_settings,
     streaming.run(spark, changed, available_now=True, reset_checkpoint=True, say=lambda _: None)
 
 
+def test_turning_the_detector_on_or_off_needs_a_fresh_checkpoint(tmp_path):
+    """Its state (and the rocksdb store it takes) lives in the checkpoint: one line, before Spark."""
+    from sensorstream.config import load_settings
+    from sensorstream.streaming.checkpoint import prepare_checkpoint
+
+    off = load_settings(environ={}, overrides={"checkpoint_location": str(tmp_path)})
+    prepare_checkpoint(off, "stream", reset=False)
+    prepare_checkpoint(off, "stream", reset=False)  # the same settings: the same checkpoint
+    on = off.replace(detect="on")
+    with pytest.raises(CheckpointError, match=r"detect 'off' -> 'on'.*--reset-checkpoint"):
+        prepare_checkpoint(on, "stream", reset=False)
+    prepare_checkpoint(on, "stream", reset=True)
+    with pytest.raises(CheckpointError, match=r"detect 'on' -> 'off'"):
+        prepare_checkpoint(off, "stream", reset=False)
+
+
 def test_stream_stops_when_asked(kafka_settings, spark):
     import threading
 

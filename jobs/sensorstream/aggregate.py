@@ -1,9 +1,9 @@
 """The aggregations, defined once and used by both the stream and the batch report.
 
-Pure DataFrame -> DataFrame functions over what `schema.parse` returns. A window is always
-finished (`finish_windows`) from the same partials (`partial_columns`), whether Spark's state
-store merged them batch by batch in the stream or `window_stats` computed them in one pass, so
-both agree.
+Pure DataFrame -> DataFrame functions over what `schema.parse` returns (and, for the report's
+alert counts, `schema.parse_alerts`). A window is always finished (`finish_windows`) from the same
+partials (`partial_columns`), whether Spark's state store merged them batch by batch in the stream
+or `window_stats` computed them in one pass, so both agree.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from sensorstream.config import spark_interval
-from sensorstream.schema import METRICS, REASON_KINDS
+from sensorstream.schema import ALERT_KINDS, METRICS, REASON_KINDS
 
 _STATS = {
     "avg": F.avg,
@@ -119,4 +119,44 @@ def sensor_report(records: DataFrame) -> DataFrame:
         F.map_from_arrays(
             F.array(*[F.lit(k) for k in REASON_KINDS]), F.array(*[F.count_if(kind == k) for k in REASON_KINDS])
         ).alias("rejected"),
+    )
+
+
+#: The report's alert counts, one column per kind of alert, in ALERT_KINDS' order.
+ALERT_COUNTS = tuple(f"alerts_{kind}" for kind in ALERT_KINDS)
+#: The column of `sensor_alerts(..., listed=True)` that holds a sensor's alerts themselves.
+ALERT_LIST = "alerts"
+#: An alert's fields in ALERT_LIST.
+LISTED = ("kind", "metric", "value", "expected_low", "expected_high", "event_time")
+
+
+def sensor_alerts(alerts: DataFrame, listed: bool = False) -> DataFrame:
+    """Per sensor over parsed alerts (`schema.parse_alerts`): ALERT_COUNTS, and with `listed` the
+    alerts themselves (ALERT_LIST, an array of LISTED structs, in no order).
+
+    An alert is counted once per record key: the stream writes a replayed micro-batch's alerts
+    again under the same keys.
+    """
+    unique = alerts.dropDuplicates(["key"])
+    kind = F.col("kind")
+    return unique.groupBy("sensor_id").agg(
+        *[F.count_if(kind == k).alias(name) for k, name in zip(ALERT_KINDS, ALERT_COUNTS)],
+        *([F.collect_list(F.struct(*LISTED)).alias(ALERT_LIST)] if listed else []),
+    )
+
+
+def with_alerts(report: DataFrame, alerts: DataFrame) -> DataFrame:
+    """`sensor_report`'s rows with each sensor's `sensor_alerts` after invalid_records (0 when it
+    has none), `rejected` (and ALERT_LIST, if there) last. A sensor with alerts but no record in
+    the report (its readings past the input topic's retention, say) gets a row of its own: no
+    readings, its alerts counted."""
+    joined = report.join(alerts, "sensor_id", "full_outer")
+    zero = F.lit(0).cast("long")
+    counts = ("total_readings", "invalid_records")
+    columns = [F.coalesce(c, zero).alias(c) if c in counts else F.col(c) for c in report.columns if c != "rejected"]
+    return joined.select(
+        *columns,
+        *[F.coalesce(c, zero).alias(c) for c in ALERT_COUNTS],
+        "rejected",
+        *([ALERT_LIST] if ALERT_LIST in alerts.columns else []),
     )

@@ -160,8 +160,9 @@ def existing_topics(settings: Settings) -> set[str]:
         return set(admin.list_topics())
 
 
-def require_topics(settings: Settings, topics: Iterable[str], wait_s: float = 3.0) -> None:
-    """Raise TopicMissingError naming the first topic the cluster does not have.
+def require_topics(settings: Settings, topics: Iterable[str], wait_s: float = 3.0) -> set[str]:
+    """Raise TopicMissingError naming the first topic the cluster does not have; else return every
+    topic the cluster has (so a caller can look for an optional one without asking again).
 
     A topic created a moment ago may not have reached the broker's metadata yet: a missing topic
     is looked for again for up to `wait_s` seconds.
@@ -172,7 +173,7 @@ def require_topics(settings: Settings, topics: Iterable[str], wait_s: float = 3.
         present = existing_topics(settings)
         missing = [topic for topic in topics if topic not in present]
         if not missing:
-            return
+            return present
         if time.monotonic() >= deadline:
             raise TopicMissingError(
                 f"topic {missing[0]!r} does not exist on {settings.bootstrap_servers}; create it "

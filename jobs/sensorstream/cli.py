@@ -392,14 +392,19 @@ def _report(args, settings) -> int:
     from sensorstream.spark import get_session
 
     _exit_on_sigterm(report.abandon)
-    report.preflight(settings)
+    alerts_topic_exists = report.preflight(settings)  # once per command: run() is handed what it found
     _say("starting Spark...")
     spark = get_session(settings)
     _say(f"reading {settings.input_topic} at {settings.bootstrap_servers} (earliest to latest)")
-    result = report.run(spark, settings, since=args.since, until=args.until)
+    result = report.run(
+        spark, settings, since=args.since, until=args.until, alerts_topic_exists=alerts_topic_exists, say=_say
+    )
     print(report.console_table(result))
     rejected = ", ".join(f"{k} {v}" for k, v in sorted(result.rejected.items())) or "none"
     print(f"records {result.records}: valid {result.valid}, rejected {sum(result.rejected.values())} ({rejected})")
+    if result.alerts_topic:
+        alerts = ", ".join(f"{k} {v}" for k, v in result.alerts.items())
+        print(f"alerts {sum(result.alerts.values())} from {result.alerts_topic} ({alerts})")
     print(f"report written to {result.folder}/")
     for path in result.files:
         print(f"  {path.name}")

@@ -238,7 +238,8 @@ class Setting:
     default  the value as text, as an env var would give it ("" = not set)
     parse    text -> typed value, raising ValueError: the type and the validation
     flag     the command-line flag that overrides it, in `commands` (EVERY_COMMAND: before the command)
-    chart    the values.yaml key the chart passes as this env var, when it passes one as is
+    chart    the values.yaml key the chart passes as this env var, when it passes one as is (a
+             boolean key as on or off)
     """
 
     env: str
@@ -318,6 +319,13 @@ class Settings:
         _topic,
         "topic of malformed records, with the reason",
         chart="topics.deadLetter.name",
+    )
+    alerts_topic: str = _setting(
+        "KAFKA_ALERTS_TOPIC",
+        "alerts_topic",
+        _topic,
+        "topic of the detector's alerts (STREAM_DETECT=on), one JSON record each; the report counts them",
+        chart="topics.alerts.name",
     )
     security_protocol: str = _setting(
         "KAFKA_SECURITY_PROTOCOL",
@@ -456,6 +464,48 @@ class Settings:
         metavar="hdfs|rocksdb",
         commands=("stream",),
         chart="stream.stateStore",
+    )
+    detect: str = _setting(
+        "STREAM_DETECT",
+        "off",
+        _choice("off", "on"),
+        "on: tell which sensor is wrong (spikes, stuck and silent sensors) on the alerts topic; needs the "
+        "detector's jar (`make detector`) and the rocksdb state store (taken when on); fixed when the checkpoint "
+        "is first written",
+        flag="--detect",
+        metavar="off|on",
+        commands=("stream",),
+        chart="stream.detect.enabled",
+    )
+    spike_k: float = _setting(
+        "STREAM_SPIKE_K",
+        "8",
+        _non_negative_float,
+        "a spike: a value more than this many standard deviations from its sensor's recent mean",
+        flag="--spike-k",
+        metavar="K",
+        commands=("stream",),
+        chart="stream.detect.spikeK",
+    )
+    stuck_run: int = _setting(
+        "STREAM_STUCK_RUN",
+        "3",
+        _at_least(2),
+        "a stuck sensor: this many consecutive readings with the very same values",
+        flag="--stuck-run",
+        metavar="N",
+        commands=("stream",),
+        chart="stream.detect.stuckRun",
+    )
+    silent_after: timedelta = _setting(
+        "STREAM_SILENT_AFTER",
+        "2 minutes",
+        parse_duration,
+        "a silent sensor: nothing from it for this long (event time) while the others go on",
+        flag="--silent-after",
+        metavar="DURATION",
+        commands=("stream",),
+        chart="stream.detect.silentAfter",
     )
     max_reject_ratio: float | None = _setting(
         "STREAM_MAX_REJECT_RATIO",

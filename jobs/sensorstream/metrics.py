@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 
 from sensorstream import __version__
 from sensorstream.config import Settings, invalid
-from sensorstream.readings import REASON_KINDS
+from sensorstream.readings import ALERT_KINDS, REASON_KINDS
 
 if TYPE_CHECKING:
     from sensorstream.producer import DeliveryStats
@@ -152,6 +152,14 @@ class StreamMetrics:
         )
         for kind in REASON_KINDS:  # every kind served from the start, at 0
             self.dead_letters.labels(reason=kind)
+        self.alerts = Counter(
+            "sensorstream_alerts",
+            "The detector's alerts (STREAM_DETECT=on), by kind: spike, stuck, silent, back",
+            labelnames=("kind",),
+            registry=registry,
+        )
+        for kind in ALERT_KINDS:
+            self.alerts.labels(kind=kind)
         self.late = Counter(
             "sensorstream_stream_late_readings_dropped",
             "Readings dropped because the watermark had passed their window",
@@ -209,6 +217,8 @@ class StreamMetrics:
         self.records.inc(progress.records)
         for kind, count in progress.rejected_by_reason.items():
             self.dead_letters.labels(reason=kind or "unknown").inc(count)
+        for kind, count in progress.alerts_by_kind.items():
+            self.alerts.labels(kind=kind).inc(count)
         self.late.inc(progress.late)
         self.updated.inc(progress.windows_updated)
         self.final.inc(progress.windows_final)

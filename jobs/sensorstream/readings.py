@@ -27,3 +27,5 @@ FIELDS = (*REQUIRED, *OPTIONAL)
 #: The kinds of reason a record is rejected for, in the order they are checked (a reason is "<kind>"
 #: or "<kind>: <detail>"): the dead letters', the report's and the stream's metrics' reason.
 REASON_KINDS = ("invalid JSON", "missing field", "wrong type", "bad timestamp", "out of range")
+#: What the stream's detector says of a sensor (STREAM_DETECT=on; jobs/jvm/detector).
+ALERT_KINDS = ("spike", "stuck", "silent", "back")

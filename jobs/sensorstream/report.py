@@ -1,13 +1,17 @@
 """The batch report's wiring: the whole input topic -> parse + validate -> per-sensor report -> files.
 
-One Spark job per run: the topic is read and parsed once, aggregated per sensor (readings and
-rejects together, `aggregate.sensor_report`), and the few result rows are collected. Every file,
-the printed table and quality.json are written from those rows, so nothing reads Kafka again.
+One Spark job per run: the input topic is read and parsed once, aggregated per sensor (readings
+and rejects together, `aggregate.sensor_report`); the alerts topic (the stream's detector's,
+STREAM_DETECT=on) is read once too, its alerts of the same period counted per sensor and kind
+(`aggregate.sensor_alerts`, once per record key) and joined to that; and the few result rows are
+collected. Every file, the printed table and quality.json are written from those rows, so nothing
+reads Kafka again. No alerts topic (detection never on): every count is zero, and `run` says so.
 
 Each run writes a new folder <report_dir>/<UTC time>/ holding one file per format:
     sensor_report.csv (RFC 4180: a header, CRLF, quotes doubled), sensor_report.parquet/,
     sensor_report.json (JSON lines), sensor_report.html (one self-contained page with per-sensor
-    charts of 5-minute windows, html_report.py), quality.json (records read, valid, rejected by reason)
+    charts of 5-minute windows and the alerts marked on them, html_report.py), quality.json (records
+    read, valid, rejected by reason; the alerts topic read and its alerts by kind)
 The html format takes a second Spark job (the 5-minute windows); the other formats need only the one.
 The folder is assembled under a hidden name and renamed into place, so a half-written report is
 never visible.
@@ -20,7 +24,9 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -30,12 +36,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from sensorstream import html_report
-from sensorstream.aggregate import sensor_report, window_stats
+from sensorstream.aggregate import ALERT_COUNTS, ALERT_LIST, sensor_alerts, sensor_report, window_stats, with_alerts
 from sensorstream.brokers import require_topics
 from sensorstream.config import Settings, spark_kafka_options
 from sensorstream.errors import SensorstreamError
-from sensorstream.readings import METRICS, UNITS
-from sensorstream.schema import parse
+from sensorstream.readings import ALERT_KINDS, METRICS, UNITS
+from sensorstream.schema import parse, parse_alerts
 from sensorstream.tables import format_table
 
 REPORT_NAME = "sensor_report"
@@ -45,6 +51,8 @@ _assembling: Path | None = None
 CHART_WINDOW = timedelta(minutes=5)
 #: sensor_report's per-reason counts feed quality.json, not the report files.
 _REJECTED = "rejected"
+#: Columns collected that are no column of the report files: the reject counts, the alerts listed.
+_NOT_WRITTEN = (_REJECTED, ALERT_LIST)
 
 
 @dataclass(frozen=True)
@@ -56,14 +64,16 @@ class ReportResult:
     records: int
     valid: int
     rejected: dict[str, int]
+    alerts: dict[str, int]  # every kind of alert, counted over every sensor
+    alerts_topic: str | None  # None: the cluster has no alerts topic
 
 
-def read_topic(spark: SparkSession, settings: Settings) -> DataFrame:
-    """Everything in the input topic now, earliest to latest offsets."""
+def read_topic(spark: SparkSession, settings: Settings, topic: str | None = None) -> DataFrame:
+    """Everything in a topic (the input topic unless told) now, earliest to latest offsets."""
     return (
         spark.read.format("kafka")
         .options(**spark_kafka_options(settings))
-        .option("subscribe", settings.input_topic)
+        .option("subscribe", topic or settings.input_topic)
         .option("startingOffsets", "earliest")
         .option("endingOffsets", "latest")
         .load()
@@ -82,11 +92,37 @@ def _records(spark: SparkSession, settings: Settings, since: datetime | None, un
     return records
 
 
-def build_report(
-    spark: SparkSession, settings: Settings, since: datetime | None = None, until: datetime | None = None
+#: What `parse_alerts` reads of a Kafka record: the columns of a topic that is not there.
+_NO_RECORDS = "key binary, value binary"
+
+
+def _alerts(
+    spark: SparkSession, settings: Settings, since: datetime | None, until: datetime | None, exists: bool
 ) -> DataFrame:
-    """sensor_report over the topic; readings selected by event time in [since, until), rejects by Kafka time."""
-    return sensor_report(_records(spark, settings, since, until))
+    """The alerts topic's alerts (`parse_alerts`) whose event time is in [since, until); none when the
+    topic does not exist (Spark is not asked to read it: a broker that creates topics on demand would)."""
+    records = read_topic(spark, settings, settings.alerts_topic) if exists else spark.createDataFrame([], _NO_RECORDS)
+    alerts = parse_alerts(records)
+    if since:
+        alerts = alerts.where(F.col("event_time") >= F.lit(since))
+    if until:
+        alerts = alerts.where(F.col("event_time") < F.lit(until))
+    return alerts
+
+
+def build_report(
+    spark: SparkSession,
+    settings: Settings,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    alerts_topic_exists: bool = True,
+    listed: bool = False,
+) -> DataFrame:
+    """sensor_report over the input topic, with the sensors' alert counts (`with_alerts`) from the
+    alerts topic (none when it does not exist); with `listed`, the alerts too (for the HTML page).
+    Readings and alerts selected by event time in [since, until), rejects by Kafka time."""
+    alerts = sensor_alerts(_alerts(spark, settings, since, until, alerts_topic_exists), listed)
+    return with_alerts(sensor_report(_records(spark, settings, since, until)), alerts)
 
 
 def chart_series(
@@ -155,9 +191,10 @@ def write_report(
     quality: dict,
     now: datetime | None = None,
     series: dict | None = None,
+    alerts: dict[str, list[html_report.Alert]] | None = None,
 ) -> tuple[Path, list[Path]]:
     """Write every format into a new time-stamped folder, atomically; returns (folder, files).
-    `series` are the html format's charts (`chart_series`)."""
+    `series` are the html format's charts (`chart_series`), `alerts` the alerts marked on them."""
     now = now or datetime.now(timezone.utc)
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -187,7 +224,7 @@ def write_report(
                         record = {c: _json_value(v) for c, v in zip(columns, row) if v is not None}
                         out.write(json.dumps(record, ensure_ascii=False) + "\n")
             elif fmt == "html":
-                page = html_report.render(columns, rows, quality, series or {}, now)
+                page = html_report.render(columns, rows, quality, series or {}, now, alerts or {})
                 (staging / f"{REPORT_NAME}.html").write_text(page, encoding="utf-8")
             elif fmt == "parquet":
                 (spark.createDataFrame(rows, schema).coalesce(1).write.parquet(str(staging / f"{REPORT_NAME}.parquet")))
@@ -214,25 +251,46 @@ def abandon() -> None:
         shutil.rmtree(_assembling, ignore_errors=True)
 
 
-def preflight(settings: Settings) -> None:
-    """Fail in seconds, before Spark starts, when the broker or the topic is missing."""
-    require_topics(settings, [settings.input_topic])
+def preflight(settings: Settings) -> bool:
+    """Fail in seconds, before Spark starts, when the broker or the input topic is missing; return
+    whether the alerts topic exists (without it the report counts no alerts)."""
+    return settings.alerts_topic in require_topics(settings, [settings.input_topic])
+
+
+def _listed(row: Row) -> list[html_report.Alert]:
+    return sorted((html_report.Alert(**alert.asDict()) for alert in row[ALERT_LIST] or ()), key=lambda a: a.event_time)
 
 
 def run(
-    spark: SparkSession, settings: Settings, since: datetime | None = None, until: datetime | None = None
+    spark: SparkSession,
+    settings: Settings,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    alerts_topic_exists: bool | None = None,
+    say: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
 ) -> ReportResult:
-    preflight(settings)
-    table = build_report(spark, settings, since, until)
-    collected = table.collect()  # the one Spark job: one read of the topic, one parse per record
+    """The report, written. `alerts_topic_exists`: what the caller's own `preflight` found (run calls
+    it when None); `say` gets the one line about a missing alerts topic."""
+    if alerts_topic_exists is None:
+        alerts_topic_exists = preflight(settings)
+    alerts_topic = settings.alerts_topic if alerts_topic_exists else None
+    if alerts_topic is None:
+        say(
+            f"no alerts topic {settings.alerts_topic!r} on {settings.bootstrap_servers}: the report counts no "
+            "alerts (the stream writes them with STREAM_DETECT=on; KAFKA_ALERTS_TOPIC names the topic)"
+        )
+    html = "html" in settings.report_formats
+    table = build_report(spark, settings, since, until, alerts_topic_exists, listed=html)
+    collected = table.collect()  # the one Spark job: one read of each topic, one parse per record
 
     rejected: dict[str, int] = {}
     for row in collected:
-        for kind, count in row[_REJECTED].items():
+        for kind, count in (row[_REJECTED] or {}).items():
             if count:
                 rejected[kind] = rejected.get(kind, 0) + count
     valid = sum(row["total_readings"] for row in collected)
     records = valid + sum(rejected.values())
+    alerts = {kind: sum(row[name] for row in collected) for kind, name in zip(ALERT_KINDS, ALERT_COUNTS)}
     quality = {
         "input_topic": settings.input_topic,
         "from": since.isoformat() if since else None,
@@ -240,24 +298,33 @@ def run(
         "records": records,
         "valid": valid,
         "rejected": dict(sorted(rejected.items())),
+        "alerts_topic": alerts_topic,
+        "alerts": alerts,
     }
-    schema = StructType([f for f in table.schema.fields if f.name != _REJECTED])
+    schema = StructType([f for f in table.schema.fields if f.name not in _NOT_WRITTEN])
     columns = schema.fieldNames()
-    rows = [
-        tuple(row[c] for c in columns)
-        for row in sorted((r for r in collected if r["sensor_id"] is not None), key=_sensor_order)
-    ]
-    series = chart_series(spark, settings, since, until) if "html" in settings.report_formats else None
+    reported = sorted((r for r in collected if r["sensor_id"] is not None), key=_sensor_order)
+    rows = [tuple(row[c] for c in columns) for row in reported]
+    series = chart_series(spark, settings, since, until) if html else None
+    marked = {row["sensor_id"]: _listed(row) for row in reported if html and row[ALERT_LIST]}
     folder, files = write_report(
-        spark, schema, rows, settings.report_dir, settings.report_formats, quality, series=series
+        spark, schema, rows, settings.report_dir, settings.report_formats, quality, series=series, alerts=marked
     )
-    return ReportResult(folder, files, columns, rows, records, valid, rejected)
+    return ReportResult(folder, files, columns, rows, records, valid, rejected, alerts, alerts_topic)
 
 
 def console_table(result: ReportResult) -> str:
-    """The report as a terminal-width table: avg (min..max) per metric; the files have every column."""
+    """The report as a terminal-width table: avg (min..max) per metric, the alerts by kind; the files
+    have every column."""
     index = {name: i for i, name in enumerate(result.columns)}
-    columns = ["sensor_id", "readings", *[f"{m} {UNITS[m]} avg (min..max)" for m in METRICS], "missing_seq", "invalid"]
+    columns = [
+        "sensor_id",
+        "readings",
+        *[f"{m} {UNITS[m]} avg (min..max)" for m in METRICS],
+        "missing_seq",
+        "invalid",
+        "alerts",
+    ]
     rows = []
     for row in result.rows:
         cells = [row[index["sensor_id"]], row[index["total_readings"]]]
@@ -265,5 +332,7 @@ def console_table(result: ReportResult) -> str:
             avg, low, high = (row[index[f"{kind}_{metric}"]] for kind in ("avg", "min", "max"))
             cells.append("-" if avg is None else f"{avg:.2f} ({low:.2f}..{high:.2f})")
         cells += [row[index["missing_seq"]], row[index["invalid_records"]]]
+        raised = [f"{kind} {row[index[name]]}" for kind, name in zip(ALERT_KINDS, ALERT_COUNTS) if row[index[name]]]
+        cells.append(", ".join(raised) or "-")
         rows.append(cells)
     return format_table(columns, rows)

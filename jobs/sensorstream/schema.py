@@ -34,7 +34,14 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, VariantType
 
-from sensorstream.readings import FIELDS, METRICS, RANGES, REASON_KINDS, REQUIRED  # noqa: F401 - METRICS, RANGES, REASON_KINDS: re-exported
+from sensorstream.readings import (  # noqa: F401 - METRICS, RANGES, REASON_KINDS: re-exported
+    ALERT_KINDS,
+    FIELDS,
+    METRICS,
+    RANGES,
+    REASON_KINDS,
+    REQUIRED,
+)
 
 #: A date, a time with seconds, an optional fraction and an optional offset (UTC without one).
 #: A Java regex (\z: the very end; $ would also match before a final line break).
@@ -405,4 +412,63 @@ def reject_json() -> Column:
             "source_offset",
             F.date_format("kafka_timestamp", "yyyy-MM-dd'T'HH:mm:ss.SSSXXX").alias("kafka_timestamp"),
         )
+    )
+
+
+#: An alert as the stream writes it to the alerts topic (STREAM_DETECT=on; `alert_json`) and the
+#: report reads it back (`parse_alerts`). metric, value and the expected range are those of a spike
+#: (a stuck alert's value is its repeated reading's first metric; silent and back have none);
+#: event_time is the reading's that raised it (for silent: the sensor's last before the silence),
+#: source that reading's "<topic>|<partition>|<offset>".
+ALERT_SCHEMA = StructType(
+    [
+        StructField("sensor_id", StringType()),
+        StructField("kind", StringType()),
+        StructField("metric", StringType()),
+        StructField("value", DoubleType()),
+        StructField("expected_low", DoubleType()),
+        StructField("expected_high", DoubleType()),
+        StructField("event_time", StringType()),
+        StructField("source", StringType()),
+    ]
+)
+#: An alert's event_time as text: microseconds and the offset (Z in the stream's UTC session).
+ALERT_TIME_FORMAT = "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX"
+#: Columns of `parse_alerts`: the record's key, then the alert's fields, event_time a timestamp.
+ALERT_COLUMNS = ("key", *ALERT_SCHEMA.fieldNames())
+
+
+def alert_json() -> Column:
+    """The detector's alert row (ALERT_SCHEMA's fields, the event time as `event_us`, microseconds)
+    as the JSON value of an alerts record."""
+    return F.to_json(
+        F.struct(
+            *[
+                F.date_format(F.timestamp_micros(F.col("event_us")), ALERT_TIME_FORMAT).alias(name)
+                if name == "event_time"
+                else F.col(name)
+                for name in ALERT_SCHEMA.fieldNames()
+            ]
+        )
+    )
+
+
+def parse_alerts(kafka_df: DataFrame) -> DataFrame:
+    """Alerts-topic records (key, value) -> one row per alert, ALERT_COLUMNS.
+
+    A record that is no alert (not JSON, no sensor, a kind not in ALERT_KINDS, no readable event
+    time) is left out: the topic is the stream's own output, not a producer's contract to check.
+    """
+    alert = F.from_json(F.col("value").cast("string"), ALERT_SCHEMA)
+    parsed = kafka_df.select(F.col("key").cast("string").alias("key"), alert.alias("a")).select(
+        "key",
+        *[
+            F.try_to_timestamp(F.col("a.event_time"), F.lit(ALERT_TIME_FORMAT)).alias(name)
+            if name == "event_time"
+            else F.col(f"a.{name}")
+            for name in ALERT_SCHEMA.fieldNames()
+        ],
+    )
+    return parsed.where(
+        F.col("sensor_id").isNotNull() & F.col("kind").isin(*ALERT_KINDS) & F.col("event_time").isNotNull()
     )

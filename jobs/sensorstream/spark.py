@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from sensorstream.config import Settings
+from sensorstream.errors import DependencyError
 from sensorstream.jvm import find_java, jars_folder, require_jars
 
 CONNECTOR_MARKER = "spark-sql-kafka-0-10_"
@@ -45,6 +46,22 @@ def connector_jars(settings: Settings) -> list[Path]:
         return []
     folder = settings.jars_dir or jars_folder("spark")
     return require_jars(folder, "Spark Kafka connector", CONNECTOR_MARKER)
+
+
+#: The fault detector's jar (jobs/jvm/detector), built by `make detector`.
+DETECTOR_MARKER = "sensorstream-detector"
+
+
+def require_detector(settings: Settings) -> None:
+    """With STREAM_DETECT=on: the detector's jar beside Spark's (the image) or in the jars folder,
+    else a DependencyError naming `make detector`."""
+    folders = [f for f in (_spark_home_jars(), Path(settings.jars_dir or jars_folder("spark"))) if f]
+    if not any(any(folder.glob(f"{DETECTOR_MARKER}*.jar")) for folder in folders):
+        raise DependencyError(
+            f"STREAM_DETECT=on needs the fault detector's jar ({DETECTOR_MARKER}.jar), found in none of "
+            f"{', '.join(str(f) for f in folders)}; build it with `make detector` (a JDK 17's javac), or set "
+            "STREAM_DETECT=off"
+        )
 
 
 def metrics_conf(settings: Settings) -> dict[str, str]:

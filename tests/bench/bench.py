@@ -4,7 +4,7 @@
                                           [--seconds 60] [--produce-records 300000] [--skip STAGE,...]
                                           [--scale-sensors 10,10000,100000,1000000]
                                           [--scale-records 1000000] [--scale-cap 50000]
-                                          [--scale-latency-sensors 100000]
+                                          [--scale-latency-sensors 100000] [--detect-readings 1000000]
 
 Starts its own local broker (free port, temporary folder) and one SparkSession (local[2]), then:
 
@@ -17,6 +17,9 @@ Starts its own local broker (free port, temporary folder) and one SparkSession (
     report    `sensorstream report` vs Kafka -> from_json -> the same per-sensor aggregation -> noop
               (bench_report.py), per topic size
     latency   end-to-end latency p50/p99 at a steady input rate (bench_latency.py)
+    detect    the stream with the fault detector (STREAM_DETECT=on) vs without, over --detect-readings
+              simulator readings; the detector's precision and recall against the simulator's own
+              faults; the time from a faulty reading's arrival to its alert, at --rate (bench_detect.py)
     scale     the stream vs the same floor as the sensors multiply (10 to a million), each batch
               capped (maxOffsetsPerTrigger): records/s, batch durations, state rows, peak memory
               of the Python driver and of the JVM apart; then the latency at --rate from
@@ -46,6 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_detect import measure_detect, score_line
 from bench_latency import measure_latency
 from bench_produce import measure_produce
 from bench_report import JARS, ROOT, fill_topic, floor_job, fresh_topics
@@ -58,7 +62,7 @@ from sensorstream.local.broker import LocalKafka
 from sensorstream.local.ports import free_port
 from sensorstream.spark import get_session
 
-STAGES = ("produce", "stream", "report", "latency", "scale")
+STAGES = ("produce", "stream", "report", "latency", "detect", "scale")
 
 
 def timed(job, pids) -> dict:
@@ -111,6 +115,7 @@ def main() -> int:
     parser.add_argument(
         "--scale-latency-sensors", type=int, default=100_000, help="sensors of the scale latency run; 0 = none"
     )
+    parser.add_argument("--detect-readings", type=int, default=1_000_000, help="readings of the detect stage")
     parser.add_argument("--skip", default="", help=f"stages to leave out, of {','.join(STAGES)}")
     args = parser.parse_args()
     skip = {s for s in args.skip.split(",") if s}
@@ -182,6 +187,14 @@ def main() -> int:
             results["stages"]["latency"] = measure_latency(
                 spark, base, bootstrap, tmp, args.rate, args.seconds, trigger, say=say
             )
+        if "detect" not in skip:
+            say(f"detect: {args.detect_readings:,} simulator readings, the stream with and without the detector")
+            detect = measure_detect(spark, base, bootstrap, tmp, args.detect_readings, args.repeat, compare, pids, say)
+            say(f"detect latency: {args.rate:,} readings/s for {args.seconds:.0f} s, trigger {trigger} s, detector on")
+            detect["latency"] = measure_latency(
+                spark, base, bootstrap, tmp, args.rate, args.seconds, trigger, say=say, detect=True
+            )
+            results["stages"]["detect"] = detect
         if "scale" not in skip:
             counts = [int(n) for n in args.scale_sensors.split(",")]
             say(
@@ -283,6 +296,24 @@ def print_table(results: dict) -> None:
             print(f"{'':<9} CPU s per million readings ({stage}): {per_m} (equal = linear)")
     if "latency" in stages:
         print(f"latency   {latency_line(stages['latency'])}")
+    if "detect" in stages:
+        d = stages["detect"]
+        off, on = d["floor"], d["project"]
+        print(
+            f"{'detect':<9} {d['records']:>10,} {on['records_per_s']:>10,.0f} {off['records_per_s']:>10,.0f} "
+            f"{d['ratio']:>6.2f} {on['cpu_s']:>8.1f}/{off['cpu_s']:<8.1f} {on['peak_rss_mib']:>9,.0f} "
+            "(the stream with the detector / without)"
+        )
+        print(f"{'':<9} {score_line(d['score'])}")
+        lat = d["latency"]
+
+        def s(key: str) -> str:
+            return "-" if lat.get(key) is None else f"{lat[key]:.2f} s"
+
+        print(
+            f"{'':<9} time to alert at {lat['rate']:,}/s: p50 {s('alert_p50_s')}, p99 {s('alert_p99_s')} "
+            f"({lat['alert_samples']:,} spike/stuck alerts); its windows {latency_line(lat)}"
+        )
     if "scale" in stages:
         print_scale(stages["scale"])
 

@@ -84,9 +84,11 @@ def measure_latency(
     say=lambda m: None,
     client: str | None = None,
     sensors: int | None = None,
+    detect: bool = False,
 ) -> dict:
     """Run the stream against a steady producer of `sensors` sensors (default: the producer's);
-    latency percentiles and batch figures."""
+    latency percentiles and batch figures. `detect`: with the fault detector on, and the time from
+    each spiked or stuck reading's arrival to its alert on the alerts topic too."""
     client = client or load_client()
     tag = uuid.uuid4().hex[:8]
     settings = base.replace(
@@ -96,6 +98,8 @@ def measure_latency(
         checkpoint_location=folder / f"ck-{tag}",
         trigger_interval=timedelta(seconds=trigger),
         sinks=("console", "kafka"),
+        alerts_topic=f"lat-alerts-{tag}",
+        detect="on" if detect else "off",
     )
     ensure_topics(
         bootstrap,
@@ -103,6 +107,7 @@ def measure_latency(
             TopicSpec(settings.input_topic, 3, config=APPEND_TIME),
             TopicSpec(settings.output_topic, 3, config=APPEND_TIME),
             TopicSpec(settings.dead_letter_topic, 1),
+            *([TopicSpec(settings.alerts_topic, 1, config=APPEND_TIME)] if detect else []),
         ],
     )
     for _ in range(50):  # new topics take a moment to reach the broker's metadata
@@ -163,7 +168,10 @@ def measure_latency(
         raise failure[0]
 
     readings: dict[tuple[str, str], list[int]] = defaultdict(list)  # (sensor, window start) -> append ms
+    arrived: dict[str, int] = {}  # topic|partition|offset -> append ms (detect)
     for record in sorted(consume_all(settings, settings.input_topic), key=lambda r: (r.partition, r.offset)):
+        if detect:
+            arrived[f"{record.topic}|{record.partition}|{record.offset}"] = record.timestamp
         value = json.loads(record.value)
         moment = datetime.fromisoformat(value["timestamp"])
         start = moment.replace(second=0, microsecond=0, minute=moment.minute - moment.minute % 5)
@@ -181,7 +189,22 @@ def measure_latency(
             closing.append(latency)  # have waited for the next trigger, up to one interval
     with_input = [b for at, b in batches if b.records > 0 and at >= started + WARM_UP_S]
     steady = [b.seconds for b in with_input]  # None below: the stream fell too far behind to say
-    return {
+    alerted: list[float] = []  # seconds from a faulty reading's arrival to its alert (after warm-up)
+    kinds: dict[str, int] = defaultdict(int)
+    for record in consume_all(settings, settings.alerts_topic) if detect else []:
+        alert = json.loads(record.value)
+        kinds[alert["kind"]] += 1
+        if alert["kind"] in ("spike", "stuck") and record.timestamp / 1000 >= started + WARM_UP_S:
+            alerted.append((record.timestamp - arrived[alert["source"]]) / 1000)
+    figures = {"detect": detect}
+    if detect:
+        figures |= {
+            "alerts": dict(kinds),
+            "alert_samples": len(alerted),
+            "alert_p50_s": percentile(alerted, 0.5) if alerted else None,
+            "alert_p99_s": percentile(alerted, 0.99) if alerted else None,
+        }
+    return figures | {
         "rate": rate,
         "seconds": seconds,
         "sensors": sensors,

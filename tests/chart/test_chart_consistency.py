@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -25,9 +26,11 @@ def dockerfile_arg(name: str) -> str:
 
 
 def dockerfile_copies() -> dict[str, str]:
-    """Image folder -> repository folder, for the Dockerfile's COPY of repository folders."""
+    """Image folder -> repository folder, for the COPY of repository folders into the runtime (the
+    last stage; the build stages copy sources they compile)."""
+    runtime = DOCKERFILE[[m.start() for m in re.finditer(r"^FROM ", DOCKERFILE, re.MULTILINE)][-1] :]
     copies = {}
-    for source, target in re.findall(r"^COPY (?!--)(\S+/) (\S+/)$", DOCKERFILE, re.MULTILINE):
+    for source, target in re.findall(r"^COPY (?!--)(\S+/) (\S+/)$", runtime, re.MULTILINE):
         copies[target.rstrip("/")] = source.rstrip("/")
     return copies
 
@@ -64,8 +67,9 @@ def test_topic_names_in_kafkatopics_are_the_ones_the_workloads_use(rendered, val
     docs = rendered[values_set]
     declared = {d["spec"]["topicName"] for d in by_kind(docs, "KafkaTopic")}
     configmap = settings_configmap(docs)
-    used = {configmap["data"][k] for k in ("KAFKA_INPUT_TOPIC", "KAFKA_OUTPUT_TOPIC", "KAFKA_DEAD_LETTER_TOPIC")}
-    assert declared == used and len(used) == 3
+    keys = ("KAFKA_INPUT_TOPIC", "KAFKA_OUTPUT_TOPIC", "KAFKA_DEAD_LETTER_TOPIC", "KAFKA_ALERTS_TOPIC")
+    used = {configmap["data"][k] for k in keys}
+    assert declared == used and len(used) == 4
 
 
 def test_kafkatopic_names_are_dns_names_and_topic_names_are_kept(rendered):
@@ -79,7 +83,44 @@ def test_kafkatopic_names_are_dns_names_and_topic_names_are_kept(rendered):
         "input_topic",
         "output_topic",
         "dead_letter_topic",
+        "alerts_topic",
     }
+
+
+def run_helm_test_pod(tmp_path, docs: list[dict], on_the_broker: set[str]) -> subprocess.CompletedProcess:
+    """Runs the `helm test` pod's script with the rendered ConfigMap as its environment and a
+    stand-in for kafka-python's admin client that lists the given topics."""
+    (pod,) = [d for d in by_kind(docs, "Pod") if d["metadata"]["annotations"]["helm.sh/hook"] == "test"]
+    (container,) = pod["spec"]["containers"]
+    assert container["command"] == ["python3", "-c"]
+    stand_in = tmp_path / "stand-in"
+    (stand_in / "kafka").mkdir(parents=True, exist_ok=True)
+    (stand_in / "kafka" / "__init__.py").write_text(
+        "import json, os\n"
+        "class KafkaAdminClient:\n"
+        "    def __init__(self, **options): pass\n"
+        "    def list_topics(self): return json.loads(os.environ['BROKER_TOPICS'])\n"
+        "    def close(self): pass\n"
+    )
+    env = {
+        **settings_configmap(docs)["data"],
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": os.pathsep.join([str(stand_in), str(ROOT / "jobs")]),
+        "BROKER_TOPICS": json.dumps(sorted(on_the_broker)),
+    }
+    return subprocess.run(
+        [sys.executable, "-c", *container["args"]], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_helm_test_checks_every_topic_the_chart_declares(rendered, tmp_path):
+    docs = rendered["default"]
+    declared = {d["spec"]["topicName"] for d in by_kind(docs, "KafkaTopic")}
+    done = run_helm_test_pod(tmp_path, docs, declared | {"__consumer_offsets"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    for topic in sorted(declared):
+        done = run_helm_test_pod(tmp_path, docs, declared - {topic})
+        assert done.returncode == 1 and f"missing ['{topic}']" in done.stdout, done.stdout + done.stderr
 
 
 def test_the_local_broker_reads_the_same_topics_as_the_chart(rendered):
@@ -217,8 +258,11 @@ def test_image_runs_as_the_spark_user():
 def test_every_stage_is_debian_bookworm_slim():
     """Users pull debian:bookworm-slim; without a registry, k8s/image/debian-base.sh makes the same
     release under that name. Java and Python are Debian's (17 and bookworm's 3.11)."""
-    froms = re.findall(r"^FROM (\S+)", DOCKERFILE, re.MULTILINE)
-    assert froms and set(froms) == {"debian:bookworm-slim"}
+    stages: list[str] = []
+    for image, name in re.findall(r"^FROM (\S+)(?: AS (\S+))?", DOCKERFILE, re.MULTILINE):
+        assert image == "debian:bookworm-slim" or image in stages, image  # or a stage built before
+        stages.append(name)
+    assert stages
     assert "openjdk-17-jre-headless" in DOCKERFILE and "openjdk-17-jdk-headless" in DOCKERFILE
     assert f"--mount=type=secret,id={'build-ca'},required=false" in DOCKERFILE
     base_script = (K8S / "image" / "debian-base.sh").read_text()

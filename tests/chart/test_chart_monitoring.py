@@ -87,6 +87,27 @@ def test_the_dashboard_ships_for_grafanas_sidecar(rendered):
     assert DASHBOARD["uid"] and all(t["expr"] for p in DASHBOARD["panels"] for t in p.get("targets", []))
 
 
+def _cells(grid: dict) -> set[tuple[int, int]]:
+    """The cells of Grafana's grid (24 columns) a panel covers."""
+    return {(x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])}
+
+
+def test_the_dashboards_panels_fit_its_grid_without_overlapping():
+    taken: dict[tuple[int, int], str] = {}
+    for panel in DASHBOARD["panels"]:
+        cells = _cells(panel["gridPos"])
+        assert max(x for x, _ in cells) < 24, f"{panel['title']}: wider than Grafana's 24 columns"
+        overlapped = {taken[c] for c in cells & taken.keys()}
+        assert not overlapped, f"{panel['title']} overlaps {overlapped}"
+        taken.update(dict.fromkeys(cells, panel["title"]))
+    assert len({p["id"] for p in DASHBOARD["panels"]}) == len(DASHBOARD["panels"])
+
+
+def test_the_dashboard_shows_the_detectors_alerts_by_kind():
+    queries = [t["expr"] for p in DASHBOARD["panels"] for t in p.get("targets", [])]
+    assert [q for q in queries if "sensorstream_alerts_total" in q and q.startswith("sum by (kind) (rate(")]
+
+
 def test_with_monitoring_off_nothing_of_it_renders(rendered):
     docs = rendered["no-metrics"]
     assert not by_kind(docs, "Service") and not by_kind(docs, "ServiceMonitor")

@@ -18,6 +18,7 @@ from support.chart import (
     render,
     run_helm,
     settings_configmap,
+    template_args,
 )
 from support.places import CHART
 
@@ -255,30 +256,32 @@ def test_driver_role_grants_what_spark_on_kubernetes_needs(rendered):
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
-def test_notes_tell_how_to_follow_the_stream_and_fetch_a_report(helm, tmp_path):
+def render_notes(helm, tmp_path, *sets: str) -> str:
     """NOTES.txt is the named template sensorstream.notes; render it through a scratch copy."""
     import shutil
 
     chart = tmp_path / "chart"
-    shutil.copytree(CHART, chart)
-    (chart / "templates" / "zz-notes.yaml").write_text(
-        'apiVersion: v1\nkind: Notes\ntext: {{ include "sensorstream.notes" . | toJson }}\n'
-    )
-    done = run_helm(
-        helm,
-        "template",
-        RELEASE,
-        str(chart),
-        "--namespace",
-        NAMESPACE,
-        "--kube-version",
-        KUBE_VERSION,
-        "--show-only",
-        "templates/zz-notes.yaml",
-    )
+    if not chart.exists():
+        shutil.copytree(CHART, chart)
+        (chart / "templates" / "zz-notes.yaml").write_text(
+            'apiVersion: v1\nkind: Notes\ntext: {{ include "sensorstream.notes" . | toJson }}\n'
+        )
+    done = run_helm(helm, *template_args([], sets, chart), "--show-only", "templates/zz-notes.yaml")
     assert done.returncode == 0, done.stderr
-    notes = yaml.safe_load(done.stdout)["text"]
+    return yaml.safe_load(done.stdout)["text"]
+
+
+def test_notes_tell_how_to_follow_the_stream_and_fetch_a_report(helm, tmp_path):
+    notes = render_notes(helm, tmp_path)
     assert f"kubectl -n {NAMESPACE} logs -f {RELEASE}-stream-driver" in notes
     assert f"create job --from=cronjob/{RELEASE}-report" in notes
     assert "kubectl -n sensorstream cp" in notes and "make reports" in notes
     assert (CHART / "templates" / "NOTES.txt").read_text().strip() == '{{ include "sensorstream.notes" . }}'
+
+
+def test_notes_say_where_the_detectors_alerts_are_when_it_is_on(helm, tmp_path):
+    where = 'lines starting with "alert:"'
+    off = render_notes(helm, tmp_path)
+    assert "alerts_topic (the detector's alerts)" in off and where not in off
+    on = render_notes(helm, tmp_path, "stream.detect.enabled=true", "topics.alerts.name=sensor_alerts")
+    assert where in on and "every alert on the topic sensor_alerts" in on

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.chart import REHEARSE, by_kind
+from sensorstream.readings import ALERT_KINDS
+from support.chart import REHEARSE, VALUES_SETS, by_kind, render
 
 pytestmark = pytest.mark.chart
 
@@ -86,6 +87,37 @@ CASES = {
             ),
         ],
     ),
+    "SensorstreamSensorAlerts": (
+        [
+            # from minute 6, two spikes a minute and a silent sensor coming back every minute
+            (f'sensorstream_alerts_total{{{STREAM}, kind="spike"}}', "0x5 1+2x25"),
+            (f'sensorstream_alerts_total{{{STREAM}, kind="back"}}', "0x5 1+1x25"),  # good news: never fires
+            (f'sensorstream_alerts_total{{{STREAM}, kind="stuck"}}', "0x30"),
+        ],
+        [
+            (5, []),
+            (9, []),  # alerts since minute 6, not yet for 5 minutes
+            (
+                15,
+                [
+                    {
+                        "exp_labels": {
+                            "severity": "warning",
+                            "namespace": "iot",
+                            "service": "sensorstream-stream-metrics",
+                            "kind": "spike",
+                        },
+                        "exp_annotations": {
+                            "summary": "sensorstream's detector raises spike alerts",
+                            "description": "19 spike alert(s) in the last 10 minutes. Which sensors: the log lines "
+                            "of the stream driver starting with `alert:` (kubectl -n sensorstream logs "
+                            "sensorstream-stream-driver | grep alert:), and every alert on the topic alerts_topic.",
+                        },
+                    }
+                ],
+            ),
+        ],
+    ),
 }
 
 #: Healthy series: no rule fires.
@@ -94,6 +126,7 @@ HEALTHY = [
     (f'sensorstream_stream_dead_letters_total{{{STREAM}, reason="invalid_json"}}', "0+6x30"),  # 1 %
     (f"sensorstream_stream_input_records_total{{{STREAM}}}", "0+600x30"),
     ('sensorstream_producer_records_failed_total{instance="producer:9090"}', "3x30"),  # failed once, long ago
+    *[(f'sensorstream_alerts_total{{{STREAM}, kind="{kind}"}}', "0x30") for kind in ALERT_KINDS],  # detector on
 ]
 
 
@@ -149,6 +182,18 @@ def test_each_rule_fires_when_it_should(promtool, rules_file, tmp_path, alert):
 def test_no_rule_fires_on_a_healthy_pipeline(promtool, rules_file, tmp_path):
     checks = [(alert, minute, []) for alert in CASES for minute in (5, 15, 29)]
     done = _promtool(promtool, "test", "rules", str(_test_file(tmp_path, rules_file, HEALTHY, checks)))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_sensor_alerts_fire_above_the_values_threshold_only(helm, promtool, tmp_path):
+    """The case above: 2 spikes a minute, 20 in any 10 minutes from minute 16 on; not more than 20."""
+    docs = render(helm, VALUES_SETS["monitoring"], sets=["metrics.prometheusRule.sensorAlerts=20"])
+    (rule,) = by_kind(docs, "PrometheusRule")
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    series, _ = CASES["SensorstreamSensorAlerts"]
+    checks = [("SensorstreamSensorAlerts", minute, []) for minute in (15, 25, 30)]
+    done = _promtool(promtool, "test", "rules", str(_test_file(tmp_path, rules_file, series, checks)))
     assert done.returncode == 0, done.stdout + done.stderr
 
 

@@ -151,9 +151,9 @@ def test_topics_exist_as_kafkatopics(kube):
     def ready_topics():
         items = (get(kube, "-n", NAMESPACE, "kafkatopics") or {}).get("items", [])
         ready = {t["spec"].get("topicName") for t in items if conditions_ready(t)}
-        return ready >= {"input_topic", "output_topic", "dead_letter_topic"}
+        return ready >= {"input_topic", "output_topic", "dead_letter_topic", "alerts_topic"}
 
-    wait_for("the three KafkaTopics to be Ready", ready_topics, timeout=600, every=10)
+    wait_for("the four KafkaTopics to be Ready", ready_topics, timeout=600, every=10)
 
 
 def test_spark_application_runs_and_prints_window_rows(kube):

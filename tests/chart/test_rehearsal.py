@@ -17,7 +17,7 @@ def test_rehearsal_shows_window_rows_and_writes_a_report(kafka_bootstrap, helm, 
         result = REHEARSE.rehearse(kafka_bootstrap, tmp_path, helm=helm, say=lines.append)
     except REHEARSE.RehearsalError as exc:
         pytest.fail(f"rehearsal failed: {exc}\n" + "\n".join(lines), pytrace=False)
-    assert result.topics == ["input_topic", "output_topic", "dead_letter_topic"]
+    assert result.topics == ["input_topic", "output_topic", "dead_letter_topic", "alerts_topic"]
     assert result.window_rows, "no window rows in the stream's log"
     assert all("sensor_" in row for row in result.window_rows)
     # spark-submit's JVM receives the SIGTERM (as from tini in the driver pod): 143, or 0.

@@ -2,7 +2,7 @@
 restates it must agree with that declaration on the name, the default and the allowed values:
 
 - the chart: the ConfigMap (or a workload's env) passes the declared values.yaml key (`chart=`) as
-  the declared env var, unchanged; values.yaml's default is the code's (but for the few kept on
+  the declared env var, unchanged (a boolean as on or off); values.yaml's default is the code's (but for the few kept on
   purpose below); values.schema.json accepts exactly the values the code accepts (but for the few
   narrowed on purpose below), so nothing installs that a pod would then refuse;
 - the CLI: every declared flag exists on its commands and sets its setting;
@@ -96,6 +96,9 @@ TEXT_PROBES = [
     *dict.fromkeys(v for c in _CHOICES for v in (c, c.lower(), c.upper(), c.title())),
 ]
 NUMBER_PROBES = [None, -1, 0, 0.25, 0.5, 0.75, 1, 1.5, 3, 7, 2**40]
+#: A boolean key (a switch the chart passes as on or off): both values, and the look-alikes a values
+#: file might hold instead (the template would take any non-empty string as true).
+BOOLEAN_PROBES = [True, False, None, 0, 1, "true", "false", "yes", ""]
 
 
 def list_probes(declared: Setting) -> list:
@@ -116,6 +119,8 @@ def probes(declared: Setting) -> list:
     default = lookup(VALUES, declared.chart)
     if isinstance(default, list):
         return list_probes(declared)
+    if isinstance(default, bool):
+        return BOOLEAN_PROBES
     if isinstance(default, str):
         return TEXT_PROBES
     return NUMBER_PROBES
@@ -138,9 +143,12 @@ def with_value(values: dict, dotted: str, value) -> dict:
 
 
 def env_text(value) -> str:
-    """A value as the ConfigMap passes it: lists comma-joined, null empty, numbers as JSON."""
+    """A value as the ConfigMap passes it: lists comma-joined, null empty, booleans on or off,
+    numbers as JSON."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, list):
         return ",".join(value)
     return value if isinstance(value, str) else json.dumps(value)

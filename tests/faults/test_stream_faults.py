@@ -11,6 +11,7 @@ import random
 import re
 import signal
 import time
+from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -19,6 +20,7 @@ from kafka.admin import NewPartitions
 from sensorstream.producer import produce
 from support.cli import cli
 from support.cluster import env_for, kill_tree, popen, read_all
+from support.detection import FaultyRun
 from support.readings import (
     T0,
     RecordingSimulator,
@@ -391,3 +393,48 @@ def test_poison_pills_at_volume(cluster, spark, cli_env, tmp_path, figures):
     assert counted_in(text) + restarted == len(sent)  # the stopping batch was committed: not read again
     assert outcome.dead_keys == wanted and len(wanted) == outcome.rejects
     outcome.check()
+
+
+def test_detector_alerts_after_kill_and_replay(cluster, spark, cli_env, tmp_path, figures):
+    """STREAM_DETECT=on, the stream's process tree killed (-9) twice mid-run and restarted on its
+    checkpoint: the alerts topic, de-duplicated by key, holds exactly the alerts of a run never
+    killed over the same readings (each replayed batch writes its alerts again, under the same keys)."""
+    settings = cluster.settings(tmp_path / "killed")
+    run = FaultyRun(20_000)
+    run.send(cluster.bootstrap, settings.input_topic)
+
+    def alerts_of(name: str, kills: int) -> tuple[dict[str, dict], int, list[int]]:
+        topic = f"alerts-{name}-{settings.input_topic}"
+        cluster.create(topic, 1)
+        folder = tmp_path / name
+        folder.mkdir(parents=True, exist_ok=True)
+        env = {
+            **env_for(cli_env, settings),
+            "STREAM_DETECT": "on",
+            "KAFKA_ALERTS_TOPIC": topic,
+            "CHECKPOINT_LOCATION": str(folder / "checkpoints"),
+            "STREAM_PARQUET_DIR": str(folder / "windows"),
+        }
+        killed_after = []
+        for round_ in range(kills):
+            log = tmp_path / f"{name}-{round_}.log"
+            proc = popen(env, *STREAM, "--available-now", log=log)
+            try:
+                wait_for(log, rf"batch {3 * (round_ + 1)}:", proc=proc)
+                time.sleep(random.uniform(0.1, 1.0))  # somewhere inside the next batch
+            finally:
+                kill_tree(proc)
+            killed_after.append(len(BATCH.findall(log.read_text())))
+        drain(env, folder)
+        records = read_all(cluster.bootstrap, topic)
+        return {r.key.decode(): json.loads(r.value) for r in records}, len(records), killed_after
+
+    truth, _, _ = alerts_of("once", kills=0)
+    replayed, written, kills = alerts_of("killed", kills=2)
+    kinds = Counter(a["kind"] for a in truth.values())
+    figures(
+        f"killed after {kills} batch lines, then drained: {written} alert records, {len(replayed)} distinct keys "
+        f"({written - len(replayed)} replayed copies); the run never killed: {len(truth)} alerts ({dict(kinds)})"
+    )
+    assert kinds["spike"] > 0 and kinds["stuck"] > 0 and kinds["silent"] == 1
+    assert replayed == truth

@@ -29,13 +29,16 @@ def isolated_settings(bootstrap: str, folder: Path, **overrides) -> Settings:
         report_dir=str(folder / "reports"),
         jars_dir=str(SPARK_JARS),
         **overrides,
-    ).replace(input_topic=f"in-{tag}", output_topic=f"out-{tag}", dead_letter_topic=f"dlq-{tag}")
+    ).replace(
+        input_topic=f"in-{tag}", output_topic=f"out-{tag}", dead_letter_topic=f"dlq-{tag}", alerts_topic=f"alerts-{tag}"
+    )
     ensure_topics(
         bootstrap,
         [
             TopicSpec(settings.input_topic, partitions=3),
             TopicSpec(settings.output_topic, partitions=3),
             TopicSpec(settings.dead_letter_topic, partitions=1),
+            TopicSpec(settings.alerts_topic, partitions=1),
         ],
     )
     return settings

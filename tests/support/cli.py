@@ -33,6 +33,7 @@ def topic_env(cli_env: dict[str, str], settings) -> dict[str, str]:
         "KAFKA_INPUT_TOPIC": settings.input_topic,
         "KAFKA_OUTPUT_TOPIC": settings.output_topic,
         "KAFKA_DEAD_LETTER_TOPIC": settings.dead_letter_topic,
+        "KAFKA_ALERTS_TOPIC": settings.alerts_topic,
         "CHECKPOINT_LOCATION": str(settings.checkpoint_location),
         "REPORT_DIR": str(settings.report_dir),
     }

@@ -31,6 +31,10 @@ REPORT_COLUMNS = [
     "last_seen",
     "missing_seq",
     "invalid_records",
+    "alerts_spike",
+    "alerts_stuck",
+    "alerts_silent",
+    "alerts_back",
 ]
 REPORT_FOLDER = re.compile(r"^\d{8}T\d{6}Z$")
 

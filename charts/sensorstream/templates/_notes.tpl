@@ -9,7 +9,7 @@ Kafka: {{ include "sensorstream.bootstrapServers" . }}
   Strimzi creates the cluster "{{ include "sensorstream.kafkaClusterName" . }}" (a few minutes); wait for it:
     kubectl -n {{ $ns }} wait kafka/{{ include "sensorstream.kafkaClusterName" . }} --for=condition=Ready --timeout=600s
 {{- end }}
-  Topics: {{ .Values.topics.input.name }} (readings), {{ .Values.topics.output.name }} (window stats), {{ .Values.topics.deadLetter.name }} (rejects)
+  Topics: {{ .Values.topics.input.name }} (readings), {{ .Values.topics.output.name }} (window stats), {{ .Values.topics.deadLetter.name }} (rejects), {{ .Values.topics.alerts.name }} (the detector's alerts)
 {{- if .Values.kafka.manageTopics }}
     kubectl -n {{ $ns }} get kafkatopics -l app.kubernetes.io/instance={{ .Release.Name }}
 {{- end }}
@@ -20,6 +20,10 @@ Follow the streaming windows (the console table in the Spark driver's log):
   kubectl -n {{ $ns }} logs -f {{ $fullname }}-stream-driver
 The first table appears after the first micro-batch with readings ({{ .Values.stream.trigger }} trigger);
 a window's row is updated until the watermark ({{ .Values.stream.watermark }}) closes it.
+{{- if .Values.stream.detect.enabled }}
+The detector's alerts (which sensor, what is wrong): that log's lines starting with "alert:", and
+every alert on the topic {{ .Values.topics.alerts.name }}.
+{{- end }}
 {{- end }}
 {{- if .Values.producer.enabled }}
 

@@ -20,7 +20,12 @@ from sensorstream.config import Settings, default_values_file, load_settings
 from sensorstream.errors import ConfigError
 
 #: values.yaml key -> the setting that carries that topic's name to the jobs
-TOPIC_ROLES = {"input": "input_topic", "output": "output_topic", "deadLetter": "dead_letter_topic"}
+TOPIC_ROLES = {
+    "input": "input_topic",
+    "output": "output_topic",
+    "deadLetter": "dead_letter_topic",
+    "alerts": "alerts_topic",
+}
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,8 @@ class TopicSpec:
 
 
 def specs_from_values(values_file: Path | None = None, max_replicas: int | None = None) -> dict[str, TopicSpec]:
-    """{role: TopicSpec} from the chart's values (roles: input, output, deadLetter)."""
+    """{role: TopicSpec} from the chart's values (roles: input, output, deadLetter, alerts; a role
+    the file leaves out is left out)."""
     path = Path(values_file or default_values_file())
     try:
         values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -41,7 +47,11 @@ def specs_from_values(values_file: Path | None = None, max_replicas: int | None 
         raise ConfigError("values file", "SENSORSTREAM_VALUES_FILE", f"cannot read topics from {path}: {exc}") from None
     specs = {}
     for role in TOPIC_ROLES:
+        if role not in topics:  # a values file from before a role (alerts) names none: nothing to create
+            continue
         entry = topics.get(role) or {}
+        if not entry.get("name"):
+            raise ConfigError("values file", "SENSORSTREAM_VALUES_FILE", f"topics.{role} in {path} has no name")
         replicas = int(entry.get("replicas", 1))
         specs[role] = TopicSpec(
             name=str(entry["name"]),

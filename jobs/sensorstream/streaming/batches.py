@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 
 from sensorstream.config import Settings, spark_kafka_options
 from sensorstream.errors import SensorstreamError
+from sensorstream.readings import ALERT_KINDS
 from sensorstream.schema import REASON_KINDS
 from sensorstream.streaming.checkpoint import watermark_ms
 from sensorstream.tables import format_table
@@ -34,6 +35,10 @@ CONSOLE_COLUMNS = [
     "avg_humidity",
     "avg_pressure",
 ]
+
+
+#: The stream's log shows at most this many alerts a batch, one line each, and says how many more.
+ALERT_LINES = 100
 
 
 #: The sinks the stream writes: console and kafka in the batch handler, parquet as its own query.
@@ -144,6 +149,7 @@ class BatchFigures:
     started: float  # time.monotonic() when the handler began
     seconds: float  # the handler's time: Spark's whole batch is in its progress report
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    alerts_by_kind: dict[str, int] = field(default_factory=dict)  # STREAM_DETECT=on
 
     @property
     def rejected(self) -> int:
@@ -171,9 +177,12 @@ class _Batches:
         self.limit = limit or RejectLimit()
         self.say = say
         self.console = "console" in settings.sinks
+        self.detect = settings.detect == "on"
         is_window = (F.col("kind") == "window") & (F.col("num_readings") > 0)
-        self._written = (is_window if "kafka" in settings.sinks else F.lit(False)) | (
-            (F.col("kind") == "reject") & F.col("newest")
+        self._written = (
+            (is_window if "kafka" in settings.sinks else F.lit(False))
+            | ((F.col("kind") == "reject") & F.col("newest"))
+            | (F.col("kind") == "alert")
         )
         self._is_window = is_window
         kind, newest = F.col("kind"), F.col("newest")
@@ -183,6 +192,7 @@ class _Batches:
             F.count_if((kind != "window") & newest).alias("records"),
             F.count_if(is_window).alias("windows"),
             *[F.count_if((kind == "reject") & newest & (F.col("reason_kind") == k)).alias(k) for k in REASON_KINDS],
+            *[F.count_if((kind == "alert") & (F.col("reason_kind") == k)).alias(f"alert_{k}") for k in ALERT_KINDS],
         ]
 
     def __call__(self, rows: DataFrame, batch_id: int) -> None:
@@ -211,8 +221,9 @@ class _Batches:
         late = F.count_if(self._is_reading & (F.col("end_us") <= F.lit(mark_ms * 1000))).alias("late")
         # counted while written: one Spark job (an Observation completes on Kafka's V2 write, stream_session)
         counts = Observation(f"batch {batch_id}")
-        if self.console:
-            rows = rows.persist()  # the console reads the windows again: Spark runs the batch (and its state) once
+        keep = self.console or self.detect
+        if keep:
+            rows = rows.persist()  # read again (windows, alerts): Spark runs the batch (and its state) once
         try:
             (
                 rows.observe(counts, *self._counted, late)
@@ -232,11 +243,19 @@ class _Batches:
             figures = observed(counts, batch_id)
             updated = figures["windows"]
             rejects = {k: figures[k] for k in REASON_KINDS if figures[k]}
+            alerts = {k: figures[f"alert_{k}"] for k in ALERT_KINDS if figures[f"alert_{k}"]}
             if self.console and updated:
                 windows = rows.where(self._is_window).select("value").limit(CONSOLE_ROWS)
                 self._show(batch_id, updated, [json.loads(r.value) for r in windows.collect()])
+            raised = sum(figures[f"alert_{k}"] for k in ALERT_KINDS)
+            if raised:
+                shown = rows.where(F.col("kind") == "alert").select("value").limit(ALERT_LINES).collect()
+                for row in shown:
+                    self.say(alert_line(json.loads(row.value)))
+                if raised > len(shown):
+                    self.say(f"... and {raised - len(shown):,} more alert(s) in micro-batch {batch_id}")
         finally:
-            if self.console:
+            if keep:
                 rows.unpersist()
         batch = BatchFigures(
             batch_id,
@@ -247,6 +266,7 @@ class _Batches:
             started,
             time.monotonic() - started,
             rejects,
+            alerts,
         )
         self.on_batch(batch)
         self.limit.check(self.settings, batch_id, batch.records, batch.rejected)
@@ -265,3 +285,16 @@ class _Batches:
             for r in shown
         ]
         print(format_table(CONSOLE_COLUMNS, table), flush=True)
+
+
+def alert_line(alert: dict) -> str:
+    """One alert as the stream's log line."""
+    what = alert["kind"]
+    if alert.get("metric"):
+        what += (
+            f" {alert['metric']}={alert['value']:g} (expected {alert['expected_low']:.2f} to "
+            f"{alert['expected_high']:.2f})"
+        )
+    elif alert["kind"] == "stuck":
+        what += f" (the same values {alert['value']:g}, ... repeated)"
+    return f"alert: {alert['sensor_id']} {what} at {alert['event_time']} ({alert['source']})"

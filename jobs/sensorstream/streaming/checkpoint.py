@@ -53,7 +53,14 @@ def _fingerprint(settings: Settings, query: str) -> dict:
         "slide": spark_interval(settings.slide_duration) if settings.slide_duration else None,
         "watermark": spark_interval(settings.watermark_delay),
         "state": STATE,
+        # the detector's state, and the rocksdb store it takes: only when on, so the checkpoints
+        # written before it existed (without the key) still match with it off
+        **({"detect": "on"} if settings.detect == "on" else {}),
     }
+
+
+#: A fingerprint's value for a key it leaves out.
+_LEFT_OUT = {"detect": "off"}
 
 
 def prepare_checkpoint(settings: Settings, query: str, reset: bool) -> Path:
@@ -74,7 +81,11 @@ def prepare_checkpoint(settings: Settings, query: str, reset: bool) -> Path:
                 "start fresh with --reset-checkpoint (deletes it; the stream then reads from --starting-offsets)"
             )
         if found != wanted:
-            diff = ", ".join(f"{k} {found.get(k)!r} -> {v!r}" for k, v in wanted.items() if found.get(k) != v)
+            diff = ", ".join(
+                f"{k} {found.get(k, _LEFT_OUT.get(k))!r} -> {wanted.get(k, _LEFT_OUT.get(k))!r}"
+                for k in dict.fromkeys([*wanted, *found])
+                if found.get(k) != wanted.get(k)
+            )
             raise CheckpointError(
                 f"checkpoint {folder} belongs to another query ({diff}); start fresh with "
                 "--reset-checkpoint (deletes it) or use another CHECKPOINT_LOCATION"

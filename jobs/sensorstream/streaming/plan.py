@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from sensorstream.aggregate import FINISHED, finish_windows, partial_columns, reason_kind, window_column, window_stats
 from sensorstream.config import Settings, micros, spark_interval, spark_kafka_options
-from sensorstream.schema import METRICS, dead_letter_columns, parse
+from sensorstream.schema import METRICS, alert_json, dead_letter_columns, parse
 
 
 def read_source(spark: SparkSession, settings: Settings, fail_on_data_loss: bool = True) -> DataFrame:
@@ -41,6 +41,15 @@ def _window_inputs(valid: Column) -> list[Column]:
     ]
 
 
+#: What the detector reads besides the shuffled records' own columns (STREAM_DETECT=on only: the
+#: shuffle is wider by them).
+DETECTOR_COLUMNS = ("event_us", "source_partition", "source_offset")
+
+
+def _detected() -> tuple[Column, ...]:
+    return (F.unix_micros(F.col("event_time")).alias("event_us"), F.col("source_partition"), F.col("source_offset"))
+
+
 def shuffled_records(source: DataFrame, settings: Settings) -> DataFrame:
     """Kafka records -> parsed once -> one row each, shuffled by (window, sensor): what both
     branches of the query read (`stream_plan`).
@@ -53,20 +62,24 @@ def shuffled_records(source: DataFrame, settings: Settings) -> DataFrame:
     records = parse(source)
     valid = F.col("reason").isNull()
     key, value = dead_letter_columns()
+    detecting = _detected() if settings.detect == "on" else ()
     timed = records.select(
         *_window_inputs(valid),
         F.when(~valid, F.struct(key.alias("key"), value.alias("value"), reason_kind().alias("reason_kind"))).alias(
             "dead_letter"
         ),
+        *detecting,
     ).withWatermark("event_time", spark_interval(settings.watermark_delay))
     window = window_column(F.col("event_time"), settings.window_duration, settings.slide_duration)
     step_us = micros(settings.slide_duration or settings.window_duration)
-    windowed = timed.select(window.alias("window"), "sensor_id", *METRICS, "dead_letter", "event_time").select(
+    extra = [c for c in DETECTOR_COLUMNS if detecting]
+    windowed = timed.select(window.alias("window"), "sensor_id", *METRICS, "dead_letter", "event_time", *extra).select(
         "window",
         "sensor_id",
         *METRICS,
         "dead_letter",
         (F.unix_micros(F.col("event_time")) < F.unix_micros(F.col("window.start")) + F.lit(step_us)).alias("newest"),
+        *extra,
     )
     # by the state's own keys: the stateful aggregation needs no shuffle of its own, so Spark plans
     # one exchange for both branches and reuses it (one Kafka read, one parse)
@@ -84,10 +97,12 @@ def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
     before the exchange, and reuses an exchange only when both branches need the very same ones.
     """
     shuffled = shuffled_records(source, settings)
+    detecting = settings.detect == "on"
+    extra = DETECTOR_COLUMNS if detecting else ()
     windows = finish_windows(
         shuffled.groupBy("window", "sensor_id").agg(
             *partial_columns(),
-            (F.count("dead_letter") + F.count_if("newest")).alias("_shared"),
+            sum((F.count(c) for c in extra), F.count("dead_letter") + F.count_if("newest")).alias("_shared"),
         ),
         extra=("_shared",),
     )
@@ -121,11 +136,45 @@ def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
         "newest",
         F.lit(0).cast("long").alias("num_readings"),
         # cheap: a count of nulls (casting the metrics to text cost about 1 us a record)
-        sum((F.isnull(F.col(c)).cast("long") for c in METRICS), F.isnull(F.col("sensor_id")).cast("long")).alias(
-            "_shared"
-        ),
+        sum(
+            (F.isnull(F.col(c)).cast("long") for c in (*METRICS, *extra)), F.isnull(F.col("sensor_id")).cast("long")
+        ).alias("_shared"),
     )
-    return window_rows.unionByName(record_rows)
+    rows = window_rows.unionByName(record_rows)
+    return rows.unionByName(alert_rows(shuffled, settings)) if detecting else rows
+
+
+def alert_rows(shuffled: DataFrame, settings: Settings) -> DataFrame:
+    """The detector's alerts (jobs/jvm/detector) as the stream's rows. Its input reads every shuffled
+    column, so Spark reuses the one exchange (a filter here would be pushed below it, and nothing reused);
+    the detector itself skips rejects and a reading's rows for other than its newest window."""
+    jvm = shuffled.sparkSession._jvm
+    assert jvm is not None  # a classic session's
+    detector = jvm.sensorstream.detect.SensorDetector
+    alerts = DataFrame(
+        detector.alerts(
+            shuffled._jdf,
+            float(settings.spike_k),
+            0.05,
+            20,
+            int(settings.stuck_run),
+            int(settings.silent_after.total_seconds() * 1000),
+            int(settings.watermark_delay.total_seconds() * 1000),
+            settings.input_topic,
+        ),
+        shuffled.sparkSession,
+    )
+    return alerts.select(
+        F.lit("alert").alias("kind"),
+        F.lit(settings.alerts_topic).alias("topic"),
+        F.col("key"),
+        alert_json().alias("value"),
+        F.col("kind").alias("reason_kind"),
+        F.lit(None).cast("long").alias("end_us"),
+        F.lit(True).alias("newest"),
+        F.lit(0).cast("long").alias("num_readings"),
+        F.lit(0).cast("long").alias("_shared"),
+    )
 
 
 def finals_plan(source: DataFrame, settings: Settings) -> DataFrame:
@@ -166,8 +215,9 @@ STATE_STORES = {
 
 def state_conf(settings: Settings) -> dict[str, str]:
     """The state store's settings; Spark freezes both into the checkpoint at its first batch."""
+    store = "rocksdb" if settings.detect == "on" else settings.state_store  # transformWithState needs it
     return {
-        "spark.sql.streaming.stateStore.providerClass": STATE_STORES[settings.state_store],
+        "spark.sql.streaming.stateStore.providerClass": STATE_STORES[store],
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
         "spark.sql.shuffle.partitions": str(settings.state_partitions),
     }

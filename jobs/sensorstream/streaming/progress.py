@@ -31,6 +31,7 @@ class BatchProgress:
     arriving_per_s: float | None  # records over the time since the previous batch started
     open_windows: int = 0  # windows held open after the batch (rows in Spark's state store)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)  # {kind of reason: rejects}
+    alerts_by_kind: dict[str, int] = field(default_factory=dict)  # {kind: the detector's alerts}
 
 
 def progress_line(p: BatchProgress) -> str:
@@ -41,6 +42,13 @@ def progress_line(p: BatchProgress) -> str:
         f"batch {p.batch_id}: {p.records:,} records ({p.rejected:,} rejected, {p.late:,} late "
         f"dropped) in {p.seconds:.2f} s, {processed:,.0f}/s processed{arriving}; "
         f"{p.windows_updated} window(s) updated, {p.windows_final} final, {p.open_windows:,} open; "
+        + (
+            f"{sum(p.alerts_by_kind.values())} alert(s) ("
+            + ", ".join(f"{k} {n}" for k, n in sorted(p.alerts_by_kind.items()))
+            + "); "
+            if p.alerts_by_kind
+            else ""
+        )
         + (f"watermark {p.watermark:%Y-%m-%d %H:%M:%S}" if p.watermark.timestamp() > 0 else "no watermark yet")
     )
 
@@ -154,6 +162,7 @@ class _Pulses(StreamingQueryListener):
             figures.records / since if since else None,
             state.numRowsTotal if state else 0,
             figures.rejected_by_reason,
+            figures.alerts_by_kind,
         )
         if self.on_progress:
             self.on_progress(batch)

@@ -15,6 +15,7 @@ from pyspark.sql.streaming import StreamingQuery
 from sensorstream.brokers import require_topics
 from sensorstream.config import Settings, spark_interval
 from sensorstream.errors import CheckpointError, SensorstreamError
+from sensorstream.spark import require_detector
 from sensorstream.streaming import plan
 from sensorstream.streaming.batches import BatchFigures, RejectLimit, _Batches
 from sensorstream.streaming.checkpoint import QUERY, Gap, prepare_checkpoint
@@ -32,6 +33,9 @@ def preflight(settings: Settings) -> None:
     topics = [settings.input_topic, settings.dead_letter_topic]
     if "kafka" in settings.sinks:
         topics.append(settings.output_topic)
+    if settings.detect == "on":
+        require_detector(settings)
+        topics.append(settings.alerts_topic)
     require_topics(settings, topics)
 
 
