@@ -115,9 +115,10 @@ class FaultCluster:
             f"replicas not in sync {timeout:.0f} s after the restart: {', '.join(lagging) or 'no answer'}"
         )
 
-    def partitions(self, topic: str) -> set[int]:
-        """The topic's partitions, as a new client's metadata has them."""
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap.split(","))
+    def partitions(self, topic: str, broker: str | None = None) -> set[int]:
+        """The topic's partitions, as a new client's metadata has them (from `broker`, one of the
+        bootstrap addresses, when given: each broker's metadata is updated on its own)."""
+        consumer = KafkaConsumer(bootstrap_servers=[broker] if broker else self.bootstrap.split(","))
         try:
             return consumer.partitions_for_topic(topic) or set()
         finally:
