@@ -90,6 +90,22 @@ def drain(env, log_dir, *extra) -> str:
     return result.stderr
 
 
+def kill_mid_run(env, log_dir, name: str, rounds: int) -> list[int]:
+    """Start the stream `rounds` times on its checkpoint and kill -9 its process tree inside a batch
+    (after batch 3, 6, ...); the batch lines each run logged before its kill."""
+    killed_after = []
+    for round_ in range(rounds):
+        log = log_dir / f"{name}-{round_}.log"
+        proc = popen(env, *STREAM, "--available-now", log=log)
+        try:
+            wait_for(log, rf"batch {3 * (round_ + 1)}:", proc=proc)
+            time.sleep(random.uniform(0.1, 1.0))  # somewhere inside the next batch
+        finally:
+            kill_tree(proc)
+        killed_after.append(len(BATCH.findall(log.read_text())))
+    return killed_after
+
+
 class Outcome:
     """What the stream wrote, against the truth of what was produced."""
 
@@ -140,16 +156,7 @@ def test_driver_killed_mid_batch(cluster, spark, cli_env, tmp_path, figures):
     settings = cluster.settings(tmp_path)
     sent = send(settings, 12_000, seed=41)
     env = env_for(cli_env, settings)
-    kills = []
-    for round_ in range(2):
-        log = tmp_path / f"stream-{round_}.log"
-        proc = popen(env, *STREAM, "--available-now", log=log)
-        try:
-            wait_for(log, rf"batch {3 * (round_ + 1)}:", proc=proc)
-            time.sleep(random.uniform(0.1, 1.0))  # somewhere inside the next batch
-        finally:
-            kill_tree(proc)
-        kills.append(len(BATCH.findall(log.read_text())))
+    kills = kill_mid_run(env, tmp_path, "stream", 2)
     drained = drain(env, tmp_path)
     outcome = Outcome(cluster, spark, settings, sent)
     figures(
@@ -419,16 +426,7 @@ def test_detector_alerts_after_kill_and_replay(cluster, spark, cli_env, tmp_path
             "CHECKPOINT_LOCATION": str(folder / "checkpoints"),
             "STREAM_PARQUET_DIR": str(folder / "windows"),
         }
-        killed_after = []
-        for round_ in range(kills):
-            log = tmp_path / f"{name}-{round_}.log"
-            proc = popen(env, *STREAM, "--available-now", log=log)
-            try:
-                wait_for(log, rf"batch {3 * (round_ + 1)}:", proc=proc)
-                time.sleep(random.uniform(0.1, 1.0))  # somewhere inside the next batch
-            finally:
-                kill_tree(proc)
-            killed_after.append(len(BATCH.findall(log.read_text())))
+        killed_after = kill_mid_run(env, tmp_path, name, kills)
         drain(env, folder)
         records = read_all(cluster.bootstrap, topic)
         return {r.key.decode(): json.loads(r.value) for r in records}, len(records), killed_after
