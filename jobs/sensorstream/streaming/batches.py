@@ -11,15 +11,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from pyspark.sql import DataFrame, Observation
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sensorstream.config import Settings, spark_kafka_options
 from sensorstream.errors import SensorstreamError
 from sensorstream.readings import ALERT_KINDS
 from sensorstream.schema import REASON_KINDS
-from sensorstream.streaming.checkpoint import watermark_ms
+from sensorstream.streaming.checkpoint import batch_range, watermark_ms
+from sensorstream.streaming.plan import BATCH_METRICS, late_count
 from sensorstream.tables import format_table
 
 _log = logging.getLogger(__name__)
@@ -54,34 +56,30 @@ CONSOLE_ROWS = 50
 REJECT_RATIO_MIN_RECORDS = 100
 
 
-#: How long a batch waits for its counts once written. Spark hands an `Observation` its figures
-#: through the listener bus, which drops events when it falls far behind; without a limit the stream
-#: would then wait forever. With it the batch fails uncommitted, and runs again on restart.
-OBSERVED_TIMEOUT_S = 60.0
+class _Observed:
+    """The stream query's observed figures of the batch its handler is in (plan.BATCH_METRICS): Spark
+    keeps them in the query's current execution, counted by the batch's job."""
 
+    def __init__(self, session: SparkSession | None, query_name: str):
+        self.session = session  # the one the query was started in (a batch's rows are in a clone of it)
+        self.query_name = query_name
+        self._query: Any = None  # the JVM StreamExecution, found at the first batch
 
-def observed(counts: Observation, batch_id: int, timeout_s: float = OBSERVED_TIMEOUT_S) -> dict:
-    """The figures of `counts` (its action done), or an error after `timeout_s`."""
-    got: dict = {}
-    failed: list[BaseException] = []
-
-    def wait() -> None:
-        try:
-            got.update(counts.get)
-        except BaseException as exc:  # handed to the batch
-            failed.append(exc)
-
-    waiter = threading.Thread(target=wait, name=f"counts of micro-batch {batch_id}", daemon=True)
-    waiter.start()
-    waiter.join(timeout_s)
-    if failed:
-        raise failed[0]
-    if waiter.is_alive():  # left waiting, a daemon: it ends with the process
-        raise SensorstreamError(
-            f"Spark did not hand over the counts of micro-batch {batch_id} within {timeout_s:g} s of writing it; "
-            "the batch was not committed and runs again when the stream restarts"
-        )
-    return got
+    def __call__(self, batch_id: int) -> dict:
+        if self._query is None:
+            assert self.session is not None
+            streams = self.session._jsparkSession.streams()
+            found = [q.streamingQuery() for q in streams.active() if q.name() == self.query_name]
+            if not found:
+                raise SensorstreamError(f"no active query {self.query_name} for micro-batch {batch_id}")
+            self._query = found[0]
+        execution = self._query.lastExecution()
+        if execution.currentBatchId() != batch_id:
+            raise SensorstreamError(f"Spark ran micro-batch {execution.currentBatchId()}, not {batch_id}")
+        metrics = execution.observedMetrics().get(BATCH_METRICS)
+        if metrics.isEmpty():
+            raise SensorstreamError(f"Spark kept no figures of micro-batch {batch_id}")
+        return json.loads(metrics.get().json())
 
 
 class RejectLimit:
@@ -169,8 +167,11 @@ class _Batches:
         stopping: threading.Event | None = None,
         limit: RejectLimit | None = None,
         say: Callable[[str], None] = lambda m: None,
+        session: SparkSession | None = None,
+        query_name: str = "",
     ):
         self.settings = settings
+        self.observed = _Observed(session, query_name)
         self.checkpoint = checkpoint
         self.on_batch = on_batch
         self.stopping = stopping or threading.Event()
@@ -185,15 +186,6 @@ class _Batches:
             | (F.col("kind") == "alert")
         )
         self._is_window = is_window
-        kind, newest = F.col("kind"), F.col("newest")
-        self._is_reading = (kind == "reading") & newest
-        # the batch's counts but the late one (its watermark changes): built once, not every batch
-        self._counted = [
-            F.count_if((kind != "window") & newest).alias("records"),
-            F.count_if(is_window).alias("windows"),
-            *[F.count_if((kind == "reject") & newest & (F.col("reason_kind") == k)).alias(k) for k in REASON_KINDS],
-            *[F.count_if((kind == "alert") & (F.col("reason_kind") == k)).alias(f"alert_{k}") for k in ALERT_KINDS],
-        ]
 
     def __call__(self, rows: DataFrame, batch_id: int) -> None:
         try:
@@ -218,16 +210,13 @@ class _Batches:
     def _batch(self, rows: DataFrame, batch_id: int) -> None:
         started = time.monotonic()
         mark_ms = watermark_ms(self.checkpoint, batch_id)
-        late = F.count_if(self._is_reading & (F.col("end_us") <= F.lit(mark_ms * 1000))).alias("late")
-        # counted while written: one Spark job (an Observation completes on Kafka's V2 write, stream_session)
-        counts = Observation(f"batch {batch_id}")
         keep = self.console or self.detect
         if keep:
             rows = rows.persist()  # read again (windows, alerts): Spark runs the batch (and its state) once
         try:
+            # the batch's one Spark job: the query's observed figures are counted on the way (plan.BATCH_METRICS)
             (
-                rows.observe(counts, *self._counted, late)
-                .where(self._written)
+                rows.where(self._written)
                 .select("topic", "key", "value")
                 .write.format("kafka")
                 .mode("append")
@@ -240,14 +229,15 @@ class _Batches:
                 .option("kafka.batch.size", str(512 * 1024))
                 .save()
             )
-            figures = observed(counts, batch_id)
+            figures = self.observed(batch_id)
             updated = figures["windows"]
             rejects = {k: figures[k] for k in REASON_KINDS if figures[k]}
             alerts = {k: figures[f"alert_{k}"] for k in ALERT_KINDS if figures[f"alert_{k}"]}
+            late = self._late(batch_id, figures["min_end_us"], mark_ms)
             if self.console and updated:
                 windows = rows.where(self._is_window).select("value").limit(CONSOLE_ROWS)
                 self._show(batch_id, updated, [json.loads(r.value) for r in windows.collect()])
-            raised = sum(figures[f"alert_{k}"] for k in ALERT_KINDS)
+            raised = sum(alerts.values())
             if raised:
                 shown = rows.where(F.col("kind") == "alert").select("value").limit(ALERT_LINES).collect()
                 for row in shown:
@@ -260,7 +250,7 @@ class _Batches:
         batch = BatchFigures(
             batch_id,
             figures["records"],
-            figures["late"],
+            late,
             updated,
             datetime.fromtimestamp(mark_ms / 1000, timezone.utc),
             started,
@@ -270,6 +260,15 @@ class _Batches:
         )
         self.on_batch(batch)
         self.limit.check(self.settings, batch_id, batch.records, batch.rejected)
+
+    def _late(self, batch_id: int, min_end_us: int | None, mark_ms: int) -> int:
+        """The batch's late readings: none when its earliest window ends after the watermark (every
+        batch of a stream without late data), else counted again from its offsets in the topic."""
+        if min_end_us is None or min_end_us > mark_ms * 1000:
+            return 0
+        start, end = batch_range(self.checkpoint, batch_id, self.settings.input_topic)
+        assert self.observed.session is not None
+        return late_count(self.observed.session, self.settings, start, end, mark_ms)
 
     @staticmethod
     def _show(batch_id: int, updated: int, shown: list[dict]) -> None:

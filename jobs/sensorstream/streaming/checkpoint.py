@@ -142,6 +142,22 @@ def watermark_ms(checkpoint: Path, batch_id: int) -> int:
     return int(json.loads(read_log(Path(checkpoint) / "offsets" / str(batch_id))[1]).get("batchWatermarkMs", 0))
 
 
+def batch_range(checkpoint: Path, batch_id: int, topic: str) -> tuple[dict[int, int], dict[int, int]]:
+    """The offsets of `topic` that micro-batch `batch_id` reads, {partition: offset}: from the end
+    of the batch before ({} for batch 0, which runs with a watermark of 0, so nothing in it is late)
+    to its own end (`offsets/N`, written before it runs)."""
+    checkpoint = Path(checkpoint)
+
+    def offsets(batch: int) -> dict[int, int]:
+        for line in read_log(checkpoint / "offsets" / str(batch))[2:]:
+            source = json.loads(line)
+            if isinstance(source, dict) and topic in source:
+                return {int(p): int(o) for p, o in source[topic].items()}
+        return {}
+
+    return (offsets(batch_id - 1) if batch_id else {}), offsets(batch_id)
+
+
 def committed(checkpoint: Path, topic: str) -> Committed:
     """The newest committed batch of the checkpoint, for `topic`; Committed() for a new checkpoint.
 

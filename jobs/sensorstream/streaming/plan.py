@@ -4,6 +4,7 @@ stream's Spark session."""
 
 from __future__ import annotations
 
+import json
 import weakref
 
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -11,7 +12,7 @@ from pyspark.sql import functions as F
 
 from sensorstream.aggregate import FINISHED, finish_windows, partial_columns, reason_kind, window_column, window_stats
 from sensorstream.config import Settings, micros, spark_interval, spark_kafka_options
-from sensorstream.schema import METRICS, alert_json, dead_letter_columns, parse
+from sensorstream.schema import ALERT_KINDS, METRICS, REASON_KINDS, alert_json, dead_letter_columns, parse
 
 
 def read_source(spark: SparkSession, settings: Settings, fail_on_data_loss: bool = True) -> DataFrame:
@@ -51,8 +52,15 @@ def _detected() -> tuple[Column, ...]:
 
 
 def shuffled_records(source: DataFrame, settings: Settings) -> DataFrame:
-    """Kafka records -> parsed once -> one row each, shuffled by (window, sensor): what both
-    branches of the query read (`stream_plan`).
+    """Kafka records -> parsed once -> one row each (`windowed_records`), shuffled by (window,
+    sensor): what both branches of the query read (`stream_plan`). By the state's own keys: the
+    stateful aggregation needs no shuffle of its own, so Spark plans one exchange for both branches
+    and reuses it (one Kafka read, one parse)."""
+    return windowed_records(source, settings).repartition("window", "sensor_id")
+
+
+def windowed_records(source: DataFrame, settings: Settings) -> DataFrame:
+    """Kafka records -> parsed once -> one row each, a reading's for each of its windows.
 
     Columns: `window` (of the event time; a reject gets the Unix epoch's, which never moves the
     watermark), `sensor_id` and the metrics (null for a reject), `dead_letter` (a reject's key,
@@ -81,9 +89,7 @@ def shuffled_records(source: DataFrame, settings: Settings) -> DataFrame:
         (F.unix_micros(F.col("event_time")) < F.unix_micros(F.col("window.start")) + F.lit(step_us)).alias("newest"),
         *extra,
     )
-    # by the state's own keys: the stateful aggregation needs no shuffle of its own, so Spark plans
-    # one exchange for both branches and reuses it (one Kafka read, one parse)
-    return windowed.repartition("window", "sensor_id")
+    return windowed
 
 
 def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
@@ -141,7 +147,52 @@ def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
         ).alias("_shared"),
     )
     rows = window_rows.unionByName(record_rows)
-    return rows.unionByName(alert_rows(shuffled, settings)) if detecting else rows
+    if detecting:
+        rows = rows.unionByName(alert_rows(shuffled, settings))
+    return rows.observe(BATCH_METRICS, *batch_counts())
+
+
+#: The stream query's own observed metrics (Spark's `observe`): a batch's figures, counted by the
+#: batch's one Spark job as its rows go by, read by the handler once it has written them
+#: (`batches.Counts`). An `Observation` in the handler counted the same rows at about 0.1 s a batch
+#: more (jobs/README.md, "Where a micro-batch's time goes").
+BATCH_METRICS = "sensorstream_batch"
+
+
+def batch_counts() -> list[Column]:
+    """The batch's figures over the stream's rows: records, updated windows (with readings), rejects
+    by kind of reason, alerts by kind, and `min_end_us`, the end of the earliest newest window of
+    its readings: when it is after the batch's watermark no reading was late (the query's
+    expressions cannot name the watermark; `late_count` counts them when some may be)."""
+    kind, newest = F.col("kind"), F.col("newest")
+    return [
+        F.count_if(kind.isin("reading", "reject") & newest).alias("records"),
+        F.count_if((kind == "window") & (F.col("num_readings") > 0)).alias("windows"),
+        *[F.count_if((kind == "reject") & newest & (F.col("reason_kind") == k)).alias(k) for k in REASON_KINDS],
+        *[F.count_if((kind == "alert") & (F.col("reason_kind") == k)).alias(f"alert_{k}") for k in ALERT_KINDS],
+        F.min(F.when((kind == "reading") & newest, F.col("end_us"))).alias("min_end_us"),
+    ]
+
+
+def late_count(
+    spark: SparkSession, settings: Settings, start: dict[int, int], end: dict[int, int], mark_ms: int
+) -> int:
+    """The readings among the input topic's offsets [start, end) (partition -> offset; a partition
+    missing from `start`: its earliest) whose newest window ends at or before `mark_ms`: the late
+    readings of a micro-batch, counted again from the topic with the same parse and windows. Only
+    for a batch that may have some (`batch_counts`' min_end_us): a second read of its records."""
+    topic = settings.input_topic
+    reader = (
+        spark.read.format("kafka")
+        .options(**spark_kafka_options(settings))
+        .option("subscribe", topic)
+        .option("startingOffsets", json.dumps({topic: {str(p): start.get(p, -2) for p in end}}))
+        .option("endingOffsets", json.dumps({topic: {str(p): o for p, o in end.items()}}))
+        .option("failOnDataLoss", "false")  # what the batch skipped (--skip-lost-records) is not counted
+    )
+    windowed = windowed_records(reader.load(), settings)
+    late = F.col("dead_letter").isNull() & F.col("newest")
+    return windowed.where(late & (F.unix_micros(F.col("window.end")) <= F.lit(mark_ms * 1000))).count()
 
 
 def alert_rows(shuffled: DataFrame, settings: Settings) -> DataFrame:
@@ -238,9 +289,8 @@ def stream_session(spark: SparkSession) -> SparkSession:
         inherited = {k: v for k, v in spark.conf.getAll.items() if spark.conf.isModifiable(k)}
         for key, value in {**inherited, **STREAM_CONF}.items():  # a new session starts from the context's
             session.conf.set(key, value)
-        # Kafka through Spark's V2 writer: the batch handler's Observation then sees the write's rows
-        # (Spark's V1 Kafka command runs its query apart, and an Observation on it never completes).
-        # The other sources keep the list they had (Spark's default, or the user's).
+        # Kafka through Spark's V2 writer (Spark's default plans it as a V1 command, which runs its
+        # query apart). The other sources keep the list they had (Spark's default, or the user's).
         v1 = session.conf.get(_V1_SOURCES) or ""
         session.conf.set(_V1_SOURCES, ",".join(s for s in v1.split(",") if s.strip().lower() != "kafka"))
         _STREAM_SESSIONS[spark] = session

@@ -79,7 +79,7 @@ def start_query(
             f"skipping {sum(g.count for g in gaps):,} record(s) of {settings.input_topic} deleted before the stream "
             "read them (" + ", ".join(f"partition {g.partition} offsets {g.first}-{g.end - 1}" for g in gaps) + ")"
         )
-    handler = _Batches(settings, checkpoint, on_batch, stopping, limit, say)
+    handler = _Batches(settings, checkpoint, on_batch, stopping, limit, say, spark, QUERY_NAME)
     trigger = {"availableNow": True} if available_now else {"processingTime": spark_interval(settings.trigger_interval)}
     fail_on_data_loss = not skip_lost_records
     queries = [
