@@ -186,6 +186,7 @@ class _Batches:
             | (F.col("kind") == "alert")
         )
         self._is_window = is_window
+        self._kept = self._written | is_window
 
     def __call__(self, rows: DataFrame, batch_id: int) -> None:
         try:
@@ -212,7 +213,9 @@ class _Batches:
         mark_ms = watermark_ms(self.checkpoint, batch_id)
         keep = self.console or self.detect
         if keep:
-            rows = rows.persist()  # read again (windows, alerts): Spark runs the batch (and its state) once
+            # read again (windows, alerts): kept, so Spark runs the batch (and its state) once; only the
+            # rows to write or show, not every record's
+            rows = rows.where(self._kept).select("kind", "num_readings", "topic", "key", "value").persist()
         try:
             # the batch's one Spark job: the query's observed figures are counted on the way (plan.BATCH_METRICS)
             (
