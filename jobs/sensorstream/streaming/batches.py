@@ -21,7 +21,7 @@ from sensorstream.errors import SensorstreamError
 from sensorstream.readings import ALERT_KINDS
 from sensorstream.schema import REASON_KINDS
 from sensorstream.streaming.checkpoint import batch_range, watermark_ms
-from sensorstream.streaming.plan import BATCH_METRICS, late_count
+from sensorstream.streaming.plan import BATCH_METRICS, late_count, updated_window
 from sensorstream.tables import format_table
 
 _log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class _Batches:
         self.say = say
         self.console = "console" in settings.sinks
         self.detect = settings.detect == "on"
-        is_window = (F.col("kind") == "window") & (F.col("num_readings") > 0)
+        is_window = updated_window()
         self._written = (
             (is_window if "kafka" in settings.sinks else F.lit(False))
             | ((F.col("kind") == "reject") & F.col("newest"))

@@ -149,13 +149,18 @@ def batch_range(checkpoint: Path, batch_id: int, topic: str) -> tuple[dict[int, 
     checkpoint = Path(checkpoint)
 
     def offsets(batch: int) -> dict[int, int]:
-        for line in read_log(checkpoint / "offsets" / str(batch))[2:]:
-            source = json.loads(line)
-            if isinstance(source, dict) and topic in source:
-                return {int(p): int(o) for p, o in source[topic].items()}
-        return {}
+        return _source_offsets(read_log(checkpoint / "offsets" / str(batch)), topic) or {}
 
     return (offsets(batch_id - 1) if batch_id else {}), offsets(batch_id)
+
+
+def _source_offsets(lines: list[str], topic: str) -> dict[int, int] | None:
+    """{partition: next offset} of `topic` in an `offsets/N` file's lines; None when it reads no such topic."""
+    for line in lines[2:]:
+        source = json.loads(line)
+        if isinstance(source, dict) and topic in source:
+            return {int(p): int(o) for p, o in source[topic].items()}
+    return None
 
 
 def committed(checkpoint: Path, topic: str) -> Committed:
@@ -178,17 +183,11 @@ def committed(checkpoint: Path, topic: str) -> Committed:
         raise CheckpointError(f"checkpoint {checkpoint} has commit {batch} but no offsets for it; {RESET}")
     lines = read_log(offsets / str(batch))
     metadata = json.loads(lines[1])
-    for line in lines[2:]:
-        source = json.loads(line)
-        if isinstance(source, dict) and topic in source:
-            at = datetime.fromtimestamp((commits / str(batch)).stat().st_mtime, timezone.utc)
-            mark = metadata.get("batchWatermarkMs", 0) if isinstance(metadata, dict) else 0
-            return Committed(
-                batch,
-                {int(p): int(o) for p, o in source[topic].items()},
-                at,
-                datetime.fromtimestamp(mark / 1000, timezone.utc) if mark else None,
-            )
+    offsets_read = _source_offsets(lines, topic)
+    if offsets_read is not None:
+        at = datetime.fromtimestamp((commits / str(batch)).stat().st_mtime, timezone.utc)
+        mark = metadata.get("batchWatermarkMs", 0) if isinstance(metadata, dict) else 0
+        return Committed(batch, offsets_read, at, datetime.fromtimestamp(mark / 1000, timezone.utc) if mark else None)
     raise CheckpointError(f"checkpoint {checkpoint} does not read topic {topic!r}; {RESET}")
 
 

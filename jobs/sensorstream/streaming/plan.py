@@ -154,9 +154,14 @@ def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
 
 #: The stream query's own observed metrics (Spark's `observe`): a batch's figures, counted by the
 #: batch's one Spark job as its rows go by, read by the handler once it has written them
-#: (`batches.Counts`). An `Observation` in the handler counted the same rows at about 0.1 s a batch
-#: more (jobs/README.md, "Where a micro-batch's time goes").
+#: (`batches._Observed`). An `Observation` in the handler counted the same rows at about 0.1 s a
+#: batch more (jobs/README.md, "Counting a batch: the query's own `observe`").
 BATCH_METRICS = "sensorstream_batch"
+
+
+def updated_window() -> Column:
+    """A stream row that is an updated window with readings (the rejects' epoch window has none)."""
+    return (F.col("kind") == "window") & (F.col("num_readings") > 0)
 
 
 def batch_counts() -> list[Column]:
@@ -167,7 +172,7 @@ def batch_counts() -> list[Column]:
     kind, newest = F.col("kind"), F.col("newest")
     return [
         F.count_if(kind.isin("reading", "reject") & newest).alias("records"),
-        F.count_if((kind == "window") & (F.col("num_readings") > 0)).alias("windows"),
+        F.count_if(updated_window()).alias("windows"),
         *[F.count_if((kind == "reject") & newest & (F.col("reason_kind") == k)).alias(k) for k in REASON_KINDS],
         *[F.count_if((kind == "alert") & (F.col("reason_kind") == k)).alias(f"alert_{k}") for k in ALERT_KINDS],
         F.min(F.when((kind == "reading") & newest, F.col("end_us"))).alias("min_end_us"),
