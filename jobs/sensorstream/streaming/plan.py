@@ -95,9 +95,9 @@ def windowed_records(source: DataFrame, settings: Settings) -> DataFrame:
 def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
     """The one streaming query: Spark's windowed aggregation of the readings (its state store,
     update mode) unioned with every record's own row (rejects' dead letters, readings for the
-    counts), both over the same shuffled records. Columns: kind ("window", "reading", "reject"),
-    topic, key, value (a window's or a reject's Kafka record), reason_kind, end_us (a reading's
-    window end, for the late count), newest, num_readings, `_shared`.
+    counts), both over the same shuffled records, in one task per state partition. Columns: kind
+    ("window", "reading", "reject"), topic, key, value (a window's or a reject's Kafka record),
+    reason_kind, end_us (a reading's window end, for the late count), newest, num_readings, `_shared`.
 
     `_shared` reads every shuffled column in both branches: Spark prunes each branch's columns
     before the exchange, and reuses an exchange only when both branches need the very same ones.
@@ -149,7 +149,10 @@ def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
     rows = window_rows.unionByName(record_rows)
     if detecting:
         rows = rows.unionByName(alert_rows(shuffled, settings))
-    return rows.observe(BATCH_METRICS, *batch_counts())
+    # One task per state partition, not one per branch's partition: a union has the partitions of
+    # all its branches (2N, 3N with the detector), and a record branch's task costs nearly what a
+    # window branch's does when a batch is small (jobs/README.md, "Tasks per micro-batch").
+    return rows.coalesce(settings.state_partitions).observe(BATCH_METRICS, *batch_counts())
 
 
 #: The stream query's own observed metrics (Spark's `observe`): a batch's figures, counted by the
