@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from kafka.errors import KafkaError
+
 from sensorstream.brokers import accepts_connections, admin_client
 from sensorstream.config import Secret, Settings, invalid, load_settings
 from sensorstream.errors import BrokerUnavailableError, ConfigError, LocalStackError
@@ -508,7 +510,9 @@ class LocalKafka:
                 with admin_client(settings.replace(bootstrap_servers=f"{host}:{port}")) as admin:
                     if len(admin.describe_cluster()["brokers"]) < expected:
                         return False
-            except BrokerUnavailableError:
+            # a node still in the metadata but not answering (its port held by another program, its
+            # process gone): the request times out; not ready yet, and the caller sees the dead node
+            except (BrokerUnavailableError, KafkaError):
                 return False
         return True
 
