@@ -16,7 +16,8 @@ CRDS_STAMP := $(STATE)/crds/.generated
 RUNTIME_STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 DETECTOR_JAR := $(STATE)/jars/spark/sensorstream-detector.jar
-#: setup builds the fault detector where a JDK's javac is (it is needed only for STREAM_DETECT=on)
+#: setup builds the fault detector where a JDK's javac is (needed for STREAM_DETECT=on); its jar also
+#: carries the parse's explainer (jobs/jvm/parse), which only makes the stream faster
 SETUP_DETECTOR := $(if $(shell command -v javac 2>/dev/null),$(DETECTOR_JAR))
 MVN_FLAGS := -B -q -f jobs/jvm/pom.xml
 
@@ -98,7 +99,7 @@ jars: $(JARS_STAMP) ## fetch the JVM jars from Maven Central (pom: jobs/jvm/pom.
 
 detector: $(DETECTOR_JAR) ## compile the fault detector (jobs/jvm/detector) against pyspark's jars (needs a JDK's javac)
 
-$(DETECTOR_JAR): $(wildcard jobs/jvm/detector/src/sensorstream/detect/*.java) jobs/jvm/detector/build.sh $(RUNTIME_STAMP) $(JARS_STAMP)
+$(DETECTOR_JAR): $(wildcard jobs/jvm/detector/src/sensorstream/detect/*.java jobs/jvm/parse/src/sensorstream/parse/*.java) jobs/jvm/detector/build.sh $(RUNTIME_STAMP) $(JARS_STAMP)
 	@echo "==> compiling the fault detector into $@"
 	jobs/jvm/detector/build.sh "$$($(PY) -c 'import pyspark, pathlib; print(pathlib.Path(pyspark.__file__).parent / "jars")')" $@
 

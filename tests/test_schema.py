@@ -22,6 +22,7 @@ from sensorstream.schema import (
     alert_json,
     check,
     explain,
+    explainer_function,
     failed_check,
     parse,
     parse_alerts,
@@ -303,6 +304,37 @@ def test_the_streams_two_halves_give_what_parse_gives(spark):
     assert len(passed) + len(explained) == len(values)
     assert 300 <= len(passed) < len(values)  # both halves are exercised
     assert {row["source_offset"]: row.asDict() for row in passed + explained} == whole
+
+
+def test_the_explainer_gives_what_the_expressions_give(spark, monkeypatch):
+    """The explain half behind one JVM function (jobs/jvm/parse, built by `make detector`, as
+    `make test` does) gives every record the row the expressions themselves give."""
+    import sensorstream.schema as schema
+
+    assert explainer_function(spark) is not None, "no explainer on the classpath: run `make detector`"
+    values = [v for v, _ in CASES] + [v for _, v, _ in FOREIGN] + _mutants(random.Random(11), 2000)
+    frame = kafka_frame(spark, values)
+    explained = parse(frame)
+    assert "UDF(" in explained._jdf.queryExecution().optimizedPlan().toString()
+    by_jvm = {row["source_offset"]: row.asDict() for row in explained.collect()}
+    monkeypatch.setitem(schema._EXPLAIN_PROJECTIONS, spark.sparkContext, schema._projections()[schema._CHECKED :])
+    inline = parse(frame)
+    assert "UDF(" not in inline._jdf.queryExecution().optimizedPlan().toString()
+    assert {row["source_offset"]: row.asDict() for row in inline.collect()} == by_jvm
+    assert {(r or "valid").split(":")[0] for r in (row["reason"] for row in by_jvm.values())} >= {
+        "invalid JSON",
+        "missing field",
+        "wrong type",
+        "bad timestamp",
+        "out of range",
+    }
+
+
+def test_without_the_explainers_jar_the_parse_keeps_its_expressions(spark, monkeypatch):
+    import sensorstream.schema as schema
+
+    monkeypatch.setattr(schema, "EXPLAINER_CLASS", "sensorstream.parse.NoSuchExplainer")
+    assert explainer_function(spark) is None
 
 
 def test_every_simulated_malformed_record_is_rejected(spark):

@@ -23,14 +23,19 @@ JSON options, and checked with a few cheap tests (`_well_formed`, `_in_range`) t
 for a valid reading. A well-formed reading out of range, the common reject, gets its reason from
 that parse too (`_range_reason`). Only the other records pay for `_reason`, which parses them
 again in the ways needed to name the problem exactly (and finds some valid after all, e.g. a `}`
-inside a string, or a sensor_id of "123").
+inside a string, or a sensor_id of "123"). Where Spark's classpath has the jar `make detector`
+builds, that second half runs behind one JVM function (jobs/jvm/parse): the same expressions,
+optimized once instead of at every micro-batch.
 """
 
 from __future__ import annotations
 
 import functools
+import weakref
+from typing import Any
 
-from pyspark.sql import Column, DataFrame
+from pyspark import SparkContext
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType, VariantType
 
@@ -271,9 +276,59 @@ def check(kafka_df: DataFrame) -> DataFrame:
 
 def explain(checked: DataFrame) -> DataFrame:
     """The second half of `parse`: `check`ed records -> RECORD_COLUMNS, each failure explained."""
-    for projection in _projections()[_CHECKED:]:
+    for projection in _explain_projections(checked.sparkSession):
         checked = checked.select(*projection)
     return checked
+
+
+#: The JVM class that runs the explain as one function (jobs/jvm/parse, in the detector's jar).
+EXPLAINER_CLASS = "sensorstream.parse.Explainer"
+#: Kafka's columns the parse reads: the relation the explainer's plan is made over.
+_KAFKA_DDL = "value binary, topic string, partition int, offset bigint, timestamp timestamp"
+_EXPLAIN_PROJECTIONS: weakref.WeakKeyDictionary[SparkContext, tuple] = weakref.WeakKeyDictionary()
+
+
+def _explain_projections(session: SparkSession) -> tuple[tuple[Column | str, ...], ...]:
+    """`explain`'s projections in `session`: with the explainer where its class is on Spark's
+    classpath, else the expressions themselves (the same results; Spark then optimizes and plans
+    them at every micro-batch). Made once per Spark context."""
+    context = session.sparkContext
+    found = _EXPLAIN_PROJECTIONS.get(context)
+    if found is None:
+        explainer = explainer_function(session)
+        if explainer is None:
+            found = _projections()[_CHECKED:]
+        else:
+            raw = F.col("raw")
+            found = _build_projections(Column(explainer.apply(_java_columns(context, [raw.cast("binary")]))))[_CHECKED:]
+        _EXPLAIN_PROJECTIONS[context] = found
+    return found
+
+
+def explainer_function(session: SparkSession) -> Any | None:
+    """The explain as one JVM function of a record's value (a UserDefinedFunction returning the
+    struct `_explained` holds), or None where EXPLAINER_CLASS is not on Spark's classpath.
+
+    It holds the expressions `_explained` builds, optimized once by this session over Kafka's
+    columns; Spark plans it as one node, and evaluates it only for the records `check` did not pass."""
+    from py4j.java_gateway import JavaClass
+
+    jvm = session._jvm
+    assert jvm is not None  # a classic session's
+    found = jvm
+    for name in EXPLAINER_CLASS.split("."):
+        found = getattr(found, name)
+    if not isinstance(found, JavaClass):
+        return None
+    kafka = session.createDataFrame(session.sparkContext.emptyRDD(), _KAFKA_DDL)
+    plan = check(kafka).select(_explained().alias("explained"))._jdf.queryExecution().optimizedPlan()
+    return found.function(plan)
+
+
+def _java_columns(context: SparkContext, columns: list[Column]) -> Any:
+    from pyspark.sql.classic.column import _to_java_column, _to_seq
+
+    return _to_seq(context, columns, _to_java_column)
 
 
 #: What `passed_readings` calls a record that did not pass `check`: `explain` gives its real reason
@@ -332,7 +387,30 @@ _CHECKED = 5  # how many of _projections() `check` makes
 @functools.cache
 def _projections() -> tuple[tuple[Column | str, ...], ...]:
     """parse's projections, built once: a few hundred calls into the JVM, and the stream parses
-    every micro-batch (expressions are not bound to a DataFrame, so they can be reused).
+    every micro-batch (expressions are not bound to a DataFrame, so they can be reused). The
+    explain's expressions inline; `_explain_projections` puts them behind the explainer."""
+    return _build_projections(_explained())
+
+
+def _explained() -> Column:
+    """A record's reason, the sensor its reject names and its bytes as base64 when they are not
+    UTF-8 (a struct), over `check`'s columns: for a record that failed the cheap checks."""
+    raw, p, event_time = F.col("raw"), F.col("p"), F.col("event_time")
+
+    def explain(again: Column) -> Column:
+        return F.struct(
+            _reason(again, p, event_time).alias("reason"),
+            _reject_sensor(again).alias("named"),
+            F.when(~again["utf8"], F.base64(raw.cast("binary"))).alias("value_base64"),
+        )
+
+    # transform over a one-element array binds the parses to a name: made once, read many times
+    return F.transform(F.array(_parse_again(raw)), explain)[0]
+
+
+def _build_projections(explained: Column) -> tuple[tuple[Column | str, ...], ...]:
+    """parse's projections, with `explained` (`_explained`, or the explainer over it) as the
+    explanation of a record the cheap checks did not pass.
 
     Kept apart on purpose (each output used twice, so Spark does not merge them): the typed
     parse; the cheap checks, in whole-stage generated code; the parses the reasons need, made
@@ -341,13 +419,6 @@ def _projections() -> tuple[tuple[Column | str, ...], ...]:
     """
     raw, p, event_time = F.col("raw"), F.col("p"), F.col("event_time")
     fast, formed = F.col("fast"), F.col("formed")
-
-    def explain(again: Column) -> Column:
-        return F.struct(
-            _reason(again, p, event_time).alias("reason"),
-            _reject_sensor(again).alias("named"),
-            F.when(~again["utf8"], F.base64(raw.cast("binary"))).alias("value_base64"),
-        )
 
     out_of_range = F.struct(
         _range_reason(p).alias("reason"),
@@ -369,14 +440,7 @@ def _projections() -> tuple[tuple[Column | str, ...], ...]:
         ("*", p["timestamp"].try_cast("timestamp").alias("event_time")),
         ("*", _well_formed(raw, p, event_time).alias("formed")),
         ("*", (formed & _in_range(p)).alias("fast")),
-        # transform over a one-element array binds the parses to a name: made once, read many times
-        (
-            "*",
-            F.when(fast, None)
-            .when(formed & _finite(p), out_of_range)
-            .otherwise(F.transform(F.array(_parse_again(raw)), explain)[0])
-            .alias("slow"),
-        ),
+        ("*", F.when(fast, None).when(formed & _finite(p), out_of_range).otherwise(explained).alias("slow")),
         _record_columns(
             reason=reason,
             sensor_id=F.when(fast, p["sensor_id"]).when(valid, _trim(p["sensor_id"])).otherwise(F.col("slow.named")),

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Compile the fault detector against the Spark jars it will run with, into one jar.
+# Compile the fault detector, and the parse's explainer beside it (../parse), against the Spark jars
+# they will run with, into one jar.
 #
 #   build.sh <folder of Spark's jars> <output jar>
 #
@@ -22,7 +23,8 @@ ls "$spark_jars"/spark-sql_*.jar >/dev/null 2>&1 || {
 }
 classes=$(mktemp -d)
 trap 'rm -rf "$classes"' EXIT
-javac --release 17 -nowarn -d "$classes" -cp "$spark_jars/*" "$here"/src/sensorstream/detect/*.java
+javac --release 17 -nowarn -d "$classes" -cp "$spark_jars/*" "$here"/src/sensorstream/detect/*.java \
+  "$here"/../parse/src/sensorstream/parse/*.java
 mkdir -p "$(dirname "$out")"
 jar cf "$out.tmp" -C "$classes" .
 mv "$out.tmp" "$out"
