@@ -337,6 +337,15 @@ def test_without_the_explainers_jar_the_parse_keeps_its_expressions(spark, monke
     assert explainer_function(spark) is None
 
 
+def test_an_explainer_that_refuses_its_plan_leaves_the_expressions_with_a_warning(spark, monkeypatch, caplog):
+    import sensorstream.schema as schema
+
+    monkeypatch.setattr(schema, "_explained", lambda: F.struct(F.lit(1).alias("not_a_reason")))
+    with caplog.at_level("WARNING", logger="sensorstream.schema"):
+        assert explainer_function(spark) is None
+    assert "refused its plan" in caplog.text and "make detector" in caplog.text
+
+
 def test_every_simulated_malformed_record_is_rejected(spark):
     sim = Simulator(sensors=3, seed=8, clock=stepping_clock())
     rng = random.Random(8)

@@ -31,6 +31,7 @@ optimized once instead of at every micro-batch.
 from __future__ import annotations
 
 import functools
+import logging
 import weakref
 from typing import Any
 
@@ -47,6 +48,8 @@ from sensorstream.readings import (  # noqa: F401 - METRICS, RANGES, REASON_KIND
     REASON_KINDS,
     REQUIRED,
 )
+
+_log = logging.getLogger(__name__)
 
 #: A date, a time with seconds, an optional fraction and an optional offset (UTC without one).
 #: A Java regex (\z: the very end; $ would also match before a final line break).
@@ -307,11 +310,14 @@ def _explain_projections(session: SparkSession) -> tuple[tuple[Column | str, ...
 
 def explainer_function(session: SparkSession) -> Any | None:
     """The explain as one JVM function of a record's value (a UserDefinedFunction returning the
-    struct `_explained` holds), or None where EXPLAINER_CLASS is not on Spark's classpath.
+    struct `_explained` holds), or None where EXPLAINER_CLASS is not on Spark's classpath (or,
+    with a warning, refuses the plan: a jar built for another Spark).
 
     It holds the expressions `_explained` builds, optimized once by this session over Kafka's
     columns; Spark plans it as one node, and evaluates it only for the records `check` did not pass."""
     from py4j.java_gateway import JavaClass
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors.exceptions.captured import CapturedException
 
     jvm = session._jvm
     assert jvm is not None  # a classic session's
@@ -322,7 +328,17 @@ def explainer_function(session: SparkSession) -> Any | None:
         return None
     kafka = session.createDataFrame(session.sparkContext.emptyRDD(), _KAFKA_DDL)
     plan = check(kafka).select(_explained().alias("explained"))._jdf.queryExecution().optimizedPlan()
-    return found.function(plan)
+    try:
+        return found.function(plan)
+    except (CapturedException, Py4JJavaError) as exc:  # pyspark converts most Java errors to the first
+        problem = str(exc).strip().splitlines()
+        _log.warning(
+            "the parse's explainer (%s) refused its plan: %s; the parse keeps its expressions (the same "
+            "rows, slower); rebuild its jar with `make detector`",
+            EXPLAINER_CLASS,
+            problem[0][:300] if problem else type(exc).__name__,
+        )
+        return None
 
 
 def _java_columns(context: SparkContext, columns: list[Column]) -> Any:
