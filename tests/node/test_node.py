@@ -322,13 +322,28 @@ def totals(follower: subprocess.Popen, what: str) -> tuple[int, int, int, list[s
     return sent, acked, failed, [line for line in out.splitlines() if "delivery failed" in line]
 
 
+def pod_events(release, pod: str) -> str:
+    """A Pod's events (reason: message) and its previous container's last log lines: what a failed
+    check shows of why it restarted."""
+    out = release.kubectl(
+        "-n", NAMESPACE, "get", "events", "--field-selector", f"involvedObject.name={pod}", "-o", "json", check=False
+    )
+    items = json.loads(out.stdout).get("items", []) if out.returncode == 0 else []
+    events = [f"{e.get('reason')}: {(e.get('message') or '')[:200]}" for e in items]
+    previous = release.kubectl("-n", NAMESPACE, "logs", pod, "--previous", "--tail", "15", check=False)
+    return f"{events}; previous container's log: {previous.stdout[-1500:]!r}"
+
+
 def test_producer_pod_deleted_loses_no_acknowledged_reading(release, kafka, figures):
     """The Deployment replaces the Pod; every reading either Pod had acknowledged is in the topic:
     with both Pods stopped (the second by scaling to 0), the topic holds at least what they acked
     and at most what they sent (a reading counted as failed may still have been written)."""
     [first] = running_pods(release, NAMESPACE, component("producer"))
-    assert all(c["restartCount"] == 0 for c in first["status"]["containerStatuses"]), (
-        "the producer's first Pod restarted: its totals would not cover the whole topic"
+    restarted = [c for c in first["status"]["containerStatuses"] if c["restartCount"]]
+    assert not restarted, (
+        "the producer's first Pod restarted: its totals would not cover the whole topic; "
+        + "; ".join(f"{c['name']}: {c['restartCount']} restart(s), last {c.get('lastState')}" for c in restarted)
+        + f"; events: {pod_events(release, first['metadata']['name'])}"
     )
     follower = follow_log(release, first["metadata"]["name"])
     time.sleep(2)
