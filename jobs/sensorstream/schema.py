@@ -286,8 +286,9 @@ def explain(checked: DataFrame) -> DataFrame:
 
 #: The JVM class that runs the explain as one function (jobs/jvm/parse, in the detector's jar).
 EXPLAINER_CLASS = "sensorstream.parse.Explainer"
-#: Kafka's columns the parse reads: the relation the explainer's plan is made over.
-_KAFKA_DDL = "value binary, topic string, partition int, offset bigint, timestamp timestamp"
+#: Kafka's columns the parse reads (Spark's Kafka source has these and more): the relation the
+#: explainer's plan is made over.
+KAFKA_DDL = "value binary, topic string, partition int, offset bigint, timestamp timestamp"
 _EXPLAIN_PROJECTIONS: weakref.WeakKeyDictionary[SparkContext, tuple] = weakref.WeakKeyDictionary()
 
 
@@ -326,7 +327,7 @@ def explainer_function(session: SparkSession) -> Any | None:
         found = getattr(found, name)
     if not isinstance(found, JavaClass):
         return None
-    kafka = session.createDataFrame(session.sparkContext.emptyRDD(), _KAFKA_DDL)
+    kafka = session.createDataFrame(session.sparkContext.emptyRDD(), KAFKA_DDL)
     plan = check(kafka).select(_explained().alias("explained"))._jdf.queryExecution().optimizedPlan()
     try:
         return found.function(plan)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
 from sensorstream.readings import METRICS, RANGES
+from sensorstream.schema import KAFKA_DDL  # noqa: F401 - re-exported: Kafka's columns, as the parse reads them
 from sensorstream.simulator import Simulator
 
 T0 = datetime(2026, 1, 31, 8, 0, tzinfo=timezone.utc)
@@ -35,9 +36,6 @@ def kafka_rows(values: Iterable[bytes | str | None], topic: str = "t") -> list[t
         raw = value.encode() if isinstance(value, str) else value
         rows.append((None if raw is None else bytearray(raw), topic, 0, offset, T0.replace(tzinfo=None)))
     return rows
-
-
-KAFKA_DDL = "value binary, topic string, partition int, offset long, timestamp timestamp"
 
 
 def reference_windows(readings: Iterable[dict], window: timedelta) -> dict[tuple, dict]:
