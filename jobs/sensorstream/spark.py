@@ -9,6 +9,7 @@ names the app and sets the session time zone.
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from sensorstream.config import Settings
@@ -21,6 +22,13 @@ CONNECTOR_MARKER = "spark-sql-kafka-0-10_"
 SPARK_METRICS_PATH = "/metrics/prometheus"
 SPARK_METRICS_NAMESPACE = "sensorstream"
 _LOG4J2 = Path(__file__).with_name("log4j2-spark.properties")
+#: The garbage collector of a local-mode JVM (the driver and its executor threads in one heap of
+#: 1 GiB). The JVM picks G1 on a machine of 2 cores; its concurrent cycles share those cores with
+#: the tasks. The parallel collector stops the tasks for short young collections and does nothing
+#: in between: on 2 cores a stream's micro-batch took ~15 % less (10 sensors, batches of 50,000:
+#: 680 -> 566 ms; Spark's floor 439 -> 366 ms) and at 10,000 readings/s from 100,000 sensors the
+#: p99 latency fell from 3.5-4.0 s to 3.0 s (jobs/README.md, "The local JVM's collector").
+LOCAL_GC = "-XX:+UseParallelGC"
 
 
 def launched_by_spark_submit() -> bool:
@@ -100,9 +108,8 @@ def get_session(settings: Settings, serve_metrics: bool = False):
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # local mode needs no other interface
         if not os.environ.get("PYSPARK_SUBMIT_ARGS"):
             # Driver JVM options only take effect at launch, so they travel in the submit args.
-            os.environ["PYSPARK_SUBMIT_ARGS"] = (
-                f"--driver-memory 1g --driver-java-options -Dlog4j2.configurationFile=file:{_LOG4J2} pyspark-shell"
-            )
+            options = shlex.quote(f"-Dlog4j2.configurationFile=file:{_LOG4J2} {LOCAL_GC}")
+            os.environ["PYSPARK_SUBMIT_ARGS"] = f"--driver-memory 1g --driver-java-options {options} pyspark-shell"
         builder = (
             builder.master(settings.spark_master)
             .config("spark.sql.shuffle.partitions", "4")
