@@ -25,9 +25,8 @@ _LOG4J2 = Path(__file__).with_name("log4j2-spark.properties")
 #: The garbage collector of a local-mode JVM (the driver and its executor threads in one heap of
 #: 1 GiB). The JVM picks G1 on a machine of 2 cores; its concurrent cycles share those cores with
 #: the tasks. The parallel collector stops the tasks for short young collections and does nothing
-#: in between: on 2 cores a stream's micro-batch took ~15 % less (10 sensors, batches of 50,000:
-#: 680 -> 566 ms; Spark's floor 439 -> 366 ms) and at 10,000 readings/s from 100,000 sensors the
-#: p99 latency fell from 3.5-4.0 s to 3.0 s (jobs/README.md, "The local JVM's collector").
+#: in between: ~15 % off a micro-batch on 2 cores (figures: jobs/README.md, "The local JVM's
+#: collector").
 #: A PYSPARK_SUBMIT_ARGS of the user's own replaces these options, this one included.
 LOCAL_GC = "-XX:+UseParallelGC"
 
