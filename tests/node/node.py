@@ -37,6 +37,12 @@ from .host import HostState, differences, restore
 BRIDGE = "ssnode0"
 SUBNET_PREFIX = "10.244.77"
 HOST_IP = f"{SUBNET_PREFIX}.1"
+#: The bridge's MAC, set once (as the CNI bridge plugin does for a bridge it makes: 0a:58 and the
+#: IPv4 address). A bridge without one takes the lowest MAC of its ports and changes it as Pods
+#: come and go; every Pod's ARP entry for the gateway then points nowhere until it expires, and
+#: its connections to the broker stall (kubernetes/kubernetes#30783). That stalled the producer
+#: Pod for minutes in the node suite, until its liveness probe restarted it.
+BRIDGE_MAC = "0a:58:" + ":".join(f"{int(octet):02x}" for octet in HOST_IP.split("."))
 POD_RANGE = (f"{SUBNET_PREFIX}.10", f"{SUBNET_PREFIX}.250")
 SERVICE_CIDR = "10.96.0.0/16"
 NODE_NAME = "sensorstream-node"
@@ -225,7 +231,9 @@ class Node:
         return process
 
     def _bridge(self) -> None:
-        subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], check=True, capture_output=True)
+        subprocess.run(
+            ["ip", "link", "add", BRIDGE, "address", BRIDGE_MAC, "type", "bridge"], check=True, capture_output=True
+        )
         subprocess.run(["ip", "addr", "add", f"{HOST_IP}/24", "dev", BRIDGE], check=True, capture_output=True)
         subprocess.run(["ip", "link", "set", BRIDGE, "up"], check=True, capture_output=True)
         # Service addresses to the bridge too: before kube-proxy's rules are in place (or after
