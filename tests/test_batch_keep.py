@@ -10,16 +10,16 @@ from sensorstream.config import load_settings
 from sensorstream.streaming.batches import _Batches
 
 ROWS = [
-    # kind, topic, key, value, reason_kind, end_us, newest, num_readings, _shared
-    ("window", "out", "sensor_1|w", "{}", None, None, True, 3, 0),
-    ("window", "out", "|epoch", "{}", None, None, True, 0, 0),  # rejects' window: no readings
-    ("reading", "dlq", None, None, None, 300_000_000, True, 0, 0),
-    ("reading", "dlq", None, None, None, 600_000_000, False, 0, 0),  # an older window of a sliding one
-    ("reject", "dlq", "in|0|7", "{}", "invalid JSON", None, True, 0, 0),
-    ("reject", "dlq", "in|0|7", "{}", "invalid JSON", None, False, 0, 0),
-    ("alert", "alerts", "sensor_1|spike", "{}", "spike", None, True, 0, 0),
+    # kind, topic, key, value, reason_kind, newest, num_readings, _shared
+    ("window", "out", "sensor_1|w", "{}", None, True, 3, 0),
+    ("window", "out", "|epoch", "{}", None, True, 0, 0),  # rejects' window: no readings
+    ("reading", "dlq", None, None, None, True, 0, 0),
+    ("reading", "dlq", None, None, None, False, 0, 0),  # an older window of a sliding one
+    ("reject", "dlq", "in|0|7", "{}", "invalid JSON", True, 0, 0),
+    ("reject", "dlq", "in|0|7", "{}", "invalid JSON", False, 0, 0),
+    ("alert", "alerts", "sensor_1|spike", "{}", "spike", True, 0, 0),
 ]
-COLUMNS = "kind string, topic string, key string, value string, reason_kind string, end_us long, newest boolean, "
+COLUMNS = "kind string, topic string, key string, value string, reason_kind string, newest boolean, "
 COLUMNS += "num_readings long, _shared long"
 
 

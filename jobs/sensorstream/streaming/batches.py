@@ -21,7 +21,7 @@ from sensorstream.errors import SensorstreamError
 from sensorstream.readings import ALERT_KINDS
 from sensorstream.schema import REASON_KINDS
 from sensorstream.streaming.checkpoint import batch_range, watermark_ms
-from sensorstream.streaming.plan import BATCH_METRICS, late_count, updated_window
+from sensorstream.streaming.plan import BATCH_METRICS, RECORD_METRICS, late_count, updated_window
 from sensorstream.tables import format_table
 
 _log = logging.getLogger(__name__)
@@ -62,8 +62,9 @@ REJECT_RATIO_MIN_RECORDS = 100
 
 
 class _Observed:
-    """The stream query's observed figures of the batch its handler is in (plan.BATCH_METRICS): Spark
-    keeps them in the query's current execution, counted by the batch's job."""
+    """The stream query's observed figures of the batch its handler is in (plan.RECORD_METRICS and
+    plan.BATCH_METRICS, merged): Spark keeps them in the query's current execution, counted by the
+    batch's job."""
 
     def __init__(self, session: SparkSession | None, query_name: str):
         self.session = session  # the one the query was started in (a batch's rows are in a clone of it)
@@ -81,10 +82,13 @@ class _Observed:
         execution = self._query.lastExecution()
         if execution.currentBatchId() != batch_id:
             raise SensorstreamError(f"Spark ran micro-batch {execution.currentBatchId()}, not {batch_id}")
-        metrics = execution.observedMetrics().get(BATCH_METRICS)
-        if metrics.isEmpty():
-            raise SensorstreamError(f"Spark kept no figures of micro-batch {batch_id}")
-        return json.loads(metrics.get().json())
+        figures: dict = {}
+        for name in (RECORD_METRICS, BATCH_METRICS):
+            metrics = execution.observedMetrics().get(name)
+            if metrics.isEmpty():
+                raise SensorstreamError(f"Spark kept no figures of micro-batch {batch_id}")
+            figures.update(json.loads(metrics.get().json()))
+        return figures
 
 
 class RejectLimit:

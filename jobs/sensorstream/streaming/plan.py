@@ -52,11 +52,12 @@ def _detected() -> tuple[Column, ...]:
 
 
 def shuffled_records(source: DataFrame, settings: Settings) -> DataFrame:
-    """Kafka records -> parsed once -> one row each (`windowed_records`), shuffled by (window,
-    sensor): what both branches of the query read (`stream_plan`). By the state's own keys: the
-    stateful aggregation needs no shuffle of its own, so Spark plans one exchange for both branches
-    and reuses it (one Kafka read, one parse)."""
-    return windowed_records(source, settings).repartition("window", "sensor_id")
+    """Kafka records -> parsed once -> one row each (`windowed_records`), counted (`RECORD_METRICS`),
+    shuffled by (window, sensor): what both branches of the query read (`stream_plan`). By the
+    state's own keys: the stateful aggregation needs no shuffle of its own, so Spark plans one
+    exchange for both branches and reuses it (one Kafka read, one parse, one count)."""
+    counted = windowed_records(source, settings).observe(RECORD_METRICS, *record_counts())
+    return counted.repartition("window", "sensor_id")
 
 
 def windowed_records(source: DataFrame, settings: Settings) -> DataFrame:
@@ -94,10 +95,10 @@ def windowed_records(source: DataFrame, settings: Settings) -> DataFrame:
 
 def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
     """The one streaming query: Spark's windowed aggregation of the readings (its state store,
-    update mode) unioned with every record's own row (rejects' dead letters, readings for the
-    counts), both over the same shuffled records, in one task per state partition. Columns: kind
-    ("window", "reading", "reject"), topic, key, value (a window's or a reject's Kafka record),
-    reason_kind, end_us (a reading's window end, for the late count), newest, num_readings, `_shared`.
+    update mode) unioned with every record's own row (rejects' dead letters), both over the same
+    shuffled records, in one task per state partition. Columns: kind ("window", "reading",
+    "reject"), topic, key, value (a window's or a reject's Kafka record), reason_kind, newest,
+    num_readings, `_shared`.
 
     `_shared` reads every shuffled column in both branches: Spark prunes each branch's columns
     before the exchange, and reuses an exchange only when both branches need the very same ones.
@@ -126,7 +127,6 @@ def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
             )
         ).alias("value"),
         F.lit(None).cast("string").alias("reason_kind"),
-        F.lit(None).cast("long").alias("end_us"),
         F.lit(True).alias("newest"),
         "num_readings",
         "_shared",
@@ -138,7 +138,6 @@ def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
         F.col("dead_letter.key").alias("key"),
         F.col("dead_letter.value").alias("value"),
         F.col("dead_letter.reason_kind").alias("reason_kind"),
-        F.when(~is_reject, F.unix_micros(F.col("window.end"))).alias("end_us"),
         "newest",
         F.lit(0).cast("long").alias("num_readings"),
         # cheap: a count of nulls (casting the metrics to text cost about 1 us a record)
@@ -157,8 +156,11 @@ def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
 
 #: The stream query's own observed metrics (Spark's `observe`): a batch's figures, counted by the
 #: batch's one Spark job as its rows go by, read by the handler once it has written them
-#: (`batches._Observed`). An `Observation` in the handler counted the same rows at about 0.1 s a
-#: batch more (jobs/README.md, "Counting a batch: the query's own `observe`").
+#: (`batches._Observed`). The records' are counted before the shared exchange, as they are parsed
+#: (`record_counts`), the stream rows' after the union (`batch_counts`). An `Observation` in the
+#: handler counted the same rows at about 0.1 s a batch more; counting the records over the union
+#: too, a little more and more generated code (jobs/README.md, "Counting a batch").
+RECORD_METRICS = "sensorstream_records"
 BATCH_METRICS = "sensorstream_batch"
 
 
@@ -167,18 +169,25 @@ def updated_window() -> Column:
     return (F.col("kind") == "window") & (F.col("num_readings") > 0)
 
 
-def batch_counts() -> list[Column]:
-    """The batch's figures over the stream's rows: records, updated windows (with readings), rejects
-    by kind of reason, alerts by kind, and `min_end_us`, the end of the earliest newest window of
-    its readings: when it is after the batch's watermark no reading was late (the query's
-    expressions cannot name the watermark; `late_count` counts them when some may be)."""
-    kind, newest = F.col("kind"), F.col("newest")
+def record_counts() -> list[Column]:
+    """The batch's figures over its parsed records (`windowed_records`' rows): records, rejects by
+    kind of reason, and `min_end_us`, the end of the earliest newest window of its readings: when it
+    is after the batch's watermark no reading was late (the query's expressions cannot name the
+    watermark; `late_count` counts them when some may be)."""
+    newest, reject = F.col("newest"), F.col("dead_letter").isNotNull()
     return [
-        F.count_if(kind.isin("reading", "reject") & newest).alias("records"),
+        F.count_if(newest).alias("records"),
+        *[F.count_if(reject & newest & (F.col("dead_letter.reason_kind") == k)).alias(k) for k in REASON_KINDS],
+        F.min(F.when(~reject & newest, F.unix_micros(F.col("window.end")))).alias("min_end_us"),
+    ]
+
+
+def batch_counts() -> list[Column]:
+    """The batch's figures over the stream's rows: updated windows (with readings), alerts by kind."""
+    kind = F.col("kind")
+    return [
         F.count_if(updated_window()).alias("windows"),
-        *[F.count_if((kind == "reject") & newest & (F.col("reason_kind") == k)).alias(k) for k in REASON_KINDS],
         *[F.count_if((kind == "alert") & (F.col("reason_kind") == k)).alias(f"alert_{k}") for k in ALERT_KINDS],
-        F.min(F.when((kind == "reading") & newest, F.col("end_us"))).alias("min_end_us"),
     ]
 
 
@@ -229,7 +238,6 @@ def alert_rows(shuffled: DataFrame, settings: Settings) -> DataFrame:
         F.col("key"),
         alert_json().alias("value"),
         F.col("kind").alias("reason_kind"),
-        F.lit(None).cast("long").alias("end_us"),
         F.lit(True).alias("newest"),
         F.lit(0).cast("long").alias("num_readings"),
         F.lit(0).cast("long").alias("_shared"),
