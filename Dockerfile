@@ -92,7 +92,7 @@ RUN --mount=type=secret,id=build-ca,required=false \
     fi; \
     mvn -B -q -f jobs/jvm/pom.xml -P spark-connector package -Djars.dir=/jars; \
     ls -1 /jars/spark
-# The fault detector and the parse's explainer, compiled against the very Spark jars the image runs (pyspark's, from the base;
+# The fault detector and the parse's explainer and reader, compiled against the very Spark jars the image runs (pyspark's, from the base;
 # bookworm's Python is 3.11, so that is the venv's folder).
 COPY --from=base /opt/sensorstream/venv/lib/python3.11/site-packages/pyspark/jars/ /spark-jars/
 COPY jobs/jvm/detector/ jobs/jvm/detector/

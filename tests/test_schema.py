@@ -318,6 +318,7 @@ def test_the_explainer_gives_what_the_expressions_give(spark, monkeypatch):
     assert "UDF(" in explained._jdf.queryExecution().optimizedPlan().toString()
     by_jvm = {row["source_offset"]: row.asDict() for row in explained.collect()}
     monkeypatch.setitem(schema._EXPLAIN_PROJECTIONS, spark.sparkContext, schema._projections()[schema._CHECKED :])
+    monkeypatch.setitem(schema._CHECK_PROJECTIONS, spark.sparkContext, schema._projections()[: schema._CHECKED])
     inline = parse(frame)
     assert "UDF(" not in inline._jdf.queryExecution().optimizedPlan().toString()
     assert {row["source_offset"]: row.asDict() for row in inline.collect()} == by_jvm
@@ -328,6 +329,54 @@ def test_the_explainer_gives_what_the_expressions_give(spark, monkeypatch):
         "bad timestamp",
         "out of range",
     }
+
+
+def _plain_numbers(rng: random.Random, n: int) -> list[bytes]:
+    """Plain readings (the reader's to read) whose numbers take every form JSON allows."""
+    forms = [
+        lambda: repr(rng.uniform(-40, 85)),
+        lambda: str(rng.randint(-40, 85)),
+        lambda: f"{rng.uniform(-1, 1):.17e}",
+        lambda: f"{rng.uniform(1, 9):.3f}E{rng.randint(-3, 1)}",
+        lambda: f"{rng.uniform(1, 9):.20f}e+1",
+        lambda: rng.choice(["-0", "-0.0", "0", "0.0", "0e0", "-0E-0", "4.9e-324", "1e-400", "85.00000000000000001"]),
+        lambda: str(rng.randint(-(10**19), 10**19)),
+        lambda: "0." + "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 40))),
+    ]
+    out = []
+    for i in range(n):
+        seq = rng.choice([str(rng.randint(-(2**63), 2**63 - 1)), str(rng.randint(0, 10**18)), "0", "-0"])
+        text = (
+            f'{{"sensor_id":"sensor_{i % 7}","timestamp":"2026-01-31T08:00:{i % 60:02d}Z",'
+            f'"temperature":{rng.choice(forms)()},"humidity":{rng.uniform(0, 100)!r},'
+            f'"pressure":{rng.choice(forms)()},"seq":{seq},"event_id":"e{i}"}}'
+        )
+        out.append(text.encode())
+    return out
+
+
+def test_the_reader_gives_what_the_expressions_give(spark, monkeypatch):
+    """The plain readings' reader (jobs/jvm/parse, in the same jar) reads most readings, and every
+    record gets the row Spark's expressions alone give it: the contract's cases, foreign producers',
+    random mutants and numbers in every form."""
+    import sensorstream.schema as schema
+
+    assert schema.reader_function(spark) is not None, "no reader on the classpath: run `make detector`"
+    rng = random.Random(13)
+    sim = Simulator(sensors=3, seed=5, clock=stepping_clock())
+    simulated = [encode(sim.next_reading()) for _ in range(500)]
+    values = (
+        simulated + [v for v, _ in CASES] + [v for _, v, _ in FOREIGN] + _mutants(rng, 2000) + _plain_numbers(rng, 2000)
+    )
+    frame = kafka_frame(spark, values)
+    read = check(frame).where(F.col("read").isNotNull()).select("source_offset").collect()
+    assert len({row["source_offset"] for row in read} & set(range(len(simulated)))) >= 0.95 * len(simulated)
+    by_reader = {row["source_offset"]: row.asDict() for row in parse(frame).collect()}
+    monkeypatch.setitem(schema._CHECK_PROJECTIONS, spark.sparkContext, schema._projections()[: schema._CHECKED])
+    assert "read" not in check(frame).columns
+    by_expressions = {row["source_offset"]: row.asDict() for row in parse(frame).collect()}
+    differ = [(values[o], by_reader[o], by_expressions[o]) for o in by_reader if by_reader[o] != by_expressions[o]]
+    assert not differ, differ[:3]
 
 
 def test_without_the_explainers_jar_the_parse_keeps_its_expressions(spark, monkeypatch):

@@ -25,7 +25,8 @@ that parse too (`_range_reason`). Only the other records pay for `_reason`, whic
 again in the ways needed to name the problem exactly (and finds some valid after all, e.g. a `}`
 inside a string, or a sensor_id of "123"). Where Spark's classpath has the jar `make detector`
 builds, that second half runs behind one JVM function (jobs/jvm/parse): the same expressions,
-optimized once instead of at every micro-batch.
+optimized once instead of at every micro-batch; and a plain reading is read by one pass over its
+bytes in the JVM (`reader_function`), `from_json` and the scans left to the others.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ _STRICT = {
     "allowUnquotedControlChars": "false",
 }
 _TYPED = {**_STRICT, "mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+#: What a sensor id that was a JSON string cannot start with when it is read as text: whitespace,
+#: or what starts a number, object or array (`_well_formed`; the reader holds to the same).
+_SENSOR_NOT_FIRST = WHITESPACE + "-0123456789{["
 #: One '}' and only whitespace after it.
 _ONE_BRACE = r"^[^}]*\}[ \t\r\n]*\z"
 
@@ -143,7 +147,7 @@ def _well_formed(raw: Column, p: Column, event_time: Column) -> Column:
     ok = ok & (one_brace | raw.rlike(_ONE_BRACE)) & F.is_valid_utf8(raw)
     # first character by code (no substring made), last by endswith: both without allocating
     first = F.ascii(sensor)
-    ok = ok & (sensor != "") & ~first.isin(*[ord(c) for c in WHITESPACE + "-0123456789{["])
+    ok = ok & (sensor != "") & ~first.isin(*[ord(c) for c in _SENSOR_NOT_FIRST])
     ok = ok & (~first.isin(ord("t"), ord("f")) | ~sensor.isin("true", "false"))
     for space in WHITESPACE:  # so not blank, and nothing to trim
         ok = ok & ~sensor.endswith(space)
@@ -271,7 +275,15 @@ def parse(kafka_df: DataFrame) -> DataFrame:
 def check(kafka_df: DataFrame) -> DataFrame:
     """The first half of `parse`: the typed parse and the cheap checks, column `fast` true for a
     record they prove valid (most of them). A small plan: the stream runs it in its query and
-    spares the many records that pass it the planning of `explain`, at every micro-batch."""
+    spares the many records that pass it the planning of `explain`, at every micro-batch. Where
+    the reader's class is on Spark's classpath, a plain reading is read by it (`reader_function`)."""
+    for projection in _check_projections(kafka_df.sparkSession):
+        kafka_df = kafka_df.select(*projection)
+    return kafka_df
+
+
+def _plain_check(kafka_df: DataFrame) -> DataFrame:
+    """`check` with Spark's own expressions only: what the explainer's plan is made over."""
     for projection in _projections()[:_CHECKED]:
         kafka_df = kafka_df.select(*projection)
     return kafka_df
@@ -286,10 +298,58 @@ def explain(checked: DataFrame) -> DataFrame:
 
 #: The JVM class that runs the explain as one function (jobs/jvm/parse, in the detector's jar).
 EXPLAINER_CLASS = "sensorstream.parse.Explainer"
+#: The JVM class that reads a plain reading in one pass (jobs/jvm/parse, in the same jar).
+READER_CLASS = "sensorstream.parse.Reader"
 #: Kafka's columns the parse reads (Spark's Kafka source has these and more): the relation the
 #: explainer's plan is made over.
 KAFKA_DDL = "value binary, topic string, partition int, offset bigint, timestamp timestamp"
 _EXPLAIN_PROJECTIONS: weakref.WeakKeyDictionary[SparkContext, tuple] = weakref.WeakKeyDictionary()
+_CHECK_PROJECTIONS: weakref.WeakKeyDictionary[SparkContext, tuple] = weakref.WeakKeyDictionary()
+
+
+def _check_projections(session: SparkSession) -> tuple[tuple[Column | str, ...], ...]:
+    """`check`'s projections in `session`: with the reader where its class is on Spark's classpath,
+    else Spark's expressions alone (the same rows). Made once per Spark context."""
+    context = session.sparkContext
+    found = _CHECK_PROJECTIONS.get(context)
+    if found is None:
+        reader = reader_function(session)
+        if reader is None:
+            found = _projections()[:_CHECKED]
+        else:
+            read = Column(reader.apply(_java_columns(context, [F.col("value").cast("binary")])))
+            found = _build_projections(_explained(), read)[:_CHECKED]
+        _CHECK_PROJECTIONS[context] = found
+    return found
+
+
+def reader_function(session: SparkSession) -> Any | None:
+    """The reader (READER_CLASS) as a UserDefinedFunction of a record's value returning the typed
+    parse's struct, or null for a record it does not prove plain (then `from_json` and the cheap
+    checks decide, as without it); None where its class is not on Spark's classpath."""
+    from py4j.java_gateway import JavaClass
+
+    jvm = session._jvm
+    assert jvm is not None  # a classic session's
+    found = jvm
+    for name in READER_CLASS.split("."):
+        found = getattr(found, name)
+    if not isinstance(found, JavaClass):
+        return None
+    gateway = session.sparkContext._gateway
+    assert gateway is not None
+    required = gateway.new_array(jvm.java.lang.String, len(REQUIRED))
+    for i, name in enumerate(REQUIRED):
+        required[i] = name
+    return found.function(
+        _PARSE_SCHEMA.json(),
+        _CORRUPT,
+        required,
+        "sensor_id",
+        "timestamp",
+        TIMESTAMP_PATTERN,
+        _SENSOR_NOT_FIRST,
+    )
 
 
 def _explain_projections(session: SparkSession) -> tuple[tuple[Column | str, ...], ...]:
@@ -328,7 +388,7 @@ def explainer_function(session: SparkSession) -> Any | None:
     if not isinstance(found, JavaClass):
         return None
     kafka = session.createDataFrame(session.sparkContext.emptyRDD(), KAFKA_DDL)
-    plan = check(kafka).select(_explained().alias("explained"))._jdf.queryExecution().optimizedPlan()
+    plan = _plain_check(kafka).select(_explained().alias("explained"))._jdf.queryExecution().optimizedPlan()
     try:
         return found.function(plan)
     except (CapturedException, Py4JJavaError) as exc:  # pyspark converts most Java errors to the first
@@ -425,9 +485,11 @@ def _explained() -> Column:
     return F.transform(F.array(_parse_again(raw)), explain)[0]
 
 
-def _build_projections(explained: Column) -> tuple[tuple[Column | str, ...], ...]:
+def _build_projections(explained: Column, read: Column | None = None) -> tuple[tuple[Column | str, ...], ...]:
     """parse's projections, with `explained` (`_explained`, or the explainer over it) as the
-    explanation of a record the cheap checks did not pass.
+    explanation of a record the cheap checks did not pass, and `read` (the reader, or none) as the
+    typed parse of a record it proves plain: `from_json` and the scans of `_well_formed` then run
+    only for the others (Spark's `coalesce` and `or` stop at the first answer).
 
     Kept apart on purpose (each output used twice, so Spark does not merge them): the typed
     parse; the cheap checks, in whole-stage generated code; the parses the reasons need, made
@@ -445,6 +507,14 @@ def _build_projections(explained: Column) -> tuple[tuple[Column | str, ...], ...
     reason = F.col("slow.reason")
     valid = reason.isNull()
 
+    typed = F.from_json(raw, _PARSE_SCHEMA, _TYPED)
+    formed_by = _well_formed(raw, p, event_time)
+    source: tuple[Column, ...] = ()
+    if read is not None:
+        source = (read.alias("read"),)
+        typed = F.coalesce(F.col("read"), typed)
+        formed_by = (F.col("read").isNotNull() & event_time.isNotNull()) | formed_by
+
     return (  # check: the first _CHECKED projections; explain: the rest
         (
             F.col("value").cast("string").alias("raw"),  # the same bytes, not checked for UTF-8 here
@@ -452,10 +522,11 @@ def _build_projections(explained: Column) -> tuple[tuple[Column | str, ...], ...
             F.col("partition").alias("source_partition"),
             F.col("offset").alias("source_offset"),
             F.col("timestamp").alias("kafka_timestamp"),
+            *source,
         ),
-        ("*", F.from_json(raw, _PARSE_SCHEMA, _TYPED).alias("p")),
+        ("*", typed.alias("p")),
         ("*", p["timestamp"].try_cast("timestamp").alias("event_time")),
-        ("*", _well_formed(raw, p, event_time).alias("formed")),
+        ("*", formed_by.alias("formed")),
         ("*", (formed & _in_range(p)).alias("fast")),
         ("*", F.when(fast, None).when(formed & _finite(p), out_of_range).otherwise(explained).alias("slow")),
         _record_columns(
