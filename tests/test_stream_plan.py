@@ -26,3 +26,22 @@ def test_a_batch_runs_one_task_per_state_partition(spark):
                 session.conf.set(key, value)
     kinds = {r.kind: r.n for r in rows.groupBy("kind").count().withColumnRenamed("count", "n").collect()}
     assert kinds == {"window": 6, "reading": 30, "reject": 1}  # 5 sensors' windows, the rejects' epoch one
+
+
+def test_with_rocksdb_the_open_windows_are_said_to_be_uncounted():
+    """RocksDB does not count its rows here (`state_conf`: counting reads each key before writing
+    it), and Spark then reports 0: the progress line says the open windows are not counted."""
+    from datetime import datetime, timezone
+
+    from sensorstream.streaming.plan import counts_state
+    from sensorstream.streaming.progress import BatchProgress, progress_line
+
+    hdfs = load_settings(environ={})
+    assert counts_state(hdfs)
+    assert not counts_state(hdfs.replace(state_store="rocksdb"))
+    assert not counts_state(hdfs.replace(detect="on"))  # the detector takes rocksdb
+    when = datetime(2026, 1, 31, 8, tzinfo=timezone.utc)
+    figures = dict(records=10, rejected=0, late=0, windows_updated=2, windows_final=1, watermark=when, seconds=0.5)
+    assert "3 open;" in progress_line(BatchProgress(1, arriving_per_s=None, open_windows=3, **figures))
+    uncounted = progress_line(BatchProgress(1, arriving_per_s=None, open_windows=None, **figures))
+    assert "open not counted (rocksdb);" in uncounted and "0 open" not in uncounted

@@ -168,7 +168,9 @@ class StreamMetrics:
         self.updated = Counter("sensorstream_stream_windows_updated", "Window rows updated", registry=registry)
         self.final = Counter("sensorstream_stream_windows_final", "Windows closed by the watermark", registry=registry)
         self.open = Gauge(
-            "sensorstream_stream_open_windows", "Windows held open (the stream's state rows)", registry=registry
+            "sensorstream_stream_open_windows",
+            "Windows held open (the stream's state rows; NaN with the rocksdb store, which does not count them)",
+            registry=registry,
         )
         self.duration = Histogram(
             "sensorstream_stream_batch_duration_seconds",
@@ -222,7 +224,7 @@ class StreamMetrics:
         self.late.inc(progress.late)
         self.updated.inc(progress.windows_updated)
         self.final.inc(progress.windows_final)
-        self.open.set(progress.open_windows)
+        self.open.set(progress.open_windows if progress.open_windows is not None else float("nan"))  # NaN: uncounted
         self.duration.observe(progress.seconds)
         self.processed.set(progress.records / progress.seconds if progress.seconds > 0 else 0.0)
         if progress.arriving_per_s is not None:

@@ -29,7 +29,7 @@ class BatchProgress:
     watermark: datetime
     seconds: float
     arriving_per_s: float | None  # records over the time since the previous batch started
-    open_windows: int = 0  # windows held open after the batch (rows in Spark's state store)
+    open_windows: int | None = 0  # windows held open after the batch (Spark's state rows; None: not counted, rocksdb)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)  # {kind of reason: rejects}
     alerts_by_kind: dict[str, int] = field(default_factory=dict)  # {kind: the detector's alerts}
 
@@ -41,7 +41,8 @@ def progress_line(p: BatchProgress) -> str:
     return (
         f"batch {p.batch_id}: {p.records:,} records ({p.rejected:,} rejected, {p.late:,} late "
         f"dropped) in {p.seconds:.2f} s, {processed:,.0f}/s processed{arriving}; "
-        f"{p.windows_updated} window(s) updated, {p.windows_final} final, {p.open_windows:,} open; "
+        f"{p.windows_updated} window(s) updated, {p.windows_final} final, "
+        + (f"{p.open_windows:,} open; " if p.open_windows is not None else "open not counted (rocksdb); ")
         + (
             f"{sum(p.alerts_by_kind.values())} alert(s) ("
             + ", ".join(f"{k} {n}" for k, n in sorted(p.alerts_by_kind.items()))
@@ -100,8 +101,10 @@ class _Pulses(StreamingQueryListener):
         heartbeat_file: Path | None,
         on_pulse: Callable[[Pulse], None] | None,
         on_progress: Callable[[BatchProgress], None] | None = None,
+        counts_state: bool = True,
     ):
         self.name = name
+        self.counts_state = counts_state  # false: the state store does not count its rows (rocksdb, plan.state_conf)
         self.heartbeat_file = heartbeat_file
         self.on_pulse = on_pulse
         self.on_progress = on_progress
@@ -160,7 +163,7 @@ class _Pulses(StreamingQueryListener):
             figures.watermark,
             took / 1000 if took is not None else figures.seconds,
             figures.records / since if since else None,
-            state.numRowsTotal if state else 0,
+            (state.numRowsTotal if state else 0) if self.counts_state else None,
             figures.rejected_by_reason,
             figures.alerts_by_kind,
         )

@@ -129,7 +129,9 @@ def run(
     stop = stop or threading.Event()
     limit = RejectLimit()
     committed = False
-    pulses = _Pulses(QUERY_NAME, Path(heartbeat_file) if heartbeat_file else None, on_pulse, on_progress)
+    pulses = _Pulses(
+        QUERY_NAME, Path(heartbeat_file) if heartbeat_file else None, on_pulse, on_progress, plan.counts_state(settings)
+    )
     streams = plan.stream_session(spark).streams
     streams.addListener(pulses)
     try:
