@@ -336,9 +336,14 @@ public final class Reader implements UDF1<byte[], Row> {
     return true;
   }
 
+  /** An integer's "-0": whether Jackson keeps its sign is its own business; Spark's path decides. */
+  private static boolean negativeZero(byte[] b, int start, int end) {
+    return end - start == 2 && b[start] == '-' && b[start + 1] == '0';
+  }
+
   private static Long asLong(byte[] b, int start, int end) {
     int digits = end - start - (b[start] == '-' ? 1 : 0);
-    if (!integer(b, start, end) || digits > MAX_DIGITS) {
+    if (!integer(b, start, end) || digits > MAX_DIGITS || negativeZero(b, start, end)) {
       return null;
     }
     return Long.parseLong(new String(b, 0, start, end - start));
@@ -351,7 +356,7 @@ public final class Reader implements UDF1<byte[], Row> {
     String text = new String(b, 0, start, end - start);
     if (integer(b, start, end)) {
       int digits = end - start - (b[start] == '-' ? 1 : 0);
-      return digits > MAX_DIGITS ? null : (double) Long.parseLong(text);
+      return digits > MAX_DIGITS || negativeZero(b, start, end) ? null : (double) Long.parseLong(text);
     }
     double value = Double.parseDouble(text);
     return Double.isFinite(value) ? value : null;
