@@ -398,6 +398,17 @@ def test_an_explainer_that_refuses_its_plan_leaves_the_expressions_with_a_warnin
     assert "refused its plan" in caplog.text and "make detector" in caplog.text
 
 
+def test_a_reader_that_refuses_its_schema_leaves_from_json_with_a_warning(spark, monkeypatch, caplog):
+    from pyspark.sql.types import BooleanType, StructField, StructType
+
+    import sensorstream.schema as schema
+
+    monkeypatch.setattr(schema, "_reader_schema", lambda: StructType([StructField("sensor_id", BooleanType())]))
+    with caplog.at_level("WARNING", logger="sensorstream.schema"):
+        assert schema.reader_function(spark) is None
+    assert "refused its schema" in caplog.text and "make detector" in caplog.text
+
+
 def test_every_simulated_malformed_record_is_rejected(spark):
     sim = Simulator(sensors=3, seed=8, clock=stepping_clock())
     rng = random.Random(8)

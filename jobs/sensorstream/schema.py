@@ -326,8 +326,11 @@ def _check_projections(session: SparkSession) -> tuple[tuple[Column | str, ...],
 def reader_function(session: SparkSession) -> Any | None:
     """The reader (READER_CLASS) as a UserDefinedFunction of a record's value returning the typed
     parse's struct, or null for a record it does not prove plain (then `from_json` and the cheap
-    checks decide, as without it); None where its class is not on Spark's classpath."""
+    checks decide, as without it); None where its class is not on Spark's classpath or, with a
+    warning, refuses the schema (a jar built for another version of this code)."""
     from py4j.java_gateway import JavaClass
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors.exceptions.captured import CapturedException
 
     jvm = session._jvm
     assert jvm is not None  # a classic session's
@@ -341,15 +344,30 @@ def reader_function(session: SparkSession) -> Any | None:
     required = gateway.new_array(jvm.java.lang.String, len(REQUIRED))
     for i, name in enumerate(REQUIRED):
         required[i] = name
-    return found.function(
-        _PARSE_SCHEMA.json(),
-        _CORRUPT,
-        required,
-        "sensor_id",
-        "timestamp",
-        TIMESTAMP_PATTERN,
-        _SENSOR_NOT_FIRST,
-    )
+    try:
+        return found.function(
+            _reader_schema().json(),
+            _CORRUPT,
+            required,
+            "sensor_id",
+            "timestamp",
+            TIMESTAMP_PATTERN,
+            _SENSOR_NOT_FIRST,
+        )
+    except (CapturedException, Py4JJavaError) as exc:
+        problem = str(exc).strip().splitlines()
+        _log.warning(
+            "the parse's reader (%s) refused its schema: %s; the parse keeps Spark's from_json (the same "
+            "rows, slower); rebuild its jar with `make detector`",
+            READER_CLASS,
+            problem[0][:300] if problem else type(exc).__name__,
+        )
+        return None
+
+
+def _reader_schema() -> StructType:
+    """The struct the reader returns: the typed parse's (`from_json`'s), so `coalesce` takes either."""
+    return _PARSE_SCHEMA
 
 
 def _explain_projections(session: SparkSession) -> tuple[tuple[Column | str, ...], ...]:
