@@ -135,6 +135,29 @@ public final class Reader implements UDF1<byte[], Row> {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
   }
 
+  /** The first index at or after {@code i} that is not JSON whitespace. */
+  private static int skipSpace(byte[] b, int i) {
+    while (i < b.length && space(b[i])) {
+      i++;
+    }
+    return i;
+  }
+
+  /** The index of the quote that ends the plain string whose text starts at {@code i}, or -1:
+   * printable ASCII only, no escape and no '}' (the checks count every '}' of the record). */
+  private static int stringEnd(byte[] b, int i) {
+    for (; i < b.length; i++) {
+      int c = b[i];
+      if (c == '"') {
+        return i;
+      }
+      if (c < 0x20 || c > 0x7e || c == '\\' || c == '}') {
+        return -1;
+      }
+    }
+    return -1;
+  }
+
   /** The reading, or null when the record is anything but a plain one (Spark's path decides). */
   @Override
   public Row call(byte[] b) {
@@ -144,79 +167,46 @@ public final class Reader implements UDF1<byte[], Row> {
     Object[] values = new Object[names.length];
     boolean[] seen = new boolean[names.length];
     int n = b.length;
-    int i = 0;
-    while (i < n && space(b[i])) {
-      i++;
-    }
+    int i = skipSpace(b, 0);
     if (i >= n || b[i] != '{') {
       return null;
     }
-    i++;
-    while (true) {
-      while (i < n && space(b[i])) {
-        i++;
-      }
+    do {
+      i = skipSpace(b, i + 1);  // past '{' or ','
       if (i >= n || b[i] != '"') {
         return null;  // an empty object, or not a name
       }
-      int nameStart = ++i;
-      while (i < n && b[i] != '"') {
-        int c = b[i];
-        if (c < 0x20 || c > 0x7e || c == '\\' || c == '}') {
-          return null;
-        }
-        i++;
-      }
-      if (i >= n) {
-        return null;
-      }
-      int field = field(b, nameStart, i);
+      int nameEnd = stringEnd(b, i + 1);
+      int field = nameEnd < 0 ? -1 : field(b, i + 1, nameEnd);
       if (field < 0 || seen[field]) {
         return null;
       }
       seen[field] = true;
-      i++;
-      while (i < n && space(b[i])) {
-        i++;
-      }
+      i = skipSpace(b, nameEnd + 1);
       if (i >= n || b[i] != ':') {
         return null;
       }
-      i++;
-      while (i < n && space(b[i])) {
-        i++;
-      }
+      i = skipSpace(b, i + 1);
       if (i >= n) {
         return null;
       }
       if (kinds[field] == STRING) {
-        if (b[i] != '"') {
+        int end = b[i] == '"' ? stringEnd(b, i + 1) : -1;
+        if (end < 0) {
           return null;
         }
-        int start = ++i;
-        while (i < n && b[i] != '"') {
-          int c = b[i];
-          if (c < 0x20 || c > 0x7e || c == '\\' || c == '}') {
-            return null;
-          }
-          i++;
-        }
-        if (i >= n) {
-          return null;
-        }
-        values[field] = new String(b, 0, start, i - start);  // ASCII: one char a byte
-        i++;
+        values[field] = new String(b, 0, i + 1, end - i - 1);  // ASCII: one char a byte
+        i = end + 1;
       } else {
-        int start = i;
         int end = number(b, i, n);
         if (end < 0) {
           return null;
         }
         Object value;  // not a conditional expression: it would unbox both to double
         if (kinds[field] == DOUBLE) {
-          value = asDouble(b, start, end);
+          value = asDouble(b, i, end);
         } else {
-          value = asLong(b, start, end);
+          value = asLong(b, i, end);
         }
         if (value == null) {
           return null;
@@ -224,26 +214,12 @@ public final class Reader implements UDF1<byte[], Row> {
         values[field] = value;
         i = end;
       }
-      while (i < n && space(b[i])) {
-        i++;
-      }
+      i = skipSpace(b, i);
       if (i >= n) {
         return null;
       }
-      if (b[i] == ',') {
-        i++;
-        continue;
-      }
-      if (b[i] != '}') {
-        return null;
-      }
-      i++;
-      break;
-    }
-    while (i < n && space(b[i])) {
-      i++;
-    }
-    if (i != n) {
+    } while (b[i] == ',');
+    if (b[i] != '}' || skipSpace(b, i + 1) != n) {
       return null;
     }
     for (int f = 0; f < names.length; f++) {
