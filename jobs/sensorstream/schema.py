@@ -34,6 +34,7 @@ from __future__ import annotations
 import functools
 import logging
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from pyspark import SparkContext
@@ -277,23 +278,23 @@ def check(kafka_df: DataFrame) -> DataFrame:
     record they prove valid (most of them). A small plan: the stream runs it in its query and
     spares the many records that pass it the planning of `explain`, at every micro-batch. Where
     the reader's class is on Spark's classpath, a plain reading is read by it (`reader_function`)."""
-    for projection in _check_projections(kafka_df.sparkSession):
-        kafka_df = kafka_df.select(*projection)
-    return kafka_df
+    return _projected(kafka_df, _check_projections(kafka_df.sparkSession))
 
 
 def _plain_check(kafka_df: DataFrame) -> DataFrame:
     """`check` with Spark's own expressions only: what the explainer's plan is made over."""
-    for projection in _projections()[:_CHECKED]:
-        kafka_df = kafka_df.select(*projection)
-    return kafka_df
+    return _projected(kafka_df, _projections()[:_CHECKED])
 
 
 def explain(checked: DataFrame) -> DataFrame:
     """The second half of `parse`: `check`ed records -> RECORD_COLUMNS, each failure explained."""
-    for projection in _explain_projections(checked.sparkSession):
-        checked = checked.select(*projection)
-    return checked
+    return _projected(checked, _explain_projections(checked.sparkSession))
+
+
+def _projected(frame: DataFrame, projections: tuple[tuple[Column | str, ...], ...]) -> DataFrame:
+    for projection in projections:
+        frame = frame.select(*projection)
+    return frame
 
 
 #: The JVM class that runs the explain as one function (jobs/jvm/parse, in the detector's jar).
@@ -328,41 +329,21 @@ def reader_function(session: SparkSession) -> Any | None:
     parse's struct, or null for a record it does not prove plain (then `from_json` and the cheap
     checks decide, as without it); None where its class is not on Spark's classpath or, with a
     warning, refuses the schema (a jar built for another version of this code)."""
-    from py4j.java_gateway import JavaClass
-    from py4j.protocol import Py4JJavaError
-    from pyspark.errors.exceptions.captured import CapturedException
-
-    jvm = session._jvm
-    assert jvm is not None  # a classic session's
-    found = jvm
-    for name in READER_CLASS.split("."):
-        found = getattr(found, name)
-    if not isinstance(found, JavaClass):
+    found = _jvm_class(session, READER_CLASS)
+    if found is None:
         return None
     gateway = session.sparkContext._gateway
     assert gateway is not None
-    required = gateway.new_array(jvm.java.lang.String, len(REQUIRED))
+    required = gateway.new_array(gateway.jvm.java.lang.String, len(REQUIRED))
     for i, name in enumerate(REQUIRED):
         required[i] = name
-    try:
-        return found.function(
-            _reader_schema().json(),
-            _CORRUPT,
-            required,
-            "sensor_id",
-            "timestamp",
-            TIMESTAMP_PATTERN,
-            _SENSOR_NOT_FIRST,
-        )
-    except (CapturedException, Py4JJavaError) as exc:
-        problem = str(exc).strip().splitlines()
-        _log.warning(
-            "the parse's reader (%s) refused its schema: %s; the parse keeps Spark's from_json (the same "
-            "rows, slower); rebuild its jar with `make detector`",
-            READER_CLASS,
-            problem[0][:300] if problem else type(exc).__name__,
-        )
-        return None
+    return _unless_refused(
+        lambda: found.function(
+            _reader_schema().json(), _CORRUPT, required, "sensor_id", "timestamp", TIMESTAMP_PATTERN, _SENSOR_NOT_FIRST
+        ),
+        f"reader ({READER_CLASS}) refused its schema",
+        "Spark's from_json",
+    )
 
 
 def _reader_schema() -> StructType:
@@ -394,28 +375,43 @@ def explainer_function(session: SparkSession) -> Any | None:
 
     It holds the expressions `_explained` builds, optimized once by this session over Kafka's
     columns; Spark plans it as one node, and evaluates it only for the records `check` did not pass."""
-    from py4j.java_gateway import JavaClass
-    from py4j.protocol import Py4JJavaError
-    from pyspark.errors.exceptions.captured import CapturedException
-
-    jvm = session._jvm
-    assert jvm is not None  # a classic session's
-    found = jvm
-    for name in EXPLAINER_CLASS.split("."):
-        found = getattr(found, name)
-    if not isinstance(found, JavaClass):
+    found = _jvm_class(session, EXPLAINER_CLASS)
+    if found is None:
         return None
     kafka = session.createDataFrame(session.sparkContext.emptyRDD(), KAFKA_DDL)
     plan = _plain_check(kafka).select(_explained().alias("explained"))._jdf.queryExecution().optimizedPlan()
+    return _unless_refused(
+        lambda: found.function(plan), f"explainer ({EXPLAINER_CLASS}) refused its plan", "its expressions"
+    )
+
+
+def _jvm_class(session: SparkSession, name: str) -> Any | None:
+    """The JVM class `name` (jobs/jvm/parse, in the detector's jar), or None where it is not on
+    Spark's classpath."""
+    from py4j.java_gateway import JavaClass
+
+    found = session._jvm
+    assert found is not None  # a classic session's
+    for part in name.split("."):
+        found = getattr(found, part)
+    return found if isinstance(found, JavaClass) else None
+
+
+def _unless_refused(make: Callable[[], Any], refused: str, keeps: str) -> Any | None:
+    """`make()`, or None with a warning where the JVM refuses it (a jar built for another Spark or
+    another version of this code): the parse then keeps `keeps`, the same rows, slower."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors.exceptions.captured import CapturedException
+
     try:
-        return found.function(plan)
+        return make()
     except (CapturedException, Py4JJavaError) as exc:  # pyspark converts most Java errors to the first
         problem = str(exc).strip().splitlines()
         _log.warning(
-            "the parse's explainer (%s) refused its plan: %s; the parse keeps its expressions (the same "
-            "rows, slower); rebuild its jar with `make detector`",
-            EXPLAINER_CLASS,
+            "the parse's %s: %s; the parse keeps %s (the same rows, slower); rebuild its jar with `make detector`",
+            refused,
             problem[0][:300] if problem else type(exc).__name__,
+            keeps,
         )
         return None
 
