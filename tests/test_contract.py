@@ -46,6 +46,23 @@ def test_stream_sends_each_reject_with_the_readme_reason_and_windows_only_valid_
     assert sum(w["num_readings"] for w in windows.values()) == len(VALID)
 
 
+def test_with_the_detector_on_the_same_dead_letters_and_windows(sent, spark, kafka_bootstrap, tmp_path):
+    """With STREAM_DETECT=on the rejects' dead letters pass through the detector (plan.detector_rows)
+    instead of the records' own branch: the same letters, once each, with the same keys."""
+    on = isolated_settings(kafka_bootstrap, tmp_path, sinks="kafka", detect="on").replace(input_topic=sent.input_topic)
+    streaming.run(spark, on, available_now=True, say=lambda _: None)
+    records = consume_all(on, on.dead_letter_topic)
+    letters = [json.loads(rec.value) for rec in records]
+    assert {letter["value"]: letter["reason"] for letter in letters} == INVALID
+    assert len(letters) == len(INVALID)
+    keys = [rec.key.decode() for rec in records]
+    assert keys == [f"{x['source_topic']}|{x['source_partition']}|{x['source_offset']}" for x in letters]
+    assert len(set(keys)) == len(keys)
+    windows = {rec.key.decode(): json.loads(rec.value) for rec in consume_all(on, on.output_topic)}
+    assert {w["sensor_id"] for w in windows.values()} == SENSORS
+    assert sum(w["num_readings"] for w in windows.values()) == len(VALID)
+
+
 def test_report_counts_only_valid_readings_and_writes_standard_csv(sent, spark):
     result = report.run(spark, sent)
     assert result.valid == len(VALID) and result.records == len(FOREIGN)

@@ -313,22 +313,32 @@ def test_spark_reports_the_lag_per_partition_and_an_idle_query_keeps_its_heartbe
     assert time.time() - beat.stat().st_mtime < 30
 
 
-def test_one_read_and_one_parse_serve_the_windows_and_the_dead_letters(kafka_settings, spark):
-    """The windows (Spark's state) and each record's own row read one shuffle: Spark reuses the
-    exchange, so the topic is read and parsed once per batch (numInputRows = the records read).
-    A change that makes the branches need different columns would silently double the work."""
+@pytest.mark.parametrize("detect", ["off", "on"])
+def test_one_read_and_one_parse_serve_the_windows_and_the_dead_letters(kafka_settings, spark, detect):
+    """The windows (Spark's state) and each record's own row (with the detector: its input) read one
+    shuffle: Spark reuses the exchange, so the topic is read and parsed once per batch (numInputRows
+    = the records read). A change that makes the branches need different columns would silently
+    double the work."""
+    settings = kafka_settings.replace(detect=detect)
     sim = RecordingSimulator(sensors=3, seed=9, clock=stepping_clock(step=timedelta(seconds=1)), bad_ratio=0.2)
-    assert produce(kafka_settings, sim, count=40, rate=0).acked == 40
+    assert produce(settings, sim, count=40, rate=0).acked == 40
     session = streaming.stream_session(spark)
+    saved = {key: session.conf.get(key, None) for key in streaming.plan.state_conf(settings)}
+    for key, value in streaming.plan.state_conf(settings).items():
+        session.conf.set(key, value)
     query = (
-        streaming.stream_plan(streaming.read_source(session, kafka_settings), kafka_settings)
+        streaming.stream_plan(streaming.read_source(session, settings), settings)
         .writeStream.outputMode("update")
         .foreachBatch(lambda rows, batch_id: rows.count())
-        .option("checkpointLocation", str(Path(kafka_settings.checkpoint_location) / "plan"))
+        .option("checkpointLocation", str(Path(settings.checkpoint_location) / "plan"))
         .trigger(availableNow=True)
         .start()
     )
-    query.awaitTermination()
+    try:
+        query.awaitTermination()
+    finally:
+        for key, value in saved.items():
+            session.conf.unset(key) if value is None else session.conf.set(key, value)
     plan = query._jsq.explainInternal(False)  # the last batch's physical plan
     assert "ReusedExchange" in plan, plan
     assert query.recentProgress[0].numInputRows == 40

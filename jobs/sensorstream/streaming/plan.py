@@ -96,9 +96,10 @@ def windowed_records(source: DataFrame, settings: Settings) -> DataFrame:
 def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
     """The one streaming query: Spark's windowed aggregation of the readings (its state store,
     update mode) unioned with every record's own row (rejects' dead letters), both over the same
-    shuffled records, in one task per state partition. Columns: kind ("window", "reading",
-    "reject"), topic, key, value (a window's or a reject's Kafka record), reason_kind, newest,
-    num_readings, `_shared`.
+    shuffled records, in one task per state partition. With the detector, its rows (alerts, and
+    the rejects' dead letters, which pass through it) take the records' place (`detector_rows`).
+    Columns: kind ("window", "reading", "reject", "alert"), topic, key, value (a window's, a
+    reject's or an alert's Kafka record), reason_kind, newest, num_readings, `_shared`.
 
     `_shared` reads every shuffled column in both branches: Spark prunes each branch's columns
     before the exchange, and reuses an exchange only when both branches need the very same ones.
@@ -131,8 +132,21 @@ def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
         "num_readings",
         "_shared",
     )
+    if detecting:
+        rows = window_rows.unionByName(detector_rows(shuffled, settings))
+    else:
+        rows = window_rows.unionByName(record_rows(shuffled, settings))
+    # One task per state partition, not one per branch's partition: a union has the partitions of
+    # all its branches (2N), and a record branch's task costs nearly what a window branch's does
+    # when a batch is small (jobs/README.md, "Tasks per micro-batch").
+    return rows.coalesce(settings.state_partitions).observe(BATCH_METRICS, *batch_counts())
+
+
+def record_rows(shuffled: DataFrame, settings: Settings) -> DataFrame:
+    """Every shuffled record's own row: a reject's dead letter, a reading's nothing to write (a row
+    all the same: a filter here would be pushed below the shared exchange, and nothing reused)."""
     is_reject = F.col("dead_letter").isNotNull()
-    record_rows = shuffled.select(
+    return shuffled.select(
         F.when(is_reject, F.lit("reject")).otherwise(F.lit("reading")).alias("kind"),
         F.lit(settings.dead_letter_topic).alias("topic"),
         F.col("dead_letter.key").alias("key"),
@@ -141,17 +155,10 @@ def stream_plan(source: DataFrame, settings: Settings) -> DataFrame:
         "newest",
         F.lit(0).cast("long").alias("num_readings"),
         # cheap: a count of nulls (casting the metrics to text cost about 1 us a record)
-        sum(
-            (F.isnull(F.col(c)).cast("long") for c in (*METRICS, *extra)), F.isnull(F.col("sensor_id")).cast("long")
-        ).alias("_shared"),
+        sum((F.isnull(F.col(c)).cast("long") for c in METRICS), F.isnull(F.col("sensor_id")).cast("long")).alias(
+            "_shared"
+        ),
     )
-    rows = window_rows.unionByName(record_rows)
-    if detecting:
-        rows = rows.unionByName(alert_rows(shuffled, settings))
-    # One task per state partition, not one per branch's partition: a union has the partitions of
-    # all its branches (2N, 3N with the detector), and a record branch's task costs nearly what a
-    # window branch's does when a batch is small (jobs/README.md, "Tasks per micro-batch").
-    return rows.coalesce(settings.state_partitions).observe(BATCH_METRICS, *batch_counts())
 
 
 #: The stream query's own observed metrics (Spark's `observe`): a batch's figures, counted by the
@@ -212,16 +219,40 @@ def late_count(
     return windowed.where(late & (F.unix_micros(F.col("window.end")) <= F.lit(mark_ms * 1000))).count()
 
 
-def alert_rows(shuffled: DataFrame, settings: Settings) -> DataFrame:
-    """The detector's alerts (jobs/jvm/detector) as the stream's rows. Its input reads every shuffled
-    column, so Spark reuses the one exchange (a filter here would be pushed below it, and nothing reused);
-    the detector itself skips rejects and a reading's rows for other than its newest window."""
+def detector_input(shuffled: DataFrame) -> DataFrame:
+    """What the detector reads of the shuffled records: a reading's sensor, event time, metrics and
+    source, and a reject's dead letter. A row of no sensor is no reading for the detector: a reject,
+    or a reading's row for other than its newest window (sliding windows); a reject's dead letter
+    is there on its newest row only (one per reject).
+
+    Its expressions read every shuffled column: Spark prunes a branch's columns below the shared
+    exchange otherwise, and then reuses nothing (the topic read and parsed twice). A filter here
+    would be pushed below it the same way."""
+    newest, reject = F.col("newest"), F.col("dead_letter").isNotNull()
+    reading = newest & ~reject & F.col("window").isNotNull()
+    return shuffled.select(
+        F.when(reading, F.col("sensor_id")).alias("sensor_id"),
+        "event_us",
+        *METRICS,
+        "source_partition",
+        "source_offset",
+        *[
+            F.when(newest, F.col(f"dead_letter.{field}")).alias(name)
+            for field, name in (("key", "reject_key"), ("value", "reject_value"), ("reason_kind", "reason_kind"))
+        ],
+    )
+
+
+def detector_rows(shuffled: DataFrame, settings: Settings) -> DataFrame:
+    """The detector's rows (jobs/jvm/detector) as the stream's: its alerts, and the rejects' dead
+    letters, which pass through it. The records' own branch (`record_rows`) would read the shuffled
+    records once more for the dead letters alone (jobs/README.md, "What detection costs")."""
     jvm = shuffled.sparkSession._jvm
     assert jvm is not None  # a classic session's
     detector = jvm.sensorstream.detect.SensorDetector
-    alerts = DataFrame(
+    out = DataFrame(
         detector.alerts(
-            shuffled._jdf,
+            detector_input(shuffled)._jdf,
             float(settings.spike_k),
             0.05,
             20,
@@ -232,12 +263,13 @@ def alert_rows(shuffled: DataFrame, settings: Settings) -> DataFrame:
         ),
         shuffled.sparkSession,
     )
-    return alerts.select(
-        F.lit("alert").alias("kind"),
-        F.lit(settings.alerts_topic).alias("topic"),
+    reject = F.col("kind") == "reject"
+    return out.select(
+        F.when(reject, F.lit("reject")).otherwise(F.lit("alert")).alias("kind"),
+        F.when(reject, F.lit(settings.dead_letter_topic)).otherwise(F.lit(settings.alerts_topic)).alias("topic"),
         F.col("key"),
-        alert_json().alias("value"),
-        F.col("kind").alias("reason_kind"),
+        F.when(reject, F.col("reject_value")).otherwise(alert_json()).alias("value"),
+        F.when(reject, F.col("reason_kind")).otherwise(F.col("kind")).alias("reason_kind"),
         F.lit(True).alias("newest"),
         F.lit(0).cast("long").alias("num_readings"),
         F.lit(0).cast("long").alias("_shared"),

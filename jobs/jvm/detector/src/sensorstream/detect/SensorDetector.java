@@ -21,11 +21,13 @@ import scala.jdk.javaapi.CollectionConverters;
 /**
  * Per sensor, in Spark's state store (transformWithState): spikes, stuck sensors, silent ones.
  *
- * <p>Input: sensor_id string, event_us long (event time, microseconds), temperature, humidity,
- * pressure double, source_partition int, source_offset long; and, when given, dead_letter (a row
- * with one is skipped) and newest (a row without it is skipped): the stream's shuffled records.
- * Output: one row per alert, {@link #ALERTS}. Why in the JVM and not in Python: jobs/README.md,
- * "Detecting faulty sensors".
+ * <p>Input: the stream's shuffled records as {@code streaming/plan.detector_input} gives them:
+ * sensor_id string (null: no reading for the detector), event_us long (event time, microseconds),
+ * temperature, humidity, pressure double, source_partition int, source_offset long, and a reject's
+ * dead letter (reject_key, reject_value, reason_kind strings; null for the others). Output
+ * ({@link #ALERTS}): one row per alert, and each reject's dead letter as it came (kind "reject"):
+ * the stream reads its shuffled records once for both (jobs/README.md, "What detection costs").
+ * Why in the JVM and not in Python: jobs/README.md, "Detecting faulty sensors".
  *
  * <ul>
  *   <li>spike: a metric more than {@code k} standard deviations from the sensor's own exponentially
@@ -51,7 +53,9 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
       .add("expected_low", "double")
       .add("expected_high", "double")
       .add("event_us", "long")
-      .add("source", "string");
+      .add("source", "string")
+      .add("reason_kind", "string")
+      .add("reject_value", "string");
 
   static final String[] METRICS = {"temperature", "humidity", "pressure"};
   /** No standard deviation is taken below this: a very steady sensor's noise is not a spike. */
@@ -98,22 +102,12 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
   @Override
   public scala.collection.Iterator<Row> handleInputRows(
       String sensor, scala.collection.Iterator<Row> rows, TimerValues timerValues) {
-    List<Row> readings = new ArrayList<>();
-    int deadLetter = -1;
-    int newestFlag = -1;
-    while (rows.hasNext()) {
-      Row r = rows.next();
-      if (deadLetter == -1) {
-        deadLetter = fieldOrMissing(r, "dead_letter");
-        newestFlag = fieldOrMissing(r, "newest");
-      }
-      if ((deadLetter >= 0 && !r.isNullAt(deadLetter)) || (newestFlag >= 0 && !r.getBoolean(newestFlag))) {
-        continue;  // a reject, or a reading's row for a window other than its newest (sliding windows)
-      }
-      readings.add(r);
+    if (sensor == null) {
+      return rejects(rows);
     }
-    if (readings.isEmpty()) {
-      return CollectionConverters.asScala(new ArrayList<Row>().iterator());
+    List<Row> readings = new ArrayList<>();
+    while (rows.hasNext()) {
+      readings.add(rows.next());
     }
     Row first = readings.get(0);
     int eventUs = first.fieldIndex("event_us");
@@ -231,18 +225,32 @@ public final class SensorDetector extends StatefulProcessor<String, Row, Row> {
     return CollectionConverters.asScala(alerts.iterator());
   }
 
-  private static int fieldOrMissing(Row r, String name) {
-    try {
-      return r.fieldIndex(name);
-    } catch (IllegalArgumentException missing) {
-      return -1;
+  /** The rows of no sensor: each reject's dead letter, as it came; nothing for the others (a
+   *  reading's row for a window other than its newest). No state: a reject belongs to no sensor. */
+  private static scala.collection.Iterator<Row> rejects(scala.collection.Iterator<Row> rows) {
+    List<Row> out = new ArrayList<>();
+    int key = -1;
+    int value = -1;
+    int reason = -1;
+    while (rows.hasNext()) {
+      Row r = rows.next();
+      if (key < 0) {
+        key = r.fieldIndex("reject_key");
+        value = r.fieldIndex("reject_value");
+        reason = r.fieldIndex("reason_kind");
+      }
+      if (!r.isNullAt(key)) {
+        out.add(RowFactory.create(r.getString(key), null, "reject", null, null, null, null, null, null,
+            r.getString(reason), r.getString(value)));
+      }
     }
+    return CollectionConverters.asScala(out.iterator());
   }
 
   private static Row alert(String sensor, String kind, String metric, double value, double low, double high,
       long eventUs, String source) {
     String key = sensor + "|" + kind + (metric == null ? "" : ":" + metric) + "|" + source;
-    return RowFactory.create(key, sensor, kind, metric, nan(value), nan(low), nan(high), eventUs, source);
+    return RowFactory.create(key, sensor, kind, metric, nan(value), nan(low), nan(high), eventUs, source, null, null);
   }
 
   private static Double nan(double v) {
