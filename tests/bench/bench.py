@@ -5,6 +5,7 @@
                                           [--scale-sensors 10,10000,100000,1000000]
                                           [--scale-records 1000000] [--scale-cap 50000]
                                           [--scale-latency-sensors 100000] [--detect-readings 1000000]
+                                          [--detect-repeat 5]
 
 Starts its own local broker (free port, temporary folder) and one SparkSession (local[2]), then:
 
@@ -116,6 +117,8 @@ def main() -> int:
         "--scale-latency-sensors", type=int, default=100_000, help="sensors of the scale latency run; 0 = none"
     )
     parser.add_argument("--detect-readings", type=int, default=1_000_000, help="readings of the detect stage")
+    # one pair of runs, with and without the detector, varies by about +-0.05 in its ratio here
+    parser.add_argument("--detect-repeat", type=int, default=5, help="runs of each detect job (median)")
     parser.add_argument("--skip", default="", help=f"stages to leave out, of {','.join(STAGES)}")
     args = parser.parse_args()
     skip = {s for s in args.skip.split(",") if s}
@@ -189,7 +192,7 @@ def main() -> int:
             )
         if "detect" not in skip:
             say(f"detect: {args.detect_readings:,} simulator readings, the stream with and without the detector")
-            detect = measure_detect(spark, base, bootstrap, tmp, args.detect_readings, args.repeat, compare, pids, say)
+            detect = measure_detect(spark, base, bootstrap, tmp, args.detect_readings, args.detect_repeat, compare, pids, say)
             say(f"detect latency: {args.rate:,} readings/s for {args.seconds:.0f} s, trigger {trigger} s, detector on")
             detect["latency"] = measure_latency(
                 spark, base, bootstrap, tmp, args.rate, args.seconds, trigger, say=say, detect=True
