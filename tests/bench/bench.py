@@ -192,7 +192,9 @@ def main() -> int:
             )
         if "detect" not in skip:
             say(f"detect: {args.detect_readings:,} simulator readings, the stream with and without the detector")
-            detect = measure_detect(spark, base, bootstrap, tmp, args.detect_readings, args.detect_repeat, compare, pids, say)
+            detect = measure_detect(
+                spark, base, bootstrap, tmp, args.detect_readings, args.detect_repeat, compare, pids, say
+            )
             say(f"detect latency: {args.rate:,} readings/s for {args.seconds:.0f} s, trigger {trigger} s, detector on")
             detect["latency"] = measure_latency(
                 spark, base, bootstrap, tmp, args.rate, args.seconds, trigger, say=say, detect=True
