@@ -2,8 +2,9 @@
 columns: the same plan Spark runs each micro-batch, without a broker)."""
 
 from sensorstream.config import load_settings
-from sensorstream.streaming.plan import state_conf, stream_plan, stream_session
+from sensorstream.streaming.plan import stream_plan
 from support.readings import KAFKA_DDL, kafka_rows, with_
+from support.stream import state_session
 
 
 def test_a_batch_runs_one_task_per_state_partition(spark):
@@ -11,19 +12,9 @@ def test_a_batch_runs_one_task_per_state_partition(spark):
     is coalesced, so a micro-batch runs one task per state partition, not two."""
     settings = load_settings(environ={"STREAM_STATE_PARTITIONS": "4", "STREAM_SINKS": "kafka"})
     values = [with_(sensor_id=f"sensor_{i % 5}", timestamp=f"2026-01-31T08:00:{i:02d}Z") for i in range(30)]
-    session = stream_session(spark)  # as the stream runs it: its session, its state's settings
-    saved = {key: session.conf.get(key, None) for key in state_conf(settings)}
-    try:
-        for key, value in state_conf(settings).items():
-            session.conf.set(key, value)
+    with state_session(spark, settings) as session:  # as the stream runs it: its session, its state's settings
         rows = stream_plan(session.createDataFrame(kafka_rows([*values, "not json"]), KAFKA_DDL), settings)
         assert rows.rdd.getNumPartitions() == settings.state_partitions
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                session.conf.unset(key)
-            else:
-                session.conf.set(key, value)
     kinds = {r.kind: r.n for r in rows.groupBy("kind").count().withColumnRenamed("count", "n").collect()}
     assert kinds == {"window": 6, "reading": 30, "reject": 1}  # 5 sensors' windows, the rejects' epoch one
 

@@ -19,6 +19,7 @@ from sensorstream.schema import parse_and_validate
 from sensorstream.simulator import MALFORMED_KINDS, Simulator
 from support.broker import consume_all, isolated_settings
 from support.readings import RecordingSimulator, assert_stats_equal, reference_windows, stepping_clock
+from support.stream import state_session
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark, pytest.mark.slow]
 
@@ -322,23 +323,16 @@ def test_one_read_and_one_parse_serve_the_windows_and_the_dead_letters(kafka_set
     settings = kafka_settings.replace(detect=detect)
     sim = RecordingSimulator(sensors=3, seed=9, clock=stepping_clock(step=timedelta(seconds=1)), bad_ratio=0.2)
     assert produce(settings, sim, count=40, rate=0).acked == 40
-    session = streaming.stream_session(spark)
-    saved = {key: session.conf.get(key, None) for key in streaming.plan.state_conf(settings)}
-    for key, value in streaming.plan.state_conf(settings).items():
-        session.conf.set(key, value)
-    query = (
-        streaming.stream_plan(streaming.read_source(session, settings), settings)
-        .writeStream.outputMode("update")
-        .foreachBatch(lambda rows, batch_id: rows.count())
-        .option("checkpointLocation", str(Path(settings.checkpoint_location) / "plan"))
-        .trigger(availableNow=True)
-        .start()
-    )
-    try:
+    with state_session(spark, settings) as session:
+        query = (
+            streaming.stream_plan(streaming.read_source(session, settings), settings)
+            .writeStream.outputMode("update")
+            .foreachBatch(lambda rows, batch_id: rows.count())
+            .option("checkpointLocation", str(Path(settings.checkpoint_location) / "plan"))
+            .trigger(availableNow=True)
+            .start()
+        )
         query.awaitTermination()
-    finally:
-        for key, value in saved.items():
-            session.conf.unset(key) if value is None else session.conf.set(key, value)
     plan = query._jsq.explainInternal(False)  # the last batch's physical plan
     assert "ReusedExchange" in plan, plan
     assert query.recentProgress[0].numInputRows == 40
